@@ -1,0 +1,165 @@
+//! The command line: `provisioner run | migrate | sim | order submit | jobs | replay | cancel | demo`.
+//!
+//! Each command is a thin wrapper: it loads settings, initialises tracing, and calls into the
+//! module that does the work, so that the tests can call the same functions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "provisioner", version, about = "Turns billing orders into running OpenStack VMs, exactly once.")]
+pub struct Cli {
+    /// TOML settings file, under the PROVISIONER_* environment variables.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the worker: intake, engine, event relay, admin consumer and the HTTP status API.
+    Run,
+    /// Create the database if missing, apply the migrations, and exit.
+    Migrate,
+    /// Run the OpenStack simulator (Keystone, Glance, Neutron, Nova, Cinder) on one listener.
+    Sim(crate::sim::cli::SimArgs),
+    /// Play billing: publish orders to `billing.orders`.
+    Order {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
+    /// Read job status from the database.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Ask the workers to replay a failed job (publishes an admin command).
+    Replay(AdminArgs),
+    /// Ask the workers to cancel a queued or in-progress job (publishes an admin command).
+    Cancel(AdminArgs),
+    /// Start the simulator and a worker, publish sample orders, and show what happens.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCommand {
+    /// Publish order files exactly as billing would (exchange billing.orders, key order.create).
+    Submit {
+        /// Order JSON files; each is published as is, even if invalid.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// One job: state, step, attempts, resources, error and its history.
+    Show {
+        /// A job id or an order id.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        /// Only jobs created at or after this time (RFC 3339, or a duration like 15m, 2h, 1d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A job id or an order id.
+    pub id: String,
+    /// Why; recorded in the job's history.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Orders to publish besides the scripted ones.
+    #[arg(long, default_value_t = 0)]
+    pub extra: u32,
+}
+
+/// Runs a command; the error, if any, is printed as one clear message and exit code 1.
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A command's failure, printed as one line.
+pub type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
+
+fn settings(cli: &Cli) -> Result<Settings, crate::config::ConfigError> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    crate::telemetry::init(settings.log.format);
+    for var in Settings::unknown_env_vars(std::env::vars().map(|(k, _)| k)) {
+        tracing::warn!(%var, "environment variable is not a setting (a typo?); ignored");
+    }
+    Ok(settings)
+}
+
+async fn dispatch(cli: Cli) -> CliResult {
+    match &cli.command {
+        Command::Sim(args) => crate::sim::cli::run(args.clone()).await,
+        Command::Migrate => {
+            let settings = settings(&cli)?;
+            let store = crate::store::Store::connect(&settings.database).await?;
+            store.close().await;
+            tracing::info!(database = %settings.database.url, "migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let settings = settings(&cli)?;
+            crate::startup::run_worker(settings).await
+        }
+        Command::Order { command: OrderCommand::Submit { files } } => {
+            let settings = settings(&cli)?;
+            crate::amqp::submit_orders(&settings, files).await
+        }
+        Command::Jobs { command } => {
+            let settings = settings(&cli)?;
+            crate::ops::jobs_command(&settings, command).await
+        }
+        Command::Replay(args) => {
+            let settings = settings(&cli)?;
+            crate::amqp::send_admin(&settings, crate::messages::AdminCommandKind::Replay, args).await
+        }
+        Command::Cancel(args) => {
+            let settings = settings(&cli)?;
+            crate::amqp::send_admin(&settings, crate::messages::AdminCommandKind::Cancel, args).await
+        }
+        Command::Demo(args) => {
+            let settings = settings(&cli)?;
+            crate::startup::demo(settings, args).await
+        }
+    }
+}

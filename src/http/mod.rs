@@ -1,0 +1,1 @@
+//! HTTP: the job status API, health and readiness, and Prometheus metrics.

@@ -1,0 +1,129 @@
+//! Completion event v1 (`schemas/event.v1.json`): how a job ended, for billing.
+//!
+//! Written to the outbox in the same transaction as the job's final state and relayed to exchange
+//! `provisioning.events` with routing key equal to [`EventType::routing_key`]. Delivery is at
+//! least once; `event_id` is fixed when the event is written, so a re-sent event keeps it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub occurred_at: DateTime<Utc>,
+    pub job_id: Uuid,
+    pub order_id: String,
+    pub project_id: String,
+    pub attempts: u32,
+    pub server: Option<EventServer>,
+    pub port_id: Option<String>,
+    pub volume: Option<EventVolume>,
+    pub error: Option<EventError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "job.completed")]
+    Completed,
+    #[serde(rename = "job.failed")]
+    Failed,
+    #[serde(rename = "job.cancelled")]
+    Cancelled,
+}
+
+impl EventType {
+    /// The routing key on `provisioning.events`: the event's `type`.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            EventType::Completed => "job.completed",
+            EventType::Failed => "job.failed",
+            EventType::Cancelled => "job.cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventServer {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub addresses: Vec<EventAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventAddress {
+    pub network: String,
+    pub ip: String,
+    pub version: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventVolume {
+    pub id: String,
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventError {
+    pub class: ErrorClass,
+    pub step: String,
+    pub message: String,
+}
+
+/// Why a job did not complete, as billing sees it. The engine maps its internal error kinds
+/// (see `openstack::error`) onto these once, when a job fails for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    InvalidOrder,
+    NotFound,
+    QuotaExceeded,
+    CloudError,
+    Timeout,
+    Auth,
+    Cancelled,
+    Internal,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidOrder => "invalid_order",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::QuotaExceeded => "quota_exceeded",
+            ErrorClass::CloudError => "cloud_error",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Cancelled => "cancelled",
+            ErrorClass::Internal => "internal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "invalid_order" => ErrorClass::InvalidOrder,
+            "not_found" => ErrorClass::NotFound,
+            "quota_exceeded" => ErrorClass::QuotaExceeded,
+            "cloud_error" => ErrorClass::CloudError,
+            "timeout" => ErrorClass::Timeout,
+            "auth" => ErrorClass::Auth,
+            "cancelled" => ErrorClass::Cancelled,
+            "internal" => ErrorClass::Internal,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,118 @@
+//! Wire types of everything that crosses the broker, one file per message, each versioned.
+//!
+//! The JSON Schemas in `schemas/` are the contract with billing and operators; these types are
+//! the Rust side of the same contract. [`schema`] validates raw bodies against the schemas (for
+//! readable rejection reasons) before serde turns them into these types, and the tests check that
+//! every example in `schemas/examples/` validates and round-trips through them.
+
+pub mod admin;
+pub mod event;
+pub mod order;
+pub mod schema;
+
+pub use admin::{AdminCommand, AdminCommandKind, AdminTarget};
+pub use event::{ErrorClass, Event, EventAddress, EventError, EventServer, EventType, EventVolume};
+pub use order::{Order, OrderServer, OrderVolume};
+pub use schema::{Rejection, Schemas};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn examples(prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/examples");
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        out.sort();
+        assert!(!out.is_empty(), "no {prefix} examples");
+        out
+    }
+
+    #[test]
+    fn order_examples_validate_and_round_trip() {
+        let schemas = Schemas::new();
+        for (name, body) in examples("order-") {
+            let (order, value) = schemas.parse_order(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(serde_json::to_value(&order).unwrap(), value, "{name} does not round-trip");
+        }
+    }
+
+    #[test]
+    fn event_examples_validate_and_round_trip() {
+        let schemas = Schemas::new();
+        for (name, body) in examples("event-") {
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            schemas.check_event(&value).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let event: Event = serde_json::from_value(value.clone()).unwrap();
+            let back = serde_json::to_value(&event).unwrap();
+            // chrono may print the time differently; compare it as a time.
+            let t = |v: &Value| v["occurred_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+            assert_eq!(t(&back), t(&value), "{name}");
+            let (mut a, mut b) = (back, value);
+            a["occurred_at"] = Value::Null;
+            b["occurred_at"] = Value::Null;
+            assert_eq!(a, b, "{name} does not round-trip");
+        }
+    }
+
+    #[test]
+    fn admin_examples_validate_and_round_trip() {
+        let schemas = Schemas::new();
+        for (name, body) in examples("admin-") {
+            let cmd = schemas.parse_admin(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(cmd.target().is_some(), "{name}");
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(serde_json::to_value(&cmd).unwrap(), value, "{name} does not round-trip");
+        }
+    }
+
+    #[test]
+    fn bad_orders_are_rejected_with_a_reason_naming_the_field() {
+        let schemas = Schemas::new();
+        let good: Value = serde_json::from_slice(&examples("order-full")[0].1).unwrap();
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("unknown field", { let mut v = good.clone(); v["server"]["falvor"] = "x".into(); v }, "falvor"),
+            ("missing flavor", { let mut v = good.clone(); v["server"].as_object_mut().unwrap().remove("flavor"); v }, "flavor"),
+            ("volume too big", { let mut v = good.clone(); v["volume"]["size_gb"] = 20000.into(); v }, "/volume/size_gb"),
+            ("order id too long", { let mut v = good.clone(); v["order_id"] = "x".repeat(129).into(); v }, "/order_id"),
+            ("wrong version", { let mut v = good.clone(); v["version"] = 2.into(); v }, "/version"),
+            ("blank name", { let mut v = good.clone(); v["server"]["name"] = " ".into(); v }, "/server/name"),
+        ];
+        for (what, value, needle) in cases {
+            let err = schemas.parse_order(value.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.kind(), "schema", "{what}: {err}");
+            assert!(err.to_string().contains(needle), "{what}: {err}");
+        }
+        let mut big_user_data = good.clone();
+        use base64::Engine as _;
+        big_user_data["server"]["user_data"] =
+            base64::engine::general_purpose::STANDARD.encode(vec![b'a'; 65 * 1024]).into();
+        let err = schemas.parse_order(big_user_data.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("user_data"), "{err}");
+        let mut ok_user_data = good.clone();
+        ok_user_data["server"]["user_data"] =
+            base64::engine::general_purpose::STANDARD.encode(vec![b'a'; 64 * 1024]).into();
+        schemas.parse_order(ok_user_data.to_string().as_bytes()).unwrap();
+
+        assert_eq!(schemas.parse_order(b"\xff\xfe").unwrap_err().kind(), "not_utf8");
+        assert_eq!(schemas.parse_order(b"{not json").unwrap_err().kind(), "not_json");
+        assert_eq!(schemas.parse_order(&vec![b' '; 300 * 1024]).unwrap_err().kind(), "too_large");
+        assert_eq!(schemas.parse_order(b"[]").unwrap_err().kind(), "schema");
+    }
+
+    #[test]
+    fn admin_commands_need_exactly_one_target() {
+        let schemas = Schemas::new();
+        assert!(schemas.parse_admin(br#"{"command":"replay"}"#).is_err());
+        assert!(schemas
+            .parse_admin(br#"{"command":"replay","order_id":"a","job_id":"9f2e7b3c-4d5e-4f6a-9b0c-1d2e3f4a5b6c"}"#)
+            .is_err());
+        assert!(schemas.parse_admin(br#"{"command":"delete","order_id":"a"}"#).is_err());
+        assert!(schemas.parse_admin(br#"{"command":"cancel","job_id":"not-a-uuid"}"#).is_err());
+    }
+}

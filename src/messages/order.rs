@@ -1,0 +1,75 @@
+//! Order v1 (`schemas/order.v1.json`): what billing publishes on `billing.orders` to ask for a VM.
+//!
+//! `deny_unknown_fields` mirrors the schema's `additionalProperties: false`: a typo in billing
+//! (say `falvor`) is a rejected order, never a VM built with a setting silently dropped.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Decoded size limit of `server.user_data` (Nova's own limit is 64 KiB as well).
+pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u8>,
+    pub order_id: String,
+    pub project_id: String,
+    pub server: OrderServer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<OrderVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderServer {
+    pub name: String,
+    /// Flavor name or id.
+    pub flavor: String,
+    /// Image exact name or id.
+    pub image: String,
+    /// Network name or id.
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Base64, passed to Nova as is. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderVolume {
+    pub size_gb: u32,
+    /// Cinder volume type name or id; `None` means the cloud's default type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+}
+
+impl Order {
+    /// Checks of meaning that a JSON Schema cannot express. Called after schema validation.
+    pub fn check_meaning(&self) -> Result<(), String> {
+        if let Some(user_data) = &self.server.user_data {
+            use base64::Engine as _;
+            let compact: String = user_data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map_err(|e| format!("/server/user_data: not valid base64 ({e})"))?;
+            if decoded.len() > MAX_USER_DATA_BYTES {
+                return Err(format!(
+                    "/server/user_data: {} bytes once decoded, more than the limit of {} bytes",
+                    decoded.len(),
+                    MAX_USER_DATA_BYTES
+                ));
+            }
+        }
+        if self.order_id.chars().any(|c| !(' '..='~').contains(&c)) {
+            return Err("/order_id: only printable ASCII characters are allowed".into());
+        }
+        Ok(())
+    }
+}

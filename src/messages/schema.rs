@@ -1,0 +1,155 @@
+//! JSON Schema validation of raw message bodies, with reasons an operator can read.
+//!
+//! The schemas are compiled into the binary (`include_str!`) so that a deployed worker cannot
+//! disagree with the schemas it was tested against. Validation runs before serde so that a
+//! rejected message says *which* field is wrong (`/server/flavor: ...`), not just "invalid".
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{AdminCommand, Order};
+
+pub const ORDER_V1: &str = include_str!("../../schemas/order.v1.json");
+pub const EVENT_V1: &str = include_str!("../../schemas/event.v1.json");
+pub const ADMIN_COMMAND_V1: &str = include_str!("../../schemas/admin-command.v1.json");
+
+/// Largest message body accepted on any input queue; bigger ones are dead-lettered unread.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// At most this many schema violations are listed in a rejection reason.
+const MAX_REASONS: usize = 8;
+
+/// Why a message was refused. `Display` gives one line for logs and the `x-provisioner-error`
+/// header of the dead-lettered copy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("body is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("body is not UTF-8: {0}")]
+    NotUtf8(String),
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("schema {schema}: {}", .reasons.join("; "))]
+    Schema { schema: &'static str, reasons: Vec<String> },
+    #[error("{0}")]
+    Meaning(String),
+}
+
+impl Rejection {
+    /// A short machine-readable kind, used as a metric label and a header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::NotUtf8(_) => "not_utf8",
+            Rejection::NotJson(_) => "not_json",
+            Rejection::Schema { .. } => "schema",
+            Rejection::Meaning(_) => "meaning",
+        }
+    }
+}
+
+/// The compiled schemas; cheap to clone and share across tasks.
+#[derive(Clone)]
+pub struct Schemas {
+    inner: Arc<Compiled>,
+}
+
+struct Compiled {
+    order: jsonschema::Validator,
+    event: jsonschema::Validator,
+    admin: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Schemas(order.v1, event.v1, admin-command.v1)")
+    }
+}
+
+fn compile(name: &str, text: &str) -> jsonschema::Validator {
+    let schema: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("embedded schema {name} is not JSON: {e}"));
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("embedded schema {name} does not compile: {e}"))
+}
+
+impl Default for Schemas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Schemas {
+    /// Compiles the embedded schemas. They are tested, so a failure here is a build defect.
+    pub fn new() -> Self {
+        Schemas {
+            inner: Arc::new(Compiled {
+                order: compile("order.v1.json", ORDER_V1),
+                event: compile("event.v1.json", EVENT_V1),
+                admin: compile("admin-command.v1.json", ADMIN_COMMAND_V1),
+            }),
+        }
+    }
+
+    /// Parses and validates an order body: size, UTF-8, JSON, schema, then meaning.
+    pub fn parse_order(&self, body: &[u8]) -> Result<(Order, Value), Rejection> {
+        let value = parse_json(body)?;
+        check(&self.inner.order, "order.v1", &value)?;
+        let order: Order = serde_json::from_value(value.clone())
+            .map_err(|e| Rejection::Schema { schema: "order.v1", reasons: vec![e.to_string()] })?;
+        order.check_meaning().map_err(Rejection::Meaning)?;
+        Ok((order, value))
+    }
+
+    /// Parses and validates an admin command body.
+    pub fn parse_admin(&self, body: &[u8]) -> Result<AdminCommand, Rejection> {
+        let value = parse_json(body)?;
+        check(&self.inner.admin, "admin-command.v1", &value)?;
+        serde_json::from_value(value)
+            .map_err(|e| Rejection::Schema { schema: "admin-command.v1", reasons: vec![e.to_string()] })
+    }
+
+    /// Validates an event before it is written to the outbox: we never publish what we would
+    /// reject ourselves.
+    pub fn check_event(&self, value: &Value) -> Result<(), Rejection> {
+        check(&self.inner.event, "event.v1", value)
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(Rejection::TooLarge { size: body.len(), limit: MAX_BODY_BYTES });
+    }
+    let text = std::str::from_utf8(body).map_err(|e| Rejection::NotUtf8(e.to_string()))?;
+    serde_json::from_str(text).map_err(|e| Rejection::NotJson(e.to_string()))
+}
+
+fn check(validator: &jsonschema::Validator, schema: &'static str, value: &Value) -> Result<(), Rejection> {
+    if validator.is_valid(value) {
+        return Ok(());
+    }
+    let reasons: Vec<String> = validator
+        .iter_errors(value)
+        .take(MAX_REASONS)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            let path = if path.is_empty() { "/".to_string() } else { path };
+            format!("{path}: {}", truncate(&e.to_string(), 300))
+        })
+        .collect();
+    Err(Rejection::Schema { schema, reasons })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,3 @@
+//! The OpenStack client: a Keystone v3 session (tokens per project, catalog), then one module
+//! per service (identity, image, network, compute, volume) built the same way, and one error
+//! taxonomy decided in one place.
