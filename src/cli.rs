@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Settings;
 
 #[derive(Debug, Parser)]
-#[command(name = "provisioner", version, about = "Turns billing orders into running OpenStack VMs, exactly once.")]
+#[command(
+    name = "provisioner",
+    version,
+    about = "Turns billing orders into running OpenStack VMs, exactly once."
+)]
 pub struct Cli {
     /// TOML settings file, under the PROVISIONER_* environment variables.
     #[arg(long, global = true, value_name = "FILE")]

@@ -86,12 +86,7 @@ pub fn redact_url(url: &str) -> String {
     let Some(at) = authority.rfind('@') else { return url.to_string() };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}://{}:***@{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &rest[at + 1..]
-        ),
+        Some(colon) => format!("{}://{}:***@{}", &url[..scheme_end], &userinfo[..colon], &rest[at + 1..]),
         None => url.to_string(),
     }
 }
@@ -369,10 +364,7 @@ fn parse<T: FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    value
-        .trim()
-        .parse::<T>()
-        .map_err(|e| ConfigError(format!("{var}={value:?} is invalid: {e}")))
+    value.trim().parse::<T>().map_err(|e| ConfigError(format!("{var}={value:?} is invalid: {e}")))
 }
 
 impl Settings {
@@ -419,9 +411,7 @@ impl Settings {
             "PROVISIONER_AMQP_QUEUE_TYPE" => self.amqp.queue_type = parse(var, v)?,
             "PROVISIONER_AMQP_PREFIX" => self.amqp.prefix = v.trim().to_string(),
             "PROVISIONER_HTTP_ADDR" => self.http.addr = v.trim().to_string(),
-            "PROVISIONER_HTTP_TOKEN" => {
-                self.http.token = (!v.is_empty()).then(|| Secret::new(v.trim()))
-            }
+            "PROVISIONER_HTTP_TOKEN" => self.http.token = (!v.is_empty()).then(|| Secret::new(v.trim())),
             "PROVISIONER_LOG_FORMAT" => self.log.format = parse(var, v)?,
             "PROVISIONER_INTAKE_PREFETCH" => self.intake.prefetch = parse(var, v)?,
             "PROVISIONER_INTAKE_BATCH_SIZE" => self.intake.batch_size = parse(var, v)?,
@@ -440,17 +430,11 @@ impl Settings {
             "PROVISIONER_ENGINE_PROJECT_RATE" => self.engine.project_rate = parse(var, v)?,
             "PROVISIONER_ENGINE_CLOUD_RATE" => self.engine.cloud_rate = parse(var, v)?,
             "PROVISIONER_ADMIN_ALLOWED_USERS" => {
-                self.admin.allowed_users = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
+                self.admin.allowed_users =
+                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
             }
             "PROVISIONER_SHUTDOWN_GRACE_SECS" => self.shutdown.grace_secs = parse(var, v)?,
-            "PROVISIONER_WORKER_ID" => {
-                self.worker.id = (!v.trim().is_empty()).then(|| v.trim().to_string())
-            }
+            "PROVISIONER_WORKER_ID" => self.worker.id = (!v.trim().is_empty()).then(|| v.trim().to_string()),
             _ => unreachable!("{var} is listed in ENV_VARS but not handled"),
         }
         Ok(())
@@ -480,7 +464,10 @@ impl Settings {
             );
         }
         if !self.http.addr.is_empty() && self.http.addr.parse::<SocketAddr>().is_err() {
-            return err("PROVISIONER_HTTP_ADDR", &format!("`{}` is not an address like 127.0.0.1:8080", self.http.addr));
+            return err(
+                "PROVISIONER_HTTP_ADDR",
+                &format!("`{}` is not an address like 127.0.0.1:8080", self.http.addr),
+            );
         }
         if self.database.max_connections < 2 {
             return err("PROVISIONER_DATABASE_MAX_CONNECTIONS", "must be at least 2");
@@ -565,8 +552,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::load_from(None, |k| map.get(k).cloned())
     }
 
@@ -600,7 +586,10 @@ mod tests {
         ])
         .unwrap();
         let shown = format!("{s:?} {} {}", s.amqp.url, s.database.url);
-        assert!(!shown.contains("s3cret") && !shown.contains("hunter2") && !shown.contains("tok-123"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2") && !shown.contains("tok-123"),
+            "{shown}"
+        );
         assert!(shown.contains("amqp://worker:***@mq:5672/prod"), "{shown}");
     }
 
@@ -624,7 +613,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("prov-cfg-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("p.toml");
-        std::fs::write(&path, "[intake]\nprefetch = 7\nbatch_size = 3\n[admin]\nallowed_users = [\"ops\"]\n").unwrap();
+        std::fs::write(&path, "[intake]\nprefetch = 7\nbatch_size = 3\n[admin]\nallowed_users = [\"ops\"]\n")
+            .unwrap();
         let s = Settings::load_from(Some(&path), |k| {
             (k == "PROVISIONER_INTAKE_BATCH_SIZE").then(|| "5".to_string())
         })

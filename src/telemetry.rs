@@ -17,12 +17,9 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .flatten_event(true)
-            .try_init(),
+        LogFormat::Json => {
+            builder.json().with_current_span(true).with_span_list(false).flatten_event(true).try_init()
+        }
         LogFormat::Pretty => builder.with_target(false).compact().try_init(),
     };
 }

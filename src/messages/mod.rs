@@ -51,7 +51,9 @@ mod tests {
             let event: Event = serde_json::from_value(value.clone()).unwrap();
             let back = serde_json::to_value(&event).unwrap();
             // chrono may print the time differently; compare it as a time.
-            let t = |v: &Value| v["occurred_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+            let t = |v: &Value| {
+                v["occurred_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap()
+            };
             assert_eq!(t(&back), t(&value), "{name}");
             let (mut a, mut b) = (back, value);
             a["occurred_at"] = Value::Null;
@@ -76,12 +78,60 @@ mod tests {
         let schemas = Schemas::new();
         let good: Value = serde_json::from_slice(&examples("order-full")[0].1).unwrap();
         let cases: Vec<(&str, Value, &str)> = vec![
-            ("unknown field", { let mut v = good.clone(); v["server"]["falvor"] = "x".into(); v }, "falvor"),
-            ("missing flavor", { let mut v = good.clone(); v["server"].as_object_mut().unwrap().remove("flavor"); v }, "flavor"),
-            ("volume too big", { let mut v = good.clone(); v["volume"]["size_gb"] = 20000.into(); v }, "/volume/size_gb"),
-            ("order id too long", { let mut v = good.clone(); v["order_id"] = "x".repeat(129).into(); v }, "/order_id"),
-            ("wrong version", { let mut v = good.clone(); v["version"] = 2.into(); v }, "/version"),
-            ("blank name", { let mut v = good.clone(); v["server"]["name"] = " ".into(); v }, "/server/name"),
+            (
+                "unknown field",
+                {
+                    let mut v = good.clone();
+                    v["server"]["falvor"] = "x".into();
+                    v
+                },
+                "falvor",
+            ),
+            (
+                "missing flavor",
+                {
+                    let mut v = good.clone();
+                    v["server"].as_object_mut().unwrap().remove("flavor");
+                    v
+                },
+                "flavor",
+            ),
+            (
+                "volume too big",
+                {
+                    let mut v = good.clone();
+                    v["volume"]["size_gb"] = 20000.into();
+                    v
+                },
+                "/volume/size_gb",
+            ),
+            (
+                "order id too long",
+                {
+                    let mut v = good.clone();
+                    v["order_id"] = "x".repeat(129).into();
+                    v
+                },
+                "/order_id",
+            ),
+            (
+                "wrong version",
+                {
+                    let mut v = good.clone();
+                    v["version"] = 2.into();
+                    v
+                },
+                "/version",
+            ),
+            (
+                "blank name",
+                {
+                    let mut v = good.clone();
+                    v["server"]["name"] = " ".into();
+                    v
+                },
+                "/server/name",
+            ),
         ];
         for (what, value, needle) in cases {
             let err = schemas.parse_order(value.to_string().as_bytes()).unwrap_err();
@@ -109,9 +159,13 @@ mod tests {
     fn admin_commands_need_exactly_one_target() {
         let schemas = Schemas::new();
         assert!(schemas.parse_admin(br#"{"command":"replay"}"#).is_err());
-        assert!(schemas
-            .parse_admin(br#"{"command":"replay","order_id":"a","job_id":"9f2e7b3c-4d5e-4f6a-9b0c-1d2e3f4a5b6c"}"#)
-            .is_err());
+        assert!(
+            schemas
+                .parse_admin(
+                    br#"{"command":"replay","order_id":"a","job_id":"9f2e7b3c-4d5e-4f6a-9b0c-1d2e3f4a5b6c"}"#
+                )
+                .is_err()
+        );
         assert!(schemas.parse_admin(br#"{"command":"delete","order_id":"a"}"#).is_err());
         assert!(schemas.parse_admin(br#"{"command":"cancel","job_id":"not-a-uuid"}"#).is_err());
     }

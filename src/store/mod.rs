@@ -66,10 +66,9 @@ impl Store {
         let url = settings.url.expose();
         let options: MySqlConnectOptions =
             url.parse().map_err(|source| StoreError::Db { op: "parse database URL", source })?;
-        let options = options.log_statements(tracing::log::LevelFilter::Trace).log_slow_statements(
-            tracing::log::LevelFilter::Warn,
-            Duration::from_secs(1),
-        );
+        let options = options
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
         create_database_if_missing(url).await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -118,9 +117,7 @@ async fn create_database_if_missing(url: &str) -> Result<()> {
     let server: MySqlConnectOptions = format!("{head}://{authority}/{query}")
         .parse()
         .map_err(|source| StoreError::Db { op: "parse database URL", source })?;
-    let mut conn = sqlx::MySqlConnection::connect_with(&server)
-        .await
-        .op("connect to create the database")?;
+    let mut conn = sqlx::MySqlConnection::connect_with(&server).await.op("connect to create the database")?;
     // The name comes from our own settings and holds no backtick (checked above).
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
