@@ -139,7 +139,7 @@ impl FromStr for QueueType {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -252,22 +252,6 @@ pub struct ShutdownSettings {
 pub struct WorkerSettings {
     /// This worker's name in leases and history; default `<hostname>-<pid>-<random>`.
     pub id: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            database: DatabaseSettings::default(),
-            amqp: AmqpSettings::default(),
-            http: HttpSettings::default(),
-            log: LogSettings::default(),
-            intake: IntakeSettings::default(),
-            engine: EngineSettings::default(),
-            admin: AdminSettings::default(),
-            shutdown: ShutdownSettings::default(),
-            worker: WorkerSettings::default(),
-        }
-    }
 }
 
 impl Default for DatabaseSettings {
