@@ -28,6 +28,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod openstack;
 pub mod ops;
 pub mod sim;
