@@ -1,0 +1,5 @@
+//! The intake benchmark.
+
+pub async fn run() {
+    println!("intake: not implemented yet");
+}

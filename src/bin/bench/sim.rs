@@ -1,0 +1,5 @@
+//! The sim benchmark.
+
+pub async fn run() {
+    println!("sim: not implemented yet");
+}

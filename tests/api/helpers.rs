@@ -1,0 +1,2 @@
+//! Tests: helpers.
+#![allow(dead_code)]

@@ -1,0 +1,12 @@
+//! The integration tests: one binary, one module per capability, all against the real MariaDB
+//! and RabbitMQ (each test in its own database and AMQP name prefix) and our OpenStack simulator.
+
+mod contracts;
+mod deploy;
+mod engine;
+mod helpers;
+mod intake;
+mod openstack;
+mod ops;
+mod sim;
+mod sim_cli;
