@@ -1,0 +1,3 @@
+//! compute service.
+
+pub mod protocol;

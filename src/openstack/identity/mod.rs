@@ -1,0 +1,3 @@
+//! identity service.
+
+pub mod protocol;

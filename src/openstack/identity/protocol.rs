@@ -1,0 +1,397 @@
+//! Keystone v3 wire types: the password authentication request, the token body with its
+//! service catalog, projects, users and the error body.
+//!
+//! Shared by the client (which sends `AuthRequest` and reads `TokenResponse`) and the simulator
+//! (which does the opposite), so the two cannot drift apart. Fields the real service may omit
+//! are `Option` or defaulted; unknown fields are ignored when reading.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::openstack::protocol_time;
+
+/// `POST /v3/auth/tokens` request body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub auth: Auth,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Auth {
+    pub identity: Identity,
+    /// Absent (or the string `"unscoped"`) for an unscoped token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// `["password"]` or `["token"]`.
+    pub methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<PasswordMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenMethod>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordMethod {
+    pub user: PasswordUser,
+}
+
+/// A user by id, or by name plus domain (by id or name). The password is a secret: never log it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainRef>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PasswordUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordUser")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("domain", &self.domain)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenMethod {
+    pub id: String,
+}
+
+impl std::fmt::Debug for TokenMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenMethod { id: *** }")
+    }
+}
+
+/// A domain by id or by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DomainRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The scope of the requested token. keystoneauth sends the string `"unscoped"` for an
+/// explicitly unscoped token; that reads as [`Scope::Unscoped`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scope {
+    Scoped(ScopeTarget),
+    Unscoped(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScopeTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<ProjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<serde_json::Value>,
+}
+
+/// A project by id, or by name plus domain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainRef>,
+}
+
+impl AuthRequest {
+    /// Password authentication of a user by name in a domain (by name), scoped to a project
+    /// by id when `project_id` is given.
+    pub fn password(user: PasswordUser, scope: Option<ProjectRef>) -> AuthRequest {
+        AuthRequest {
+            auth: Auth {
+                identity: Identity {
+                    methods: vec!["password".into()],
+                    password: Some(PasswordMethod { user }),
+                    token: None,
+                },
+                scope: scope.map(|p| Scope::Scoped(ScopeTarget { project: Some(p), ..Default::default() })),
+            },
+        }
+    }
+}
+
+/// The body of `POST /v3/auth/tokens` (201) and `GET /v3/auth/tokens` (200). The token itself
+/// is in the `X-Subject-Token` header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: Token,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    #[serde(default)]
+    pub methods: Vec<String>,
+    pub user: TokenUser,
+    #[serde(default)]
+    pub audit_ids: Vec<String>,
+    #[serde(with = "protocol_time::micros_z")]
+    pub expires_at: DateTime<Utc>,
+    #[serde(with = "protocol_time::micros_z")]
+    pub issued_at: DateTime<Utc>,
+    /// Present on a project-scoped token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<TokenProject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_domain: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Role>,
+    /// Present on scoped tokens (absent with `?nocatalog`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<Vec<CatalogEntry>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenUser {
+    pub id: String,
+    pub name: String,
+    pub domain: Domain,
+    #[serde(default)]
+    pub password_expires_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Domain {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenProject {
+    pub id: String,
+    pub name: String,
+    pub domain: Domain,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    pub id: String,
+    pub name: String,
+}
+
+/// One service in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    /// `public`, `internal` or `admin`.
+    pub interface: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub region_id: Option<String>,
+    pub url: String,
+}
+
+/// A project as listed by `/v3/projects` and `/v3/auth/projects`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub is_domain: bool,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `{"self": url}` on one resource; `{"self", "previous", "next"}` on a collection.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Links {
+    #[serde(rename = "self", default)]
+    pub self_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectList {
+    pub projects: Vec<Project>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectBody {
+    pub project: Project,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub default_project_id: Option<String>,
+    #[serde(default)]
+    pub password_expires_at: Option<String>,
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserList {
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+/// Keystone's error body, also what keystonemiddleware answers for a bad token on every
+/// service: `{"error": {"code": 401, "message": "...", "title": "Unauthorized"}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: u16,
+    pub message: String,
+    pub title: String,
+}
+
+/// Keystone's version discovery document (`GET /identity` answers 300 with a list,
+/// `GET /identity/v3` answers 200 with one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionList {
+    pub versions: VersionValues,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionValues {
+    pub values: Vec<Version>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionBody {
+    pub version: Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub id: String,
+    pub status: String,
+    pub updated: String,
+    pub links: Vec<Link>,
+    #[serde(rename = "media-types", default)]
+    pub media_types: Vec<MediaType>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub rel: String,
+    pub href: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaType {
+    pub base: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_api_ref_password_scoped_request() {
+        let body = r#"{"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "domain": {"name": "Default"}, "password": "devstacker"}}},
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}"#;
+        let req: AuthRequest = serde_json::from_str(body).unwrap();
+        let user = &req.auth.identity.password.as_ref().unwrap().user;
+        assert_eq!(user.name.as_deref(), Some("admin"));
+        assert!(!format!("{user:?}").contains("devstacker"));
+        match req.auth.scope {
+            Some(Scope::Scoped(ScopeTarget { project: Some(p), .. })) => {
+                assert_eq!(p.name.as_deref(), Some("admin"));
+                assert_eq!(p.domain.unwrap().id.as_deref(), Some("default"));
+            }
+            other => panic!("unexpected scope {other:?}"),
+        }
+        let unscoped: AuthRequest = serde_json::from_str(
+            r#"{"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "id": "ee4dfb6e5540447cb3741905149d9b6e", "password": "x"}}}, "scope": "unscoped"}}"#,
+        )
+        .unwrap();
+        assert_eq!(unscoped.auth.scope, Some(Scope::Unscoped("unscoped".into())));
+    }
+
+    #[test]
+    fn parses_api_ref_token_response() {
+        let body = r#"{"token": {"methods": ["password"], "roles": [{"id": "51cc68287d524c759f47c811e6463340", "name": "admin"}],
+          "expires_at": "2015-11-07T02:58:43.578887Z", "issued_at": "2015-11-07T01:58:43.578929Z",
+          "project": {"domain": {"id": "default", "name": "Default"}, "id": "a6944d763bf64ee6a275f1263fae0352", "name": "admin"},
+          "is_domain": false,
+          "catalog": [{"endpoints": [{"region_id": "RegionOne", "url": "http://example.com/identity", "region": "RegionOne", "interface": "public", "id": "068d1b359ee84b438266cb736d81de97"}],
+             "type": "identity", "id": "050726f278654128aba89757ae25950c", "name": "keystone"}],
+          "user": {"domain": {"id": "default", "name": "Default"}, "id": "ee4dfb6e5540447cb3741905149d9b6e", "name": "admin", "password_expires_at": "2016-11-06T15:32:17.000000"},
+          "audit_ids": ["3T2dc1CGQxyJsHdDu1xkcw"]}}"#;
+        let tok: TokenResponse = serde_json::from_str(body).unwrap();
+        let catalog = tok.token.catalog.as_ref().unwrap();
+        assert_eq!(catalog[0].service_type, "identity");
+        assert_eq!(catalog[0].endpoints[0].interface, "public");
+        assert_eq!(tok.token.project.as_ref().unwrap().name, "admin");
+        let again = serde_json::to_value(&tok).unwrap();
+        assert_eq!(again["token"]["expires_at"], "2015-11-07T02:58:43.578887Z");
+    }
+
+    #[test]
+    fn parses_error_body() {
+        let e: ErrorBody = serde_json::from_str(
+            r#"{"error": {"code": 401, "message": "The request you have made requires authentication.", "title": "Unauthorized"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error.code, 401);
+    }
+}

@@ -1,0 +1,3 @@
+//! image service.
+
+pub mod protocol;

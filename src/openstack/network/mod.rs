@@ -1,0 +1,3 @@
+//! network service.
+
+pub mod protocol;

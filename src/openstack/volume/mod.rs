@@ -1,0 +1,3 @@
+//! volume service.
+
+pub mod protocol;
