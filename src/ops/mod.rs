@@ -1,12 +1,10 @@
-//! What operators use every day: job status for the CLI, admin commands, the demo.
+//! What operators use every day, on top of the engine: job status for the CLI
+//! (`provisioner jobs show|list`), and the one-command demo.
+//!
+//! Status is read from the database through [`crate::store::status`]; this module only turns it
+//! into tables for people or JSON for scripts. Admin commands (replay, cancel) travel over the
+//! broker: see [`crate::amqp::admin`] and [`crate::store::admin`].
 
-use std::process::ExitCode;
+pub mod jobs;
 
-use crate::cli::{CliResult, JobsCommand};
-use crate::config::Settings;
-
-/// `provisioner jobs show|list`.
-pub async fn jobs_command(_settings: &Settings, _command: &JobsCommand) -> CliResult {
-    let _ = ExitCode::SUCCESS;
-    Err("`jobs` is not implemented yet".into())
-}
+pub use jobs::jobs_command;

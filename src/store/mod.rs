@@ -14,6 +14,8 @@ use sqlx::{ConnectOptions, Connection, MySqlPool};
 
 use crate::config::DatabaseSettings;
 
+pub mod status;
+
 /// A database error, with the operation that failed. All of them are worth retrying later:
 /// the store never classifies a DB error as permanent, because a database that comes back
 /// makes every one of them succeed.

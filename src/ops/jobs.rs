@@ -1,0 +1,247 @@
+//! `provisioner jobs show <job-id|order-id>` and `provisioner jobs list`: job status as a table
+//! for people, or as JSON (`--json`, the same shapes as the HTTP API) for scripts.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+
+use crate::cli::{CliResult, JobsCommand};
+use crate::config::Settings;
+use crate::store::Store;
+use crate::store::status::{HistoryEntry, JobDetail, JobFilter, JobStatus, STATES};
+
+/// `provisioner jobs show|list`.
+pub async fn jobs_command(settings: &Settings, command: &JobsCommand) -> CliResult {
+    let store = Store::connect(&settings.database).await?;
+    let result = run(&store, command).await;
+    store.close().await;
+    let out = result?;
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(
+    store: &Store,
+    command: &JobsCommand,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        JobsCommand::Show { id, json } => {
+            let detail = store
+                .job_detail(id)
+                .await?
+                .ok_or_else(|| format!("no job with job id or order id {id:?}"))?;
+            if *json {
+                Ok(format!("{}\n", serde_json::to_string_pretty(&detail)?))
+            } else {
+                Ok(render_detail(&detail, Utc::now()))
+            }
+        }
+        JobsCommand::List { state, project, since, limit, json } => {
+            if let Some(s) = state
+                && !STATES.contains(&s.as_str())
+            {
+                return Err(format!("--state {s:?} is not one of {}", STATES.join(", ")).into());
+            }
+            let since = since.as_deref().map(|s| parse_since(s, Utc::now())).transpose()?;
+            let filter = JobFilter {
+                state: state.clone(),
+                project_id: project.clone(),
+                since,
+                limit: *limit,
+                ..JobFilter::default()
+            };
+            let page = store.list_jobs(&filter).await?;
+            if *json {
+                Ok(format!("{}\n", serde_json::to_string_pretty(&page)?))
+            } else {
+                Ok(render_list(&page.jobs))
+            }
+        }
+    }
+}
+
+/// `--since`: an RFC 3339 time, or a duration back from `now` such as `90s`, `15m`, `2h`, `1d`.
+pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let bad = || format!("--since {text:?} is neither an RFC 3339 time nor a duration like 15m, 2h, 1d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(now - chrono::Duration::seconds(secs))
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
+
+/// A duration in ms, short: `850ms`, `12.4s`, `3m05s`, `2h10m`.
+pub fn human_ms(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+fn or_dash(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+/// A job for people: its fields, then its history with timings.
+pub fn render_detail(d: &JobDetail, now: DateTime<Utc>) -> String {
+    let s = &d.status;
+    let mut out = String::new();
+    let mut field = |k: &str, v: &str| {
+        let _ = writeln!(out, "{k:<10} {v}");
+    };
+    field("job", &s.job_id);
+    field("order", &s.order_id);
+    field("project", &s.project_id);
+    let mut state = format!(
+        "{} (step {}, attempt {} of this step, {} in all)",
+        s.state, s.step, d.step_attempts, s.attempts
+    );
+    if d.cancel_requested {
+        state.push_str(", cancel requested");
+    }
+    field("state", &state);
+    field("server", or_dash(&s.server_id));
+    field("port", or_dash(&s.port_id));
+    field("volume", or_dash(&s.volume_id));
+    if let Some(class) = &s.error_class {
+        let step = d.error_step.as_deref().map(|st| format!(" at {st}")).unwrap_or_default();
+        field("error", &format!("{class}{step}: {}", or_dash(&s.error_message)));
+    }
+    field("created", &time(s.created_at));
+    match s.finished_at {
+        Some(f) => field(
+            "finished",
+            &format!("{} (took {})", time(f), human_ms((f - s.created_at).num_milliseconds())),
+        ),
+        None => {
+            field("running", &human_ms((now - s.created_at).num_milliseconds()));
+            if let Some(owner) = &d.lease_owner {
+                let until = d.lease_expires_at.map(time).unwrap_or_default();
+                field("lease", &format!("{owner} until {until}"));
+            } else {
+                field("next run", &time(d.next_run_at));
+            }
+        }
+    }
+    out.push_str("\nhistory\n");
+    let rows: Vec<Vec<String>> = d.history.iter().map(history_row).collect();
+    out.push_str(&table(&["AT", "+ELAPSED", "TRANSITION", "ATTEMPT", "TOOK", "ACTOR", "DETAIL"], &rows));
+    out
+}
+
+fn history_row(h: &HistoryEntry) -> Vec<String> {
+    let from = match (&h.from_state, &h.from_step) {
+        (Some(state), Some(step)) => format!("{state}/{step}"),
+        (Some(state), None) => state.clone(),
+        _ => "(new)".into(),
+    };
+    vec![
+        time(h.at),
+        format!("+{}", human_ms(h.elapsed_ms)),
+        format!("{from} -> {}/{}", h.to_state, h.to_step),
+        h.attempt.to_string(),
+        h.duration_ms.map(|d| human_ms(d as i64)).unwrap_or_else(|| "-".into()),
+        or_dash(&h.actor).to_string(),
+        or_dash(&h.detail).to_string(),
+    ]
+}
+
+/// Jobs for people, one line each.
+pub fn render_list(jobs: &[JobStatus]) -> String {
+    if jobs.is_empty() {
+        return "no jobs\n".into();
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.job_id.clone(),
+                j.order_id.clone(),
+                j.project_id.clone(),
+                j.state.clone(),
+                j.step.clone(),
+                j.attempts.to_string(),
+                or_dash(&j.server_id).to_string(),
+                j.error_class.clone().unwrap_or_else(|| "-".into()),
+                time(j.created_at),
+            ]
+        })
+        .collect();
+    table(&["JOB", "ORDER", "PROJECT", "STATE", "STEP", "ATTEMPTS", "SERVER", "ERROR", "CREATED"], &rows)
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i + 1 == widths.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_and_durations() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_since("15m", now).unwrap(), now - chrono::Duration::minutes(15));
+        assert_eq!(parse_since("1d", now).unwrap(), now - chrono::Duration::days(1));
+        assert_eq!(
+            parse_since("2026-11-25T00:00:00+01:00", now).unwrap(),
+            DateTime::parse_from_rfc3339("2026-11-24T23:00:00Z").unwrap().with_timezone(&Utc)
+        );
+        assert!(parse_since("yesterday", now).is_err());
+        assert!(parse_since("5w", now).is_err());
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+        assert_eq!(human_ms(850), "850ms");
+        assert_eq!(human_ms(12_400), "12.4s");
+        assert_eq!(human_ms(185_000), "3m05s");
+    }
+}
