@@ -5,17 +5,70 @@
 //! (topic) → queue `provisioner.orders` (bound `order.#`, quorum by default) dead-lettering to
 //! `provisioner.dlx` → `provisioner.dead`; events on `provisioning.events`; admin commands on
 //! `provisioner.admin`. The worker declares all of it idempotently at startup and after every
-//! reconnect.
+//! reconnect ([`topology`]); [`connection::Broker`] reconnects with backoff and hands out channels.
 
-use std::path::PathBuf;
+pub mod connection;
+pub mod intake;
+pub mod submit;
+pub mod topology;
+
+pub use connection::Broker;
+pub use submit::submit_orders;
+pub use topology::Names;
 
 use crate::cli::{AdminArgs, CliResult};
 use crate::config::Settings;
 use crate::messages::AdminCommandKind;
 
-/// `provisioner order submit FILE...`: publishes each file as billing would.
-pub async fn submit_orders(_settings: &Settings, _files: &[PathBuf]) -> CliResult {
-    Err("`order submit` is not implemented yet".into())
+/// A broker error, with what was being done. Connection and channel errors are transient: the
+/// consumers reconnect and carry on; the CLI commands report them and exit.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// The URL is shown redacted.
+    #[error("cannot connect to RabbitMQ at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("cannot declare {name}: {source}")]
+    Declare {
+        name: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("AMQP {op}: {source}")]
+    Channel {
+        op: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker refused (nack) or could not route a confirmed publish.
+    #[error("the broker did not accept {what}: {why}")]
+    NotConfirmed { what: String, why: String },
+    /// The consumer was cancelled by the broker (queue deleted, node down, ...).
+    #[error("the broker cancelled the consumer on {queue}")]
+    ConsumerCancelled { queue: String },
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Shutdown was requested while waiting (for the broker, for the database).
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+/// Adds the failing operation to a lapin error.
+pub(crate) trait AmqpOp<T> {
+    fn op(self, op: &'static str) -> Result<T, AmqpError>;
+}
+
+impl<T> AmqpOp<T> for Result<T, lapin::Error> {
+    fn op(self, op: &'static str) -> Result<T, AmqpError> {
+        self.map_err(|source| AmqpError::Channel { op, source })
+    }
 }
 
 /// `provisioner replay|cancel ID`: publishes an admin command.

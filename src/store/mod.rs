@@ -7,10 +7,13 @@
 //!   means another worker owns the job now);
 //! - a job's final state and its completion event are written in one transaction (the outbox).
 
+pub mod intake;
+
 use std::time::Duration;
 
+use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use sqlx::{ConnectOptions, Connection, MySqlPool};
+use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
 use crate::config::DatabaseSettings;
 
@@ -29,6 +32,8 @@ pub enum StoreError {
     },
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    MigrationLock(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -60,7 +65,18 @@ pub struct Store {
     pool: MySqlPool,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Name of the advisory lock that serialises migrations between workers starting at once.
+const MIGRATE_LOCK: &str = "provisioner_migrate";
+/// How long a worker waits for another one's migrations before it gives up.
+const MIGRATE_LOCK_WAIT_SECS: u32 = 60;
+
+/// Session settings of every pooled connection: times are UTC (the schema stores UTC and the
+/// defaults `CURRENT_TIMESTAMP(6)` must agree with `UTC_TIMESTAMP(6)`), and READ COMMITTED, which
+/// takes no gap locks: fewer deadlocks between intake inserts and `SKIP LOCKED` claims.
+const SESSION_SETUP: [&str; 2] =
+    ["SET time_zone = '+00:00'", "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"];
 
 impl Store {
     /// Creates the database if it is missing, connects a pool, and applies the migrations.
@@ -75,6 +91,14 @@ impl Store {
         let pool = MySqlPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    for statement in SESSION_SETUP {
+                        conn.execute(statement).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .op("connect")?;
@@ -83,10 +107,35 @@ impl Store {
         Ok(store)
     }
 
-    /// Applies pending migrations (idempotent; safe with several workers starting at once, as
-    /// sqlx takes a lock for it).
+    /// Applies pending migrations (idempotent; safe with several workers starting at once).
+    ///
+    /// sqlx's own migration lock calls `GET_LOCK(name, -1)`, which MariaDB answers with NULL (an
+    /// error for sqlx); so we take our own named lock with a finite wait on one connection and
+    /// run the migrator on that same connection with its locking turned off.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        let mut conn = self.pool.acquire().await.op("acquire a connection to migrate")?;
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(MIGRATE_LOCK)
+            .bind(MIGRATE_LOCK_WAIT_SECS)
+            .fetch_one(&mut *conn)
+            .await
+            .op("take the migration lock")?;
+        if got != Some(1) {
+            return Err(StoreError::MigrationLock(format!(
+                "could not take the migration lock `{MIGRATE_LOCK}` within {MIGRATE_LOCK_WAIT_SECS} s \
+                 (another worker is migrating, or is stuck)"
+            )));
+        }
+        let mut migrator = Migrator::with_migrations(MIGRATOR.migrations.to_vec());
+        migrator.set_locking(false);
+        let outcome = migrator.run(&mut *conn).await;
+        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(MIGRATE_LOCK)
+            .execute(&mut *conn)
+            .await
+            .op("release the migration lock");
+        outcome?;
+        released?;
         Ok(())
     }
 

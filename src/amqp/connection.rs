@@ -1,0 +1,156 @@
+//! The broker connection: connect with retry and backoff, reconnect after a loss, hand out
+//! channels.
+//!
+//! Every consumer and publisher of the worker (intake, admin consumer, outbox relay) holds a
+//! clone of the same [`Broker`] and asks it for a channel when it starts and after its channel
+//! died; the broker reconnects when the connection is gone, waiting with jittered exponential
+//! backoff (100 ms doubling up to 5 s) for as long as it takes, until the shutdown token fires.
+//! The pattern for a consumer is therefore a loop: `broker.channel()` → `topology::declare` →
+//! consume until the stream ends or errors → log → loop. What was not acked on the lost channel
+//! is redelivered by the broker, and every consumer is idempotent on its message ids.
+//!
+//! The URL may carry a password: it is only ever shown redacted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::AmqpError;
+use crate::config::SecretUrl;
+
+/// First and largest delay between connection attempts.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A shared, self-healing connection to RabbitMQ. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    url: SecretUrl,
+    /// Shown in the RabbitMQ management UI (`connection_name`).
+    name: String,
+    conn: Mutex<Option<Arc<Connection>>>,
+    /// Stops the retry loops: a worker that shuts down does not wait for a broker.
+    shutdown: CancellationToken,
+}
+
+/// The backoff between (re)connection attempts: 100 ms doubling to 5 s, jittered, unbounded.
+pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(RETRY_MIN)
+        .with_max_delay(RETRY_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+impl Broker {
+    /// A broker handle; nothing is connected until the first [`Broker::channel`].
+    pub fn new(url: SecretUrl, name: impl Into<String>, shutdown: CancellationToken) -> Broker {
+        Broker { inner: Arc::new(Inner { url, name: name.into(), conn: Mutex::new(None), shutdown }) }
+    }
+
+    /// The broker URL, password redacted.
+    pub fn redacted_url(&self) -> String {
+        self.inner.url.redacted()
+    }
+
+    /// The shutdown token the retry loops watch.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// A new channel on the live connection; connects (or reconnects) first if needed, retrying
+    /// with backoff until it works or shutdown is requested ([`AmqpError::Cancelled`]).
+    pub async fn channel(&self) -> Result<Channel, AmqpError> {
+        let mut delays = reconnect_backoff();
+        loop {
+            let conn = self.connection().await?;
+            match conn.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(source) => {
+                    tracing::warn!(error = %source, "cannot open an AMQP channel; reconnecting");
+                    self.forget(&conn).await;
+                    let delay = delays.next().unwrap_or(RETRY_MAX);
+                    self.pause(delay).await?;
+                }
+            }
+        }
+    }
+
+    /// The live connection, connecting with backoff if there is none (or it died).
+    pub async fn connection(&self) -> Result<Arc<Connection>, AmqpError> {
+        let mut slot = self.inner.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && conn.status().connected()
+        {
+            return Ok(conn.clone());
+        }
+        *slot = None;
+        let conn = Arc::new(self.connect_with_retry().await?);
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops `conn` if it is still the current connection, so that the next call reconnects.
+    pub async fn forget(&self, conn: &Arc<Connection>) {
+        let mut slot = self.inner.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
+    }
+
+    /// Closes the connection (at shutdown), if there is one.
+    pub async fn close(&self) {
+        if let Some(conn) = self.inner.conn.lock().await.take()
+            && conn.status().connected()
+        {
+            let _ = conn.close(200, "shutdown".into()).await;
+        }
+    }
+
+    async fn connect_with_retry(&self) -> Result<Connection, AmqpError> {
+        let mut delays = reconnect_backoff();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match connect_once(&self.inner.url, &self.inner.name).await {
+                Ok(conn) => {
+                    if attempt > 1 {
+                        tracing::info!(url = %self.redacted_url(), attempt, "connected to RabbitMQ again");
+                    }
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(RETRY_MAX);
+                    tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64,
+                        "cannot connect to RabbitMQ; retrying");
+                    self.pause(delay).await?;
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, delay: Duration) -> Result<(), AmqpError> {
+        tokio::select! {
+            _ = self.inner.shutdown.cancelled() => Err(AmqpError::Cancelled),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+}
+
+/// One connection attempt, no retry (the CLI commands use it: they fail fast).
+pub async fn connect_once(url: &SecretUrl, name: &str) -> Result<Connection, AmqpError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.to_string().into());
+    Connection::connect(url.expose(), properties)
+        .await
+        .map_err(|source| AmqpError::Connect { url: url.redacted(), source })
+}

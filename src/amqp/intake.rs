@@ -1,0 +1,375 @@
+//! The intake consumer: billing orders from `provisioner.orders` to `queued` jobs, each once.
+//!
+//! Deliveries are collected into a batch (up to `intake.batch_size`, or for at most
+//! `intake.batch_linger_ms` after the first one); each is checked on its own (size ≤ 256 KiB,
+//! UTF-8, JSON, schema `order.v1`, then meaning: see [`crate::messages::Schemas::parse_order`]).
+//! Then, for the batch as a whole:
+//!
+//! 1. the valid orders, deduplicated within the batch (the first one wins), are written in ONE
+//!    idempotent multi-row insert and ONE commit ([`Store::insert_jobs`]); an order whose
+//!    `order_id` already has a job makes no second job: it is counted as a duplicate, and if its
+//!    body differs from the stored one, a warning names both SHA-256 digests (a billing bug);
+//! 2. every invalid message is dead-lettered with its reasons: a copy of the original body and
+//!    properties is published to `provisioner.dlx` (same routing key, so it lands in
+//!    `provisioner.dead`) with the headers `x-provisioner-error` (every reason, one readable
+//!    line), `x-provisioner-error-kind` and `x-provisioner-error-at` (RFC 3339), with publisher
+//!    confirms. `basic.reject` would dead-letter too, but cannot say why;
+//! 3. only then is the batch acked, with one `multiple` ack up to its last delivery tag (every
+//!    delivery before it on the channel is settled: batches are settled in order).
+//!
+//! Nothing is acked before its commit. A message is never requeued by us: the broker
+//! redelivers only what a lost channel left unacked, and the `order_id` dedupes it. A quorum
+//! queue's delivery limit (see [`super::topology`]) dead-letters a message that crashes the
+//! worker again and again.
+//!
+//! Database down or slow: the batch stays unacked and its insert is retried with backoff (50 ms
+//! doubling to 5 s); no new delivery is pulled meanwhile (the prefetch bounds what the broker
+//! hands over), and intake resumes by itself. Broker connection lost: the session ends, the
+//! broker handle reconnects with backoff, the topology is declared again and consuming resumes.
+//! Shutdown (the token): `basic.cancel`, the batch in hand is finished (committed, acked), and
+//! the channels are closed; deliveries still buffered unacked go back to the queue.
+//!
+//! Intake writes no `job_history` row: the creation time is `jobs.created_at` (see
+//! [`crate::store::intake`] for the measurement behind this).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::{FutureExt, StreamExt};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{Broker, reconnect_backoff};
+use super::submit::confirmed;
+use super::topology::{self, Names};
+use super::{AmqpError, AmqpOp};
+use crate::config::{IntakeSettings, QueueType};
+use crate::messages::{Rejection, Schemas};
+use crate::metrics;
+use crate::store::Store;
+use crate::store::intake::NewJob;
+
+/// Header of a dead-lettered copy: every reason, one human-readable line.
+pub const ERROR_HEADER: &str = "x-provisioner-error";
+/// Header of a dead-lettered copy: the kind of the first reason (`not_json`, `schema`, ...).
+pub const ERROR_KIND_HEADER: &str = "x-provisioner-error-kind";
+/// Header of a dead-lettered copy: when it was rejected, RFC 3339 UTC.
+pub const ERROR_AT_HEADER: &str = "x-provisioner-error-at";
+
+/// Resends whose body differs from the stored order (a billing bug worth a look).
+pub const DIFFERING_RESENDS: &str = "provisioner_intake_differing_resends_total";
+
+/// Largest pause between two attempts of a failing batch insert.
+const DB_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What the intake consumer needs. Built by `startup`; tests and the benchmark build it too.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub broker: Broker,
+    pub store: Store,
+    pub names: Names,
+    pub queue_type: QueueType,
+    pub settings: IntakeSettings,
+    pub schemas: Schemas,
+    /// Consumer tag, shown by `rabbitmqctl list_consumers`.
+    pub consumer_tag: String,
+}
+
+/// One order of a batch, after validation.
+enum Checked {
+    Valid(NewJob),
+    Invalid(Rejection),
+}
+
+/// Counts of one settled batch (tests and logs).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub queued: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+}
+
+impl Intake {
+    /// Consumes until `shutdown` fires, reconnecting after every broker failure.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AmqpError> {
+        let mut delays = reconnect_backoff();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match self.session(&shutdown).await {
+                Ok(()) | Err(AmqpError::Cancelled) => return Ok(()),
+                Err(e) => {
+                    let delay = delays.next().unwrap_or(DB_RETRY_MAX);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                        "intake lost its broker channel; unacked orders will be redelivered");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One channel's life: declare, consume, settle batches; `Ok` only after a clean shutdown.
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
+        let channel = self.broker.channel().await?;
+        topology::declare(&channel, &self.names, self.queue_type).await?;
+        channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await.op("basic.qos")?;
+        let dead = self.broker.channel().await?;
+        dead.confirm_select(ConfirmSelectOptions::default()).await.op("confirm.select")?;
+        let mut consumer = channel
+            .basic_consume(
+                ShortString::from(self.names.orders_queue.as_str()),
+                ShortString::from(self.consumer_tag.as_str()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .op("basic.consume")?;
+        tracing::info!(queue = %self.names.orders_queue, prefetch = self.settings.prefetch,
+            batch_size = self.settings.batch_size, "intake consuming");
+
+        let batch_size = self.settings.batch_size.max(1);
+        let linger = Duration::from_millis(self.settings.batch_linger_ms);
+        let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
+        let mut deadline = Instant::now();
+        loop {
+            let next = if batch.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    next = consumer.next() => next,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        self.settle(&mut batch, &dead, shutdown).await?;
+                        continue;
+                    }
+                    next = consumer.next() => next,
+                }
+            };
+            let delivery = self.delivery(next)?;
+            if batch.is_empty() {
+                deadline = Instant::now() + linger;
+            }
+            batch.push(delivery);
+            // Take what is already buffered without waiting: a busy queue fills batches at once.
+            while batch.len() < batch_size {
+                match consumer.next().now_or_never() {
+                    Some(next) => batch.push(self.delivery(next)?),
+                    None => break,
+                }
+            }
+            if batch.len() >= batch_size {
+                self.settle(&mut batch, &dead, shutdown).await?;
+            }
+        }
+
+        // Shutdown: stop the flow, finish the batch in hand, close.
+        tracing::info!(in_hand = batch.len(), "intake stopping");
+        let _ = channel
+            .basic_cancel(ShortString::from(self.consumer_tag.as_str()), BasicCancelOptions::default())
+            .await;
+        let settled = self.settle(&mut batch, &dead, shutdown).await;
+        drop(consumer);
+        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = dead.close(200, "shutdown".into()).await;
+        settled.map(|_| ())
+    }
+
+    fn delivery(&self, next: Option<lapin::Result<Delivery>>) -> Result<Delivery, AmqpError> {
+        match next {
+            Some(Ok(delivery)) => Ok(delivery),
+            Some(Err(source)) => Err(AmqpError::Channel { op: "consume", source }),
+            None => Err(AmqpError::ConsumerCancelled { queue: self.names.orders_queue.clone() }),
+        }
+    }
+
+    /// Validates, commits, dead-letters and acks a batch; empties it on success.
+    async fn settle(
+        &self,
+        batch: &mut Vec<Delivery>,
+        dead: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<BatchOutcome, AmqpError> {
+        let Some(last) = batch.last() else { return Ok(BatchOutcome::default()) };
+        let last_acker = last.acker.clone();
+        let mut outcome = BatchOutcome::default();
+
+        // 1. Check every delivery; dedupe the valid ones within the batch (the first one wins).
+        let checked: Vec<Checked> = batch.iter().map(|d| self.check(&d.data)).collect();
+        let mut jobs: Vec<NewJob> = Vec::with_capacity(batch.len());
+        let mut first_digest: HashMap<&str, &str> = HashMap::new();
+        for c in &checked {
+            if let Checked::Valid(job) = c {
+                match first_digest.get(job.order_id.as_str()) {
+                    Some(first) => {
+                        outcome.duplicates += 1;
+                        warn_if_differs(&job.order_id, first, &job.order_digest);
+                    }
+                    None => {
+                        first_digest.insert(&job.order_id, &job.order_digest);
+                        jobs.push(job.clone());
+                    }
+                }
+            }
+        }
+
+        // 2. Commit the valid ones (retrying while the database is away).
+        if !jobs.is_empty() {
+            let digests: HashMap<String, String> =
+                jobs.iter().map(|j| (j.order_id.clone(), j.order_digest.clone())).collect();
+            let inserted = self.insert_with_retry(&mut jobs, shutdown).await?;
+            outcome.queued = inserted.inserted;
+            outcome.duplicates += inserted.duplicates.len();
+            for (order_id, stored) in &inserted.duplicates {
+                if let Some(received) = digests.get(order_id) {
+                    warn_if_differs(order_id, stored, received);
+                }
+            }
+        }
+
+        // 3. Dead-letter the invalid ones, with their reasons, confirmed.
+        let mut confirms = Vec::new();
+        for (delivery, c) in batch.iter().zip(&checked) {
+            if let Checked::Invalid(rejection) = c {
+                tracing::warn!(delivery_tag = delivery.delivery_tag, kind = rejection.kind(),
+                    reason = %rejection, "order rejected; dead-lettered");
+                confirms.push((self.dead_letter(dead, delivery, rejection).await?, rejection.kind()));
+            }
+        }
+        for (confirm, kind) in confirms {
+            confirmed(confirm, "a dead-lettered order").await?;
+            metrics::inc(metrics::DEAD_LETTERED, &[("queue", "orders"), ("reason", kind)]);
+            outcome.rejected += 1;
+        }
+
+        // 4. Ack everything up to the last delivery of the batch.
+        last_acker.ack(BasicAckOptions { multiple: true }).await.op("basic.ack")?;
+        batch.clear();
+
+        metrics::add(metrics::INTAKE_ORDERS, &[("outcome", "queued")], outcome.queued as u64);
+        metrics::add(metrics::INTAKE_ORDERS, &[("outcome", "duplicate")], outcome.duplicates as u64);
+        metrics::add(metrics::INTAKE_ORDERS, &[("outcome", "rejected")], outcome.rejected as u64);
+        tracing::debug!(?outcome, "intake batch settled");
+        Ok(outcome)
+    }
+
+    fn check(&self, body: &[u8]) -> Checked {
+        match self.schemas.parse_order(body) {
+            Ok((order, _)) => match std::str::from_utf8(body) {
+                Ok(text) => Checked::Valid(NewJob {
+                    id: uuid::Uuid::new_v4(),
+                    order_id: order.order_id,
+                    project_id: order.project_id,
+                    order_body: text.to_string(),
+                    order_digest: sha256_hex(body),
+                }),
+                Err(e) => Checked::Invalid(Rejection::NotUtf8(e.to_string())),
+            },
+            Err(rejection) => Checked::Invalid(rejection),
+        }
+    }
+
+    async fn insert_with_retry(
+        &self,
+        jobs: &mut [NewJob],
+        shutdown: &CancellationToken,
+    ) -> Result<crate::store::intake::InsertOutcome, AmqpError> {
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(DB_RETRY_MAX)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut failures = 0u32;
+        loop {
+            match self.store.insert_jobs(jobs).await {
+                Ok(outcome) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "database is back; intake resumes");
+                    }
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = delays.next().unwrap_or(DB_RETRY_MAX);
+                    tracing::warn!(error = %e, failures, orders = jobs.len(), retry_in_ms = delay.as_millis() as u64,
+                        "cannot commit intake batch; it stays unacked, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(AmqpError::Cancelled),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        dead: &Channel,
+        delivery: &Delivery,
+        rejection: &Rejection,
+    ) -> Result<lapin::PublisherConfirm, AmqpError> {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let text = |s: String| AMQPValue::LongString(LongString::from(s));
+        headers.insert(ERROR_HEADER.into(), text(rejection.to_string()));
+        headers.insert(ERROR_KIND_HEADER.into(), text(rejection.kind().to_string()));
+        headers.insert(
+            ERROR_AT_HEADER.into(),
+            text(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        headers.insert("x-provisioner-source-queue".into(), text(self.names.orders_queue.clone()));
+        let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
+        dead.basic_publish(
+            ShortString::from(self.names.dlx.as_str()),
+            delivery.routing_key.clone(),
+            BasicPublishOptions::default(),
+            &delivery.data,
+            properties,
+        )
+        .await
+        .op("basic.publish dead letter")
+    }
+}
+
+fn warn_if_differs(order_id: &str, stored: &str, received: &str) {
+    if stored != received {
+        metrics::inc(DIFFERING_RESENDS, &[]);
+        tracing::warn!(
+            order_id,
+            stored_digest = stored,
+            received_digest = received,
+            "order re-sent with a different body; the first one is kept (a billing bug?)"
+        );
+    }
+}
+
+/// SHA-256 of a body, lowercase hex.
+pub fn sha256_hex(body: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha256_hex;
+
+    #[test]
+    fn digest_is_lowercase_hex_sha256() {
+        assert_eq!(sha256_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
