@@ -3,8 +3,12 @@
 //! taxonomy decided in one place.
 
 pub mod compute;
+pub mod config;
+pub mod error;
 pub mod identity;
 pub mod image;
+pub mod microversion;
 pub mod network;
 pub mod protocol_time;
+pub mod ratelimit;
 pub mod volume;
