@@ -1,2 +1,799 @@
 //! The provisioning engine: a persisted state machine that drives each job through its steps
 //! against the cloud, exactly once, and ends it with a completion event.
+//!
+//! The policy loop is split from the unit of work:
+//! - the **claimer** claims due jobs (queued, retries whose time came, rollbacks, waits whose
+//!   recheck came) under a lease, within `engine.max_in_flight` running jobs;
+//! - the **poller** ([`poller`]) takes up waiting jobs whose resource settled, one list call per
+//!   project per tick;
+//! - the **lease keeper** renews the leases of jobs with a step running;
+//! - a **driver** per claimed job ([`Engine::drive`]) runs steps of its kind ([`kind`],
+//!   [`create`]) and saves every transition through the group [`Committer`] with a fenced
+//!   compare-and-set, until the job waits, retries later, or ends. A driver never sleeps: a
+//!   retry is a `next_run_at` in the database ([`retry`]).
+//!
+//! Guarantees: a job is written only under its current lease (fence); a creating step's intent
+//! is persisted before the create call, so a crash anywhere is followed by adoption, never by a
+//! second resource; a failure rolls back what was created, in reverse, and the final state and
+//! its event are committed together. Every job runs in a span with `job_id` and `order_id`.
+
+pub mod cloud;
+pub mod create;
+pub mod kind;
+// pub mod openstack_cloud;
+pub mod poller;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use self::cloud::{Cloud, CloudError};
+use self::kind::{Failure, Job, Kind, Observation, Outcome, StepCtx, Watch};
+use self::poller::{Waiter, Waiting};
+use self::retry::RetryPolicy;
+use crate::config::Settings;
+use crate::messages::{ErrorClass, Event, EventError, EventServer, EventType, EventVolume};
+use crate::store::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError, Store};
+
+/// The engine's settings, from `engine.*`.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This worker's name in leases and history.
+    pub owner: String,
+    pub lease: Duration,
+    pub max_in_flight: usize,
+    pub claim_batch: usize,
+    pub poll_interval: Duration,
+    /// When a waiting job is due again if no poll took it up (the safety net).
+    pub recheck: Duration,
+    pub wait_timeout: Duration,
+    pub job_deadline: Duration,
+    pub retry: RetryPolicy,
+    pub max_crashes: u32,
+}
+
+impl EngineConfig {
+    pub fn from_settings(s: &Settings, owner: String) -> EngineConfig {
+        let e = &s.engine;
+        let poll_interval = Duration::from_millis(e.poll_interval_ms);
+        EngineConfig {
+            owner,
+            lease: Duration::from_secs(e.lease_secs),
+            max_in_flight: e.max_in_flight,
+            claim_batch: e.claim_batch,
+            poll_interval,
+            recheck: (poll_interval * 40).clamp(Duration::from_secs(2), Duration::from_secs(30)),
+            wait_timeout: Duration::from_secs(e.wait_timeout_secs),
+            job_deadline: Duration::from_secs(e.job_deadline_secs),
+            retry: RetryPolicy {
+                base: Duration::from_millis(e.backoff_base_ms),
+                max: Duration::from_secs(e.backoff_max_secs),
+                max_attempts: e.step_max_attempts,
+            },
+            max_crashes: e.max_crashes,
+        }
+    }
+}
+
+/// The running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    committer: Committer,
+    kinds: HashMap<&'static str, Arc<Kind>>,
+    ctx: StepCtx,
+    cfg: EngineConfig,
+    permits: Arc<Semaphore>,
+    /// Jobs with a driver running, and their fence (the lease keeper renews them).
+    held: Mutex<HashMap<Uuid, u64>>,
+    waiting: Waiting,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("owner", &self.inner.cfg.owner).finish()
+    }
+}
+
+/// What the driver does after a save.
+enum Then {
+    Continue,
+    Stop,
+    Watch(Watch),
+}
+
+impl Engine {
+    /// An engine over `store` and `cloud`; `events` is notified when a commit wrote an event
+    /// (it wakes the outbox relay). Nothing runs until [`Engine::run`].
+    pub fn new(
+        store: Store,
+        cloud: Arc<dyn Cloud>,
+        cfg: EngineConfig,
+        events: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> Engine {
+        let committer = Committer::start(store.clone(), move || events.notify_one());
+        let create = Arc::new(create::kind());
+        let kinds = HashMap::from([(create.name, create)]);
+        let ctx = StepCtx { cloud, wait_timeout: cfg.wait_timeout, recheck: cfg.poll_interval.max(Duration::from_millis(200)) };
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                committer,
+                kinds,
+                ctx,
+                permits: Arc::new(Semaphore::new(cfg.max_in_flight)),
+                cfg,
+                held: Mutex::new(HashMap::new()),
+                waiting: Waiting::default(),
+                tasks: TaskTracker::new(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// Runs the claimer, the poller and the lease keeper until shutdown, then waits for the
+    /// drivers to finish their current step (the caller bounds that with the grace period).
+    pub async fn run(self) {
+        let claimer = tokio::spawn(self.clone().claim_loop());
+        let poller = tokio::spawn(self.clone().poll_loop());
+        let keeper = tokio::spawn(self.clone().lease_loop());
+        let _ = claimer.await;
+        let _ = poller.await;
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        keeper.abort();
+        tracing::info!(owner = %self.inner.cfg.owner, "engine stopped");
+    }
+
+    /// Jobs waiting in this worker's poller (metrics, tests).
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.len()
+    }
+
+    async fn claim_loop(self) {
+        let inner = &self.inner;
+        let idle = inner.cfg.poll_interval.min(Duration::from_millis(50));
+        let mut failures = 0u32;
+        loop {
+            if inner.shutdown.is_cancelled() {
+                return;
+            }
+            let free = inner.permits.available_permits().min(inner.cfg.claim_batch);
+            if free == 0 {
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    p = inner.permits.clone().acquire_owned() => drop(p),
+                }
+                continue;
+            }
+            let Ok(permits) = inner.permits.clone().try_acquire_many_owned(free as u32) else { continue };
+            match inner.store.claim_due(&inner.cfg.owner, inner.cfg.lease, free).await {
+                Ok(rows) => {
+                    failures = 0;
+                    let n = rows.len();
+                    let mut permits = permits;
+                    for row in rows {
+                        let Some(permit) = permits.split(1) else { break };
+                        self.spawn_driver(row, None, permit);
+                    }
+                    drop(permits);
+                    if n < free {
+                        tokio::select! {
+                            _ = inner.shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(idle) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    drop(permits);
+                    failures += 1;
+                    let delay = Duration::from_millis(100 * u64::from(failures.min(50)));
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot claim jobs");
+                    tokio::select! {
+                        _ = inner.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn lease_loop(self) {
+        let inner = &self.inner;
+        let every = inner.cfg.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let held: Vec<(Uuid, u64)> =
+                inner.held.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (*k, *v)).collect();
+            for chunk in held.chunks(500) {
+                if let Err(e) = inner.store.renew_leases(&inner.cfg.owner, inner.cfg.lease, chunk).await {
+                    tracing::warn!(error = %e, "cannot renew leases");
+                }
+            }
+        }
+    }
+
+    async fn poll_loop(self) {
+        let inner = &self.inner;
+        let stale = inner.cfg.recheck * 2;
+        let mut tick = tokio::time::interval(inner.cfg.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let plans = inner.waiting.plan(stale);
+            if plans.is_empty() {
+                continue;
+            }
+            let polls = plans.into_iter().map(|plan| self.poll_project(plan));
+            let settled: Vec<(Waiter, Observation)> =
+                futures_util::future::join_all(polls).await.into_iter().flatten().collect();
+            if settled.is_empty() {
+                continue;
+            }
+            let mut settled = inner.waiting.take(&settled);
+            let free = inner.permits.available_permits().min(settled.len());
+            if free < settled.len() {
+                let rest: Vec<Waiter> = settled.split_off(free).into_iter().map(|(w, _)| w).collect();
+                inner.waiting.put_back(rest);
+            }
+            if settled.is_empty() {
+                continue;
+            }
+            let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(settled.len() as u32) else {
+                inner.waiting.put_back(settled.into_iter().map(|(w, _)| w).collect());
+                continue;
+            };
+            let pairs: Vec<(Uuid, u64)> = settled.iter().map(|(w, _)| (w.job_id, w.fence)).collect();
+            match inner.store.claim_exact(&inner.cfg.owner, inner.cfg.lease, &pairs).await {
+                Ok(rows) => {
+                    let mut seen: HashMap<Uuid, Observation> =
+                        settled.into_iter().map(|(w, o)| (w.job_id, o)).collect();
+                    for row in rows {
+                        let obs = seen.remove(&row.id);
+                        let Some(permit) = permits.split(1) else { break };
+                        self.spawn_driver(row, obs, permit);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take up settled jobs; the recheck will");
+                    inner.waiting.put_back(settled.into_iter().map(|(w, _)| w).collect());
+                }
+            }
+        }
+    }
+
+    /// One project's round: one list of servers and one of volumes, if anything waits on them.
+    async fn poll_project(&self, plan: poller::ProjectPoll) -> Vec<(Waiter, Observation)> {
+        let cloud = &self.inner.ctx.cloud;
+        let started = Utc::now();
+        let mut out = Vec::new();
+        let mut ok = true;
+        let servers: Vec<&Waiter> = plan.waiters.iter().filter(|w| matches!(w.watch, Watch::Server(_))).collect();
+        let volumes: Vec<&Waiter> =
+            plan.waiters.iter().filter(|w| !matches!(w.watch, Watch::Server(_))).collect();
+        if !servers.is_empty() {
+            match cloud.servers_changed(&plan.project_id, create::TAG, plan.since).await {
+                Ok(list) => {
+                    let by_id: HashMap<&str, &cloud::ServerInfo> = list.iter().map(|s| (s.id.as_str(), s)).collect();
+                    for w in &servers {
+                        if let Watch::Server(id) = &w.watch
+                            && let Some(s) = by_id.get(id.as_str())
+                            && w.watch.settled_by_server(s)
+                        {
+                            out.push(((*w).clone(), Observation::Server((*s).clone())));
+                        }
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::debug!(project = %plan.project_id, error = %e, "server poll failed");
+                }
+            }
+        }
+        if !volumes.is_empty() {
+            match cloud.volumes_changed(&plan.project_id, create::VOLUME_MARK_KEY, plan.since).await {
+                Ok(list) => {
+                    let by_id: HashMap<&str, &cloud::VolumeInfo> = list.iter().map(|v| (v.id.as_str(), v)).collect();
+                    for w in &volumes {
+                        let id = match &w.watch {
+                            Watch::VolumeCreated(id) | Watch::VolumeAttached(id) => id,
+                            Watch::Server(_) => continue,
+                        };
+                        if let Some(v) = by_id.get(id.as_str())
+                            && w.watch.settled_by_volume(v)
+                        {
+                            out.push(((*w).clone(), Observation::Volume((*v).clone())));
+                        }
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::debug!(project = %plan.project_id, error = %e, "volume poll failed");
+                }
+            }
+        }
+        if ok {
+            let covered: Vec<Uuid> = plan.waiters.iter().map(|w| w.job_id).collect();
+            self.inner.waiting.polled(&plan.project_id, started, &covered);
+        }
+        out
+    }
+
+    fn spawn_driver(&self, row: JobRow, seen: Option<Observation>, permit: OwnedSemaphorePermit) {
+        let engine = self.clone();
+        let span = tracing::info_span!("job", job_id = %row.id, order_id = %row.order_id);
+        self.inner.tasks.spawn(
+            async move {
+                engine.drive(row, seen).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Drives one claimed job until it waits, retries later, ends, or loses its lease.
+    pub async fn drive(&self, row: JobRow, mut seen: Option<Observation>) {
+        let inner = &self.inner;
+        let (id, fence) = (row.id, row.fence);
+        let mut job = match Job::from_row(row) {
+            Ok(job) => job,
+            Err((row, why)) => {
+                self.fail_unreadable(row, why).await;
+                return;
+            }
+        };
+        let Some(kind) = inner.kinds.get(job.kind.as_str()).cloned() else {
+            let why = format!("unknown kind of job {:?}", job.kind);
+            let f = Failure::new(ErrorClass::Internal, why);
+            let (save, _) = self.finish(&mut job, Some(f), "claim");
+            let _ = inner.committer.save(save).await;
+            return;
+        };
+        inner.held.lock().unwrap_or_else(|e| e.into_inner()).insert(id, fence);
+        loop {
+            let run_started = Utc::now();
+            let clock = std::time::Instant::now();
+            let (save, then) = self.step(&kind, &mut job, seen.take(), clock).await;
+            match self.save(save).await {
+                Ok(()) => {}
+                Err(SaveError::LeaseLost) => {
+                    tracing::warn!(step = %job.step, "lease lost: another worker owns the job now; stopping");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, step = %job.step, "cannot save the job; its lease will expire");
+                    break;
+                }
+            }
+            match then {
+                Then::Continue if inner.shutdown.is_cancelled() => {
+                    let _ = inner.store.release_lease(job.id, job.fence).await;
+                    break;
+                }
+                Then::Continue => continue,
+                Then::Stop => break,
+                Then::Watch(watch) => {
+                    inner.waiting.register(Waiter {
+                        job_id: job.id,
+                        fence: job.fence,
+                        project_id: job.project_id.clone(),
+                        watch,
+                        since: run_started - chrono::Duration::milliseconds(500),
+                        registered: tokio::time::Instant::now(),
+                        polled: false,
+                    });
+                    break;
+                }
+            }
+        }
+        inner.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// A save through the group committer, tried again a few times if the database fails.
+    async fn save(&self, save: JobSave) -> Result<(), SaveError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.inner.committer.save(save.clone()).await {
+                Err(SaveError::Store(_) | SaveError::Commit(_)) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs the job's current step (or undo) and turns its outcome into the save to make.
+    async fn step(
+        &self,
+        kind: &Kind,
+        job: &mut Job,
+        seen: Option<Observation>,
+        clock: std::time::Instant,
+    ) -> (JobSave, Then) {
+        let cfg = &self.inner.cfg;
+        let ctx = &self.inner.ctx;
+        let from = (job.state, job.step.clone(), job.step_attempts);
+        if job.state == JobState::RollingBack {
+            if job.crashes > cfg.max_crashes {
+                let why = format!("rollback step {} crashed the worker {} times; clean-up abandoned", job.step, job.crashes);
+                job.data.cleanup_error = Some(why);
+                return self.finish(job, None, "crash cap");
+            }
+            let Some(undo) = kind.undo_fn(&job.step) else {
+                return self.finish(job, None, "no undo");
+            };
+            let outcome = undo(ctx, job, None).await;
+            return self.after_undo(kind, job, outcome, from, clock);
+        }
+        // Forward: the gates first.
+        if job.state == JobState::Queued {
+            job.state = JobState::InProgress;
+            if job.deadline_at.is_none() {
+                job.deadline_at = Some(job.created_at + chrono::Duration::from_std(cfg.job_deadline).unwrap_or_default());
+            }
+            if job.data.step_started_at.is_none() {
+                job.data.step_started_at = Some(Utc::now());
+            }
+        }
+        if job.cancel_requested {
+            return self.begin_rollback(kind, job, Failure::new(ErrorClass::Cancelled, "cancelled by an operator"), from, clock);
+        }
+        if job.deadline_at.is_some_and(|d| Utc::now() > d) {
+            let f = Failure::new(ErrorClass::Timeout, format!("the job did not finish within {}s", cfg.job_deadline.as_secs()));
+            return self.begin_rollback(kind, job, f, from, clock);
+        }
+        if job.crashes > cfg.max_crashes {
+            let f = Failure::new(
+                ErrorClass::Internal,
+                format!("step {} ended without progress {} times (the worker crashed or hung)", job.step, job.crashes),
+            );
+            return self.begin_rollback(kind, job, f, from, clock);
+        }
+        let Some(step) = kind.step(&job.step).copied() else {
+            let f = Failure::new(ErrorClass::Internal, format!("unknown step {:?}", job.step));
+            return self.begin_rollback(kind, job, f, from, clock);
+        };
+        // A creating step runs only once its intent is persisted.
+        if step.creates && job.intent.as_deref() != Some(step.name) {
+            job.intent = Some(step.name.to_string());
+            job.intent_on_entry = false;
+            let save = self.save_of(job, false, Duration::ZERO, history(from, clock, &self.inner.cfg.owner, "intent"), None);
+            return (save, Then::Continue);
+        }
+        let outcome = (step.run)(ctx, job, seen).await;
+        match outcome {
+            Outcome::Next => match kind.after(&job.step).copied() {
+                Some(next) => self.advance(job, next.name, next.creates, from, clock),
+                None => self.complete(job, from, clock),
+            },
+            Outcome::Goto(name) => {
+                let creates = kind.step(name).is_some_and(|s| s.creates);
+                self.advance(job, name, creates, from, clock)
+            }
+            Outcome::Done => self.complete(job, from, clock),
+            Outcome::Wait { step, watch } => {
+                if job.step != step {
+                    job.step = step.to_string();
+                    job.step_attempts = 0;
+                    job.attempts += 1;
+                    job.data.step_started_at = Some(Utc::now());
+                }
+                job.intent = None;
+                job.crashes = 0;
+                let h = history(from, clock, &cfg.owner, "waiting");
+                (self.save_of(job, true, cfg.recheck, h, None), Then::Watch(watch))
+            }
+            Outcome::Later(delay) => {
+                let h = history(from, clock, &cfg.owner, &format!("again in {}ms", delay.as_millis()));
+                (self.save_of(job, true, delay, h, None), Then::Stop)
+            }
+            Outcome::Error(e) => {
+                job.step_attempts += 1;
+                job.attempts += 1;
+                let delay = cfg.retry.delay(job.step_attempts, &e);
+                let in_time =
+                    |d: Duration| job.deadline_at.is_none_or(|dl| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default() < dl);
+                match delay {
+                    Some(d) if in_time(d) => {
+                        crate::metrics::inc("provisioner_engine_retries_total", &[("step", step.name)]);
+                        let detail = format!(
+                            "attempt {} failed ({:?}): {}; retry in {}ms",
+                            job.step_attempts, e.kind, e.message, d.as_millis()
+                        );
+                        tracing::info!(step = step.name, attempt = job.step_attempts, error = %e.message, "step failed; retrying later");
+                        let h = history(from, clock, &cfg.owner, &detail);
+                        (self.save_of(job, true, d, h, None), Then::Stop)
+                    }
+                    _ => {
+                        let mut f = Failure::new(retry::class_of(e.kind), e.message.clone());
+                        if retry::is_retryable(e.kind) {
+                            f.message = format!("{} (gave up after {} attempts)", e.message, job.step_attempts);
+                        }
+                        self.begin_rollback(kind, job, f, from, clock)
+                    }
+                }
+            }
+            Outcome::Fail(f) => self.begin_rollback(kind, job, f, from, clock),
+        }
+    }
+
+    fn advance(
+        &self,
+        job: &mut Job,
+        next: &'static str,
+        creates: bool,
+        from: (JobState, String, u32),
+        clock: std::time::Instant,
+    ) -> (JobSave, Then) {
+        job.step = next.to_string();
+        job.step_attempts = 0;
+        job.attempts += 1;
+        job.crashes = 0;
+        job.data.step_started_at = Some(Utc::now());
+        job.intent = creates.then(|| next.to_string());
+        job.intent_on_entry = false;
+        let h = history(from, clock, &self.inner.cfg.owner, "");
+        (self.save_of(job, false, Duration::ZERO, h, None), Then::Continue)
+    }
+
+    fn complete(&self, job: &mut Job, from: (JobState, String, u32), clock: std::time::Instant) -> (JobSave, Then) {
+        job.attempts += 1;
+        job.state = JobState::Completed;
+        job.step = "completed".into();
+        job.intent = None;
+        let event = self.event(job, EventType::Completed, None);
+        let h = history(from, clock, &self.inner.cfg.owner, "completed");
+        tracing::info!(attempts = job.attempts, "job completed");
+        (self.save_of(job, true, Duration::ZERO, h, Some(event)), Then::Stop)
+    }
+
+    fn begin_rollback(
+        &self,
+        kind: &Kind,
+        job: &mut Job,
+        f: Failure,
+        from: (JobState, String, u32),
+        clock: std::time::Instant,
+    ) -> (JobSave, Then) {
+        tracing::warn!(step = %job.step, class = %f.class, error = %f.message, "job failed; rolling back");
+        let detail = format!("{} at {}: {}", f.class, job.step, f.message);
+        job.error = Some((f.class, job.step.clone(), f.message));
+        match kind.first_undo(&job.step) {
+            Some((undo, _)) => {
+                job.state = JobState::RollingBack;
+                job.step = undo.to_string();
+                job.step_attempts = 0;
+                job.crashes = 0;
+                let h = history(from, clock, &self.inner.cfg.owner, &detail);
+                (self.save_of(job, false, Duration::ZERO, h, None), Then::Continue)
+            }
+            None => self.finish(job, None, "nothing to undo"),
+        }
+    }
+
+    fn after_undo(
+        &self,
+        kind: &Kind,
+        job: &mut Job,
+        outcome: Outcome,
+        from: (JobState, String, u32),
+        clock: std::time::Instant,
+    ) -> (JobSave, Then) {
+        let cfg = &self.inner.cfg;
+        match outcome {
+            Outcome::Done | Outcome::Next | Outcome::Goto(_) => match kind.undo_after(&job.step) {
+                Some((next, _)) => {
+                    job.step = next.to_string();
+                    job.step_attempts = 0;
+                    job.crashes = 0;
+                    let h = history(from, clock, &cfg.owner, "");
+                    (self.save_of(job, false, Duration::ZERO, h, None), Then::Continue)
+                }
+                None => self.finish(job, None, "rolled back"),
+            },
+            Outcome::Later(d) => self.undo_later(job, d, from, clock),
+            Outcome::Wait { .. } => self.undo_later(job, ctx_recheck(cfg), from, clock),
+            Outcome::Error(CloudError { message, .. }) | Outcome::Fail(Failure { message, .. }) => {
+                job.step_attempts += 1;
+                job.attempts += 1;
+                // Clean-up is retried longer than a forward step: giving up leaves an orphan.
+                if job.step_attempts >= cfg.retry.max_attempts.saturating_mul(3) {
+                    job.data.cleanup_error = Some(format!("{}: {}", job.step, message));
+                    return self.finish(job, None, "clean-up abandoned");
+                }
+                let d = cfg.retry.jittered(job.step_attempts);
+                let detail =
+                    format!("undo attempt {} failed: {message}; retry in {}ms", job.step_attempts, d.as_millis());
+                let h = history(from, clock, &cfg.owner, &detail);
+                (self.save_of(job, true, d, h, None), Then::Stop)
+            }
+        }
+    }
+
+    fn undo_later(
+        &self,
+        job: &mut Job,
+        d: Duration,
+        from: (JobState, String, u32),
+        clock: std::time::Instant,
+    ) -> (JobSave, Then) {
+        job.crashes = 0;
+        let h = history(from, clock, &self.inner.cfg.owner, &format!("again in {}ms", d.as_millis()));
+        (self.save_of(job, true, d, h, None), Then::Stop)
+    }
+
+    /// Ends a job that did not complete: `failed`, or `cancelled` when an operator asked; the
+    /// original error is kept (a clean-up problem is appended, never substituted).
+    fn finish(&self, job: &mut Job, extra: Option<Failure>, why: &str) -> (JobSave, Then) {
+        let from = (job.state, job.step.clone(), job.step_attempts);
+        if job.error.is_none() {
+            let f = extra.unwrap_or_else(|| Failure::new(ErrorClass::Internal, why));
+            job.error = Some((f.class, job.step.clone(), f.message));
+        }
+        let (class, _, _) = job.error.clone().unwrap_or((ErrorClass::Internal, String::new(), String::new()));
+        job.state = if class == ErrorClass::Cancelled { JobState::Cancelled } else { JobState::Failed };
+        job.step = job.state.as_str().to_string();
+        let kind = if class == ErrorClass::Cancelled { EventType::Cancelled } else { EventType::Failed };
+        let event = self.event(job, kind, job.error.clone());
+        tracing::info!(state = %job.state, class = %class, "job ended");
+        let h = history(from, std::time::Instant::now(), &self.inner.cfg.owner, why);
+        (self.save_of(job, true, Duration::ZERO, h, Some(event)), Then::Stop)
+    }
+
+    async fn fail_unreadable(&self, row: JobRow, why: String) {
+        let save = JobSave {
+            id: row.id,
+            fence: row.fence,
+            state: JobState::Failed,
+            step: "failed".into(),
+            step_attempts: row.step_attempts,
+            attempts: row.attempts,
+            run_after: Duration::ZERO,
+            deadline_at: row.deadline_at,
+            crashes: 0,
+            intent: None,
+            port_id: row.port_id.clone(),
+            server_id: row.server_id.clone(),
+            volume_id: row.volume_id.clone(),
+            data: row.data.clone(),
+            error_class: Some(ErrorClass::InvalidOrder.as_str().into()),
+            error_step: Some(row.step.clone()),
+            error_message: Some(why.clone()),
+            release: true,
+            lease: self.inner.cfg.lease,
+            history: History {
+                from_state: Some(row.state),
+                from_step: Some(row.step.clone()),
+                actor: Some(self.inner.cfg.owner.clone()),
+                detail: Some(why.clone()),
+                ..History::default()
+            },
+            event: Some(outbox_event(&Event {
+                event_id: Uuid::new_v4(),
+                event_type: EventType::Failed,
+                occurred_at: Utc::now(),
+                job_id: row.id,
+                order_id: row.order_id.clone(),
+                project_id: row.project_id.clone(),
+                attempts: row.attempts,
+                server: None,
+                port_id: None,
+                volume: None,
+                error: Some(EventError { class: ErrorClass::InvalidOrder, step: row.step.clone(), message: why }),
+            })),
+        };
+        let _ = self.inner.committer.save(save).await;
+    }
+
+    fn event(&self, job: &Job, kind: EventType, error: Option<(ErrorClass, String, String)>) -> OutboxEvent {
+        let completed = kind == EventType::Completed;
+        let event = Event {
+            event_id: Uuid::new_v4(),
+            event_type: kind,
+            occurred_at: Utc::now(),
+            job_id: job.id,
+            order_id: job.order_id.clone(),
+            project_id: job.project_id.clone(),
+            attempts: job.attempts,
+            server: job.server_id.as_ref().filter(|_| completed).map(|id| EventServer {
+                id: id.clone(),
+                name: job.order.server.name.clone(),
+                status: job.data.server_status.clone().unwrap_or_else(|| "ACTIVE".into()),
+                addresses: job.data.addresses.clone(),
+            }),
+            port_id: job.port_id.clone().filter(|_| completed),
+            volume: job
+                .volume_id
+                .as_ref()
+                .filter(|_| completed)
+                .map(|id| EventVolume { id: id.clone(), device: job.data.device.clone() }),
+            error: error.map(|(class, step, message)| {
+                let message = match &job.data.cleanup_error {
+                    Some(c) => format!("{message} (clean-up incomplete: {c})"),
+                    None => message,
+                };
+                EventError { class, step, message }
+            }),
+        };
+        outbox_event(&event)
+    }
+
+    fn save_of(
+        &self,
+        job: &Job,
+        release: bool,
+        run_after: Duration,
+        history: History,
+        event: Option<OutboxEvent>,
+    ) -> JobSave {
+        let (error_class, error_step, error_message) = match &job.error {
+            Some((c, s, m)) => (Some(c.as_str().to_string()), Some(s.clone()), Some(m.clone())),
+            None => (None, None, None),
+        };
+        JobSave {
+            id: job.id,
+            fence: job.fence,
+            state: job.state,
+            step: job.step.clone(),
+            step_attempts: job.step_attempts,
+            attempts: job.attempts,
+            run_after,
+            deadline_at: job.deadline_at,
+            crashes: job.crashes,
+            intent: job.intent.clone(),
+            port_id: job.port_id.clone(),
+            server_id: job.server_id.clone(),
+            volume_id: job.volume_id.clone(),
+            data: serde_json::to_string(&job.data).ok(),
+            error_class,
+            error_step,
+            error_message,
+            release,
+            lease: self.inner.cfg.lease,
+            history,
+            event,
+        }
+    }
+}
+
+fn ctx_recheck(cfg: &EngineConfig) -> Duration {
+    cfg.poll_interval.max(Duration::from_millis(200))
+}
+
+fn history(from: (JobState, String, u32), clock: std::time::Instant, actor: &str, detail: &str) -> History {
+    History {
+        from_state: Some(from.0),
+        from_step: Some(from.1),
+        attempt: from.2 + 1,
+        duration_ms: Some(clock.elapsed().as_millis() as u64),
+        actor: Some(actor.to_string()),
+        detail: (!detail.is_empty()).then(|| detail.to_string()),
+    }
+}
+
+fn outbox_event(event: &Event) -> OutboxEvent {
+    OutboxEvent {
+        event_id: event.event_id,
+        routing_key: event.event_type.routing_key().to_string(),
+        body: serde_json::to_string(event).unwrap_or_else(|_| "{}".into()),
+    }
+}

@@ -18,6 +18,10 @@ use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 use crate::config::DatabaseSettings;
 
 pub mod status;
+pub mod jobs;
+pub mod outbox;
+
+pub use jobs::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError};
 
 /// A database error, with the operation that failed. All of them are worth retrying later:
 /// the store never classifies a DB error as permanent, because a database that comes back

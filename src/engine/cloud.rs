@@ -1,0 +1,175 @@
+//! What the engine needs from a cloud, in the engine's own terms: the [`Cloud`] trait.
+//!
+//! The steps of a kind call only these methods; [`super::openstack_cloud`] implements them on
+//! the OpenStack client (Glance, Neutron, Nova, Cinder through one Keystone session). Keeping
+//! the seam here means a step reads as what it does (create a port, list servers that changed),
+//! and the client's wire details stay in `openstack/`. Errors carry the client's class so that
+//! the engine decides retry / fail in one place ([`super::retry`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+
+use crate::messages::EventAddress;
+
+/// What the engine does about a failed cloud call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Network trouble, a 5xx: retry with backoff.
+    Transient,
+    /// Slow down; retry after the cloud's `Retry-After` if it gave one.
+    RateLimited(Option<Duration>),
+    /// Busy resource; retry a bounded number of times.
+    Conflict,
+    /// A project quota is exhausted: never retried.
+    Quota,
+    NotFound,
+    Auth,
+    /// A bad request, an ambiguous name, an unexpected answer: not retried.
+    Permanent,
+}
+
+/// A failed cloud call, with the service's own message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CloudError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl CloudError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> CloudError {
+        CloudError { kind, message: message.into() }
+    }
+}
+
+pub type CloudResult<T> = Result<T, CloudError>;
+
+/// The ids an order's names resolve to in its project.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resolved {
+    pub image_id: String,
+    pub flavor_id: String,
+    pub network_id: String,
+    pub network_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortSpec {
+    pub network_id: String,
+    pub name: String,
+    /// Marks: `job-<id>` and `provisioner`.
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub name: String,
+    pub image_id: String,
+    pub flavor_id: String,
+    pub port_id: String,
+    pub key_name: Option<String>,
+    /// Base64; a secret, never logged.
+    pub user_data: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub size_gb: u32,
+    pub volume_type: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A server as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    /// Nova's fault message when the server is in `ERROR`.
+    pub fault: Option<String>,
+    pub addresses: Vec<EventAddress>,
+    pub tags: Vec<String>,
+}
+
+/// A volume as the engine needs it.
+#[derive(Debug, Clone)]
+pub struct VolumeInfo {
+    pub id: String,
+    pub status: String,
+    /// (server id, device) of each attachment.
+    pub attachments: Vec<(String, Option<String>)>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The cloud, as the steps see it. All calls are scoped to the order's project.
+pub trait Cloud: Send + Sync + 'static {
+    /// Image, flavor and network by name or id (cached per project, single-flight).
+    fn resolve<'a>(
+        &'a self,
+        project: &'a str,
+        image: &'a str,
+        flavor: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Resolved>>;
+
+    fn create_port<'a>(&'a self, project: &'a str, spec: &'a PortSpec) -> BoxFuture<'a, CloudResult<String>>;
+    /// Ports carrying this tag.
+    fn find_ports<'a>(&'a self, project: &'a str, tag: &'a str) -> BoxFuture<'a, CloudResult<Vec<String>>>;
+    /// Deletes a port; a port already gone is success.
+    fn delete_port<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+
+    fn create_server<'a>(&'a self, project: &'a str, spec: &'a ServerSpec) -> BoxFuture<'a, CloudResult<String>>;
+    /// Servers carrying this tag.
+    fn find_servers<'a>(&'a self, project: &'a str, tag: &'a str) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>>;
+    /// One server; `None` when it does not exist.
+    fn get_server<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<Option<ServerInfo>>>;
+    /// Servers carrying `tag` that changed at or after `since` (one call for a whole project).
+    fn servers_changed<'a>(
+        &'a self,
+        project: &'a str,
+        tag: &'a str,
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>>;
+    /// Deletes a server; a server already gone is success.
+    fn delete_server<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+
+    fn create_volume<'a>(&'a self, project: &'a str, spec: &'a VolumeSpec) -> BoxFuture<'a, CloudResult<String>>;
+    /// Volumes whose metadata has `key = value`.
+    fn find_volumes<'a>(
+        &'a self,
+        project: &'a str,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>>;
+    fn get_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<Option<VolumeInfo>>>;
+    /// Volumes with metadata key `key` (any value) that changed at or after `since`.
+    fn volumes_changed<'a>(
+        &'a self,
+        project: &'a str,
+        key: &'a str,
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>>;
+    /// Deletes a volume; a volume already gone is success.
+    fn delete_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+
+    /// Attaches a volume to a server; returns the device if the answer names it.
+    fn attach_volume<'a>(
+        &'a self,
+        project: &'a str,
+        server_id: &'a str,
+        volume_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<String>>>;
+    /// Detaches; an attachment already gone is success.
+    fn detach_volume<'a>(
+        &'a self,
+        project: &'a str,
+        server_id: &'a str,
+        volume_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<()>>;
+}

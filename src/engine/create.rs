@@ -1,0 +1,432 @@
+//! The `create` kind: one VM (a Neutron port, a Nova server on it) and, if ordered, one Cinder
+//! volume attached to it.
+//!
+//! ```text
+//! resolve → create_port → create_server → wait_server ─(no volume)─────────────────────▶ done
+//!                                                     └→ create_volume → wait_volume → attach_volume → wait_attached → done
+//! undo, in reverse:        detach_volume ← delete_volume ← delete_server ← delete_port
+//! ```
+//!
+//! Every resource carries the job's mark (`job-<id>`: a Nova server tag and a Neutron port tag,
+//! plus `provisioner`; Cinder metadata `provisioner_job=<id>`). A creating step that finds its
+//! intent set on entry (a crash, a timeout, a lost answer) lists by that mark first and adopts
+//! what it finds (keeping one and deleting extras), so a job owns exactly one of each.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+
+use super::cloud::{CloudError, PortSpec, Resolved, ServerSpec, VolumeSpec};
+use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
+use crate::messages::ErrorClass;
+
+/// Tag on every server and port the provisioner creates (the poller lists by it).
+pub const TAG: &str = "provisioner";
+/// Cinder metadata key that marks a volume with its job id.
+pub const VOLUME_MARK_KEY: &str = "provisioner_job";
+
+pub const RESOLVE: &str = "resolve";
+pub const CREATE_PORT: &str = "create_port";
+pub const CREATE_SERVER: &str = "create_server";
+pub const WAIT_SERVER: &str = "wait_server";
+pub const CREATE_VOLUME: &str = "create_volume";
+pub const WAIT_VOLUME: &str = "wait_volume";
+pub const ATTACH_VOLUME: &str = "attach_volume";
+pub const WAIT_ATTACHED: &str = "wait_attached";
+
+/// The `create` kind.
+pub fn kind() -> Kind {
+    Kind {
+        name: "create",
+        steps: vec![
+            Step { name: RESOLVE, creates: false, run: resolve, undo: None },
+            Step { name: CREATE_PORT, creates: true, run: create_port, undo: Some(("delete_port", delete_port)) },
+            Step {
+                name: CREATE_SERVER,
+                creates: true,
+                run: create_server,
+                undo: Some(("delete_server", delete_server)),
+            },
+            Step { name: WAIT_SERVER, creates: false, run: wait_server, undo: None },
+            Step {
+                name: CREATE_VOLUME,
+                creates: true,
+                run: create_volume,
+                undo: Some(("delete_volume", delete_volume)),
+            },
+            Step { name: WAIT_VOLUME, creates: false, run: wait_volume, undo: None },
+            Step {
+                name: ATTACH_VOLUME,
+                creates: true,
+                run: attach_volume,
+                undo: Some(("detach_volume", detach_volume)),
+            },
+            Step { name: WAIT_ATTACHED, creates: false, run: wait_attached, undo: None },
+        ],
+    }
+}
+
+macro_rules! cloud {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Outcome::Error(e),
+        }
+    };
+}
+
+fn internal(msg: impl Into<String>) -> Outcome {
+    Outcome::Fail(Failure::new(ErrorClass::Internal, msg))
+}
+
+/// Fails with `timeout` when the current wait has lasted longer than allowed, else waits on.
+fn wait_on(ctx: &StepCtx, job: &Job, step: &'static str, watch: Watch, what: &str) -> Outcome {
+    let started = job.data.step_started_at.unwrap_or_else(Utc::now);
+    let waited = (Utc::now() - started).to_std().unwrap_or_default();
+    if waited > ctx.wait_timeout {
+        return Outcome::Fail(Failure::new(
+            ErrorClass::Timeout,
+            format!("{what} not ready after {}s", waited.as_secs()),
+        ));
+    }
+    Outcome::Wait { step, watch }
+}
+
+async fn resolved(ctx: &StepCtx, job: &mut Job) -> Result<Resolved, CloudError> {
+    if let Some(r) = &job.data.resolved {
+        return Ok(r.clone());
+    }
+    let s = &job.order.server;
+    let r = ctx.cloud.resolve(&job.project_id, &s.image, &s.flavor, &s.network).await?;
+    job.data.resolved = Some(r.clone());
+    Ok(r)
+}
+
+fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        job.data.resolved = None;
+        cloud!(resolved(ctx, job).await);
+        Outcome::Next
+    })
+}
+
+fn create_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        if job.port_id.is_some() {
+            return Outcome::Next;
+        }
+        let mark = job.mark();
+        if job.intent_on_entry && job.may_have_created(CREATE_PORT) {
+            let found = cloud!(ctx.cloud.find_ports(&job.project_id, &mark).await);
+            if let Some((keep, extras)) = found.split_first() {
+                for extra in extras {
+                    tracing::warn!(port_id = %extra, "deleting a duplicate port of this job");
+                    cloud!(ctx.cloud.delete_port(&job.project_id, extra).await);
+                }
+                tracing::info!(port_id = %keep, "adopted the port created before the interruption");
+                job.port_id = Some(keep.clone());
+                return Outcome::Next;
+            }
+        }
+        let r = cloud!(resolved(ctx, job).await);
+        let spec = PortSpec {
+            network_id: r.network_id,
+            name: format!("{}-port", job.order.server.name),
+            tags: vec![mark, TAG.to_string()],
+        };
+        let id = cloud!(ctx.cloud.create_port(&job.project_id, &spec).await);
+        job.port_id = Some(id);
+        Outcome::Next
+    })
+}
+
+fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        if let Some(id) = &job.server_id {
+            return Outcome::Wait { step: WAIT_SERVER, watch: Watch::Server(id.clone()) };
+        }
+        let Some(port_id) = job.port_id.clone() else { return internal("create_server without a port") };
+        let mark = job.mark();
+        if job.intent_on_entry && job.may_have_created(CREATE_SERVER) {
+            let found = cloud!(ctx.cloud.find_servers(&job.project_id, &mark).await);
+            if let Some((keep, extras)) = found.split_first() {
+                for extra in extras {
+                    tracing::warn!(server_id = %extra.id, "deleting a duplicate server of this job");
+                    cloud!(ctx.cloud.delete_server(&job.project_id, &extra.id).await);
+                }
+                tracing::info!(server_id = %keep.id, "adopted the server created before the interruption");
+                job.server_id = Some(keep.id.clone());
+                return Outcome::Wait { step: WAIT_SERVER, watch: Watch::Server(keep.id.clone()) };
+            }
+        }
+        let r = cloud!(resolved(ctx, job).await);
+        let s = &job.order.server;
+        let mut metadata: BTreeMap<String, String> = s.metadata.clone();
+        metadata.insert(VOLUME_MARK_KEY.into(), job.id.to_string());
+        metadata.insert("order_id".into(), job.order_id.clone());
+        let spec = ServerSpec {
+            name: s.name.clone(),
+            image_id: r.image_id,
+            flavor_id: r.flavor_id,
+            port_id,
+            key_name: s.key_name.clone(),
+            user_data: s.user_data.clone(),
+            metadata,
+            tags: vec![mark, TAG.to_string()],
+        };
+        let id = cloud!(ctx.cloud.create_server(&job.project_id, &spec).await);
+        job.server_id = Some(id.clone());
+        Outcome::Wait { step: WAIT_SERVER, watch: Watch::Server(id) }
+    })
+}
+
+fn wait_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let Some(id) = job.server_id.clone() else { return internal("wait_server without a server") };
+        let server = match seen {
+            Some(Observation::Server(s)) if s.id == id => s,
+            _ => match cloud!(ctx.cloud.get_server(&job.project_id, &id).await) {
+                Some(s) => s,
+                None => {
+                    return Outcome::Fail(Failure::new(
+                        ErrorClass::CloudError,
+                        format!("server {id} disappeared while it was building"),
+                    ));
+                }
+            },
+        };
+        job.data.server_status = Some(server.status.clone());
+        match server.status.to_ascii_uppercase().as_str() {
+            "ACTIVE" => {
+                job.data.addresses = server.addresses;
+                if job.order.volume.is_some() { Outcome::Next } else { Outcome::Done }
+            }
+            "ERROR" => Outcome::Fail(Failure::new(
+                ErrorClass::CloudError,
+                server.fault.unwrap_or_else(|| format!("server {id} went to ERROR (Nova gave no fault)")),
+            )),
+            _ => wait_on(ctx, job, WAIT_SERVER, Watch::Server(id), "server"),
+        }
+    })
+}
+
+fn create_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        if let Some(id) = &job.volume_id {
+            return Outcome::Wait { step: WAIT_VOLUME, watch: Watch::VolumeCreated(id.clone()) };
+        }
+        let Some(v) = job.order.volume.clone() else { return Outcome::Done };
+        let job_id = job.id.to_string();
+        if job.intent_on_entry && job.may_have_created(CREATE_VOLUME) {
+            let found = cloud!(ctx.cloud.find_volumes(&job.project_id, VOLUME_MARK_KEY, &job_id).await);
+            if let Some((keep, extras)) = found.split_first() {
+                for extra in extras {
+                    tracing::warn!(volume_id = %extra.id, "deleting a duplicate volume of this job");
+                    cloud!(ctx.cloud.delete_volume(&job.project_id, &extra.id).await);
+                }
+                tracing::info!(volume_id = %keep.id, "adopted the volume created before the interruption");
+                job.volume_id = Some(keep.id.clone());
+                return Outcome::Wait { step: WAIT_VOLUME, watch: Watch::VolumeCreated(keep.id.clone()) };
+            }
+        }
+        let mut metadata = BTreeMap::new();
+        metadata.insert(VOLUME_MARK_KEY.to_string(), job_id);
+        metadata.insert("order_id".to_string(), job.order_id.clone());
+        let spec = VolumeSpec {
+            name: format!("{}-data", job.order.server.name),
+            size_gb: v.size_gb,
+            volume_type: v.volume_type,
+            metadata,
+        };
+        let id = cloud!(ctx.cloud.create_volume(&job.project_id, &spec).await);
+        job.volume_id = Some(id.clone());
+        Outcome::Wait { step: WAIT_VOLUME, watch: Watch::VolumeCreated(id) }
+    })
+}
+
+fn wait_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let Some(id) = job.volume_id.clone() else { return internal("wait_volume without a volume") };
+        let volume = match seen {
+            Some(Observation::Volume(v)) if v.id == id => v,
+            _ => match cloud!(ctx.cloud.get_volume(&job.project_id, &id).await) {
+                Some(v) => v,
+                None => {
+                    return Outcome::Fail(Failure::new(
+                        ErrorClass::CloudError,
+                        format!("volume {id} disappeared while it was being created"),
+                    ));
+                }
+            },
+        };
+        match volume.status.as_str() {
+            "available" => Outcome::Next,
+            "creating" | "downloading" => wait_on(ctx, job, WAIT_VOLUME, Watch::VolumeCreated(id), "volume"),
+            other => Outcome::Fail(Failure::new(ErrorClass::CloudError, format!("volume {id} is {other}"))),
+        }
+    })
+}
+
+fn attach_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let (Some(server_id), Some(volume_id)) = (job.server_id.clone(), job.volume_id.clone()) else {
+            return internal("attach_volume without a server or a volume");
+        };
+        if job.intent_on_entry && job.may_have_created(ATTACH_VOLUME) {
+            let v = cloud!(ctx.cloud.get_volume(&job.project_id, &volume_id).await);
+            if let Some(v) = v
+                && let Some((_, device)) = v.attachments.iter().find(|(s, _)| *s == server_id)
+            {
+                job.data.device = device.clone();
+                if v.status == "in-use" {
+                    return Outcome::Done;
+                }
+                return Outcome::Wait { step: WAIT_ATTACHED, watch: Watch::VolumeAttached(volume_id) };
+            }
+        }
+        let device = cloud!(ctx.cloud.attach_volume(&job.project_id, &server_id, &volume_id).await);
+        job.data.device = device;
+        Outcome::Wait { step: WAIT_ATTACHED, watch: Watch::VolumeAttached(volume_id) }
+    })
+}
+
+fn wait_attached<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let (Some(server_id), Some(volume_id)) = (job.server_id.clone(), job.volume_id.clone()) else {
+            return internal("wait_attached without a server or a volume");
+        };
+        let volume = match seen {
+            Some(Observation::Volume(v)) if v.id == volume_id => v,
+            _ => match cloud!(ctx.cloud.get_volume(&job.project_id, &volume_id).await) {
+                Some(v) => v,
+                None => {
+                    return Outcome::Fail(Failure::new(
+                        ErrorClass::CloudError,
+                        format!("volume {volume_id} disappeared while it was being attached"),
+                    ));
+                }
+            },
+        };
+        let attached = volume.attachments.iter().find(|(s, _)| *s == server_id);
+        match volume.status.as_str() {
+            "in-use" if attached.is_some() => {
+                if let Some((_, Some(device))) = attached {
+                    job.data.device = Some(device.clone());
+                }
+                Outcome::Done
+            }
+            s if s.starts_with("error") => Outcome::Fail(Failure::new(
+                ErrorClass::CloudError,
+                format!("volume {volume_id} could not be attached: {s}"),
+            )),
+            _ => wait_on(ctx, job, WAIT_ATTACHED, Watch::VolumeAttached(volume_id), "volume attachment"),
+        }
+    })
+}
+
+// ---- undo ----
+
+fn detach_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let (Some(server_id), Some(volume_id)) = (job.server_id.clone(), job.volume_id.clone()) else {
+            return Outcome::Done;
+        };
+        let Some(v) = cloud!(ctx.cloud.get_volume(&job.project_id, &volume_id).await) else {
+            return Outcome::Done;
+        };
+        if v.attachments.iter().any(|(s, _)| *s == server_id) {
+            if v.status == "in-use" {
+                cloud!(ctx.cloud.detach_volume(&job.project_id, &server_id, &volume_id).await);
+            }
+            return Outcome::Later(ctx.recheck);
+        }
+        if matches!(v.status.as_str(), "attaching" | "detaching" | "reserved") {
+            return Outcome::Later(ctx.recheck);
+        }
+        Outcome::Done
+    })
+}
+
+fn delete_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let mut ids: Vec<String> = job.volume_id.iter().cloned().collect();
+        if job.may_have_created(CREATE_VOLUME) {
+            let found =
+                cloud!(ctx.cloud.find_volumes(&job.project_id, VOLUME_MARK_KEY, &job.id.to_string()).await);
+            ids.extend(found.into_iter().map(|v| v.id).filter(|id| Some(id) != job.volume_id.as_ref()));
+        }
+        let mut pending = false;
+        for id in &ids {
+            match cloud!(ctx.cloud.get_volume(&job.project_id, id).await) {
+                None => {}
+                Some(v) if v.status == "deleting" => pending = true,
+                Some(v) if matches!(v.status.as_str(), "creating" | "attaching" | "detaching" | "reserved") => {
+                    pending = true
+                }
+                Some(_) => {
+                    cloud!(ctx.cloud.delete_volume(&job.project_id, id).await);
+                    pending = true;
+                }
+            }
+        }
+        if pending { Outcome::Later(ctx.recheck) } else { Outcome::Done }
+    })
+}
+
+fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let mut ids: Vec<String> = job.server_id.iter().cloned().collect();
+        if job.may_have_created(CREATE_SERVER) {
+            let found = cloud!(ctx.cloud.find_servers(&job.project_id, &job.mark()).await);
+            ids.extend(found.into_iter().map(|s| s.id).filter(|id| Some(id) != job.server_id.as_ref()));
+        }
+        let mut pending = false;
+        for id in &ids {
+            if let Some(s) = cloud!(ctx.cloud.get_server(&job.project_id, id).await) {
+                if !s.status.eq_ignore_ascii_case("DELETED") {
+                    cloud!(ctx.cloud.delete_server(&job.project_id, id).await);
+                }
+                pending = true;
+            }
+        }
+        // Nova deletes asynchronously; the port is deleted once the server is gone.
+        if pending { Outcome::Later(ctx.recheck) } else { Outcome::Done }
+    })
+}
+
+fn delete_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let mut ids: Vec<String> = job.port_id.iter().cloned().collect();
+        if job.may_have_created(CREATE_PORT) {
+            let found = cloud!(ctx.cloud.find_ports(&job.project_id, &job.mark()).await);
+            ids.extend(found.into_iter().filter(|id| Some(id) != job.port_id.as_ref()));
+        }
+        for id in &ids {
+            cloud!(ctx.cloud.delete_port(&job.project_id, id).await);
+        }
+        Outcome::Done
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_runs_the_undos_in_reverse_from_the_failed_step() {
+        let k = kind();
+        assert_eq!(k.first(), RESOLVE);
+        assert!(k.first_undo(RESOLVE).is_none());
+        assert_eq!(k.first_undo(WAIT_SERVER).map(|u| u.0), Some("delete_server"));
+        assert_eq!(k.first_undo(WAIT_ATTACHED).map(|u| u.0), Some("detach_volume"));
+        let mut order = vec![];
+        let mut next = k.first_undo(WAIT_ATTACHED);
+        while let Some((name, _)) = next {
+            order.push(name);
+            next = k.undo_after(name);
+        }
+        assert_eq!(order, ["detach_volume", "delete_volume", "delete_server", "delete_port"]);
+        assert_eq!(k.after(WAIT_SERVER).map(|s| s.name), Some(CREATE_VOLUME));
+    }
+}

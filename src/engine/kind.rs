@@ -1,0 +1,267 @@
+//! The generic step machinery: a kind of job is an ordered list of steps, each with an optional
+//! undo, and the engine drives any kind the same way.
+//!
+//! A step is a function from the job (with the ids earlier steps recorded) to an [`Outcome`]:
+//! go on to the next step, wait for a cloud resource, retry after an error, fail, or finish.
+//! A step that creates something is marked `creates`: the engine persists the job's `intent`
+//! (the step's name) before the step runs, and the step, when it finds the intent set on entry
+//! ([`Job::intent_on_entry`]), first looks for a resource carrying the job's mark and adopts it.
+//! Rollback runs the undos of the steps reached, in reverse; each undo is idempotent and may ask
+//! to run again later (waiting for a deletion to finish). Billing's coming kinds (terminate,
+//! suspend, resume, onboarding) are new lists of steps, not new engines.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::cloud::{Cloud, CloudError, Resolved, ServerInfo, VolumeInfo};
+use crate::messages::{ErrorClass, EventAddress, Order};
+use crate::store::{JobRow, JobState};
+
+/// What a step (or an undo) decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Done with this step: go on to the next one in the list now (the lease is kept).
+    Next,
+    /// Jump to the named step now (a step that is not needed, like the volume steps of an order
+    /// without a volume, is skipped this way).
+    Goto(&'static str),
+    /// The job moves to `step` and waits there for the cloud: it is released, and the poller
+    /// brings it back when the resource changed (a wait step names itself).
+    Wait { step: &'static str, watch: Watch },
+    /// Run this step again after the delay, without counting an error (an undo waiting for a
+    /// deletion, a resource still in transition).
+    Later(std::time::Duration),
+    /// A cloud call failed: the retry policy decides between another attempt and failure.
+    Error(CloudError),
+    /// Failed for good.
+    Fail(Failure),
+    /// The job is complete (for an undo: this undo is complete).
+    Done,
+}
+
+/// A permanent failure: what billing will read in `job.failed`.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Failure {
+        Failure { class, message: message.into() }
+    }
+}
+
+/// What a waiting job waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    /// The server leaves `BUILD`.
+    Server(String),
+    /// The volume leaves `creating`.
+    VolumeCreated(String),
+    /// The volume becomes `in-use` (or fails to).
+    VolumeAttached(String),
+}
+
+impl Watch {
+    /// Whether a server seen by the poller settles this wait.
+    pub fn settled_by_server(&self, s: &ServerInfo) -> bool {
+        matches!(self, Watch::Server(id) if *id == s.id) && !s.status.eq_ignore_ascii_case("BUILD")
+    }
+
+    /// Whether a volume seen by the poller settles this wait.
+    pub fn settled_by_volume(&self, v: &VolumeInfo) -> bool {
+        match self {
+            Watch::VolumeCreated(id) => *id == v.id && !matches!(v.status.as_str(), "creating" | "downloading"),
+            Watch::VolumeAttached(id) => {
+                *id == v.id && (v.status == "in-use" || v.status.starts_with("error"))
+            }
+            Watch::Server(_) => false,
+        }
+    }
+}
+
+/// A resource as the poller saw it, handed to the wait step so it needs no GET of its own.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Server(ServerInfo),
+    Volume(VolumeInfo),
+}
+
+/// Kind-specific data kept with the job (`jobs.data`, JSON).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<EventAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// When the current step began (across releases: waits are timed from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<DateTime<Utc>>,
+    /// Failed attempts of undos during this rollback (they do not hide the original error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
+}
+
+/// A claimed job in memory: the row, decoded.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub order_id: String,
+    pub project_id: String,
+    pub kind: String,
+    pub order: Order,
+    pub state: JobState,
+    pub step: String,
+    pub step_attempts: u32,
+    pub attempts: u32,
+    pub fence: u64,
+    pub crashes: u32,
+    pub intent: Option<String>,
+    /// The intent was found set when the job was claimed (not set by this run): a create may
+    /// already have happened, so look for the marked resource before creating.
+    pub intent_on_entry: bool,
+    pub port_id: Option<String>,
+    pub server_id: Option<String>,
+    pub volume_id: Option<String>,
+    pub data: JobData,
+    pub error: Option<(ErrorClass, String, String)>,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// Decodes a claimed row; an order body that no longer parses is an `invalid_order`.
+    pub fn from_row(row: JobRow) -> Result<Job, (JobRow, String)> {
+        let order: Order = match serde_json::from_str(&row.order_body) {
+            Ok(o) => o,
+            Err(e) => return Err((row, format!("stored order does not parse: {e}"))),
+        };
+        let data: JobData = row.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+        let error = match (&row.error_class, &row.error_step, &row.error_message) {
+            (Some(c), step, msg) => Some((
+                ErrorClass::parse(c).unwrap_or(ErrorClass::Internal),
+                step.clone().unwrap_or_default(),
+                msg.clone().unwrap_or_default(),
+            )),
+            _ => None,
+        };
+        Ok(Job {
+            id: row.id,
+            order_id: row.order_id,
+            project_id: row.project_id,
+            kind: row.kind,
+            order,
+            state: row.state,
+            step: row.step,
+            step_attempts: row.step_attempts,
+            attempts: row.attempts,
+            fence: row.fence,
+            crashes: row.crashes,
+            intent_on_entry: row.intent.is_some(),
+            intent: row.intent,
+            port_id: row.port_id,
+            server_id: row.server_id,
+            volume_id: row.volume_id,
+            data,
+            error,
+            cancel_requested: row.cancel_requested,
+            created_at: row.created_at,
+            deadline_at: row.deadline_at,
+        })
+    }
+
+    /// The tag (Nova, Neutron) and metadata value (Cinder) that marks what this job created.
+    pub fn mark(&self) -> String {
+        format!("job-{}", self.id)
+    }
+
+    /// Whether the create of `step` may have happened without its answer being recorded.
+    pub fn may_have_created(&self, step: &str) -> bool {
+        self.intent.as_deref() == Some(step)
+    }
+}
+
+/// What steps get to use.
+pub struct StepCtx {
+    pub cloud: Arc<dyn Cloud>,
+    /// How long a wait (server ACTIVE, volume available / in-use) may take.
+    pub wait_timeout: std::time::Duration,
+    /// Pause between checks of a deletion during rollback.
+    pub recheck: std::time::Duration,
+}
+
+/// A step function: runs one step of a job (mutating the ids it records) and says what next.
+pub type StepFn = for<'a> fn(&'a StepCtx, &'a mut Job, Option<Observation>) -> BoxFuture<'a, Outcome>;
+
+/// One step of a kind.
+#[derive(Clone, Copy)]
+pub struct Step {
+    pub name: &'static str,
+    /// The step creates a cloud resource: its intent is persisted before it runs.
+    pub creates: bool,
+    pub run: StepFn,
+    /// Undoes what the step created (idempotent); `Done` when nothing is left.
+    pub undo: Option<(&'static str, StepFn)>,
+}
+
+/// A kind of job: its name and its steps, in order.
+pub struct Kind {
+    pub name: &'static str,
+    pub steps: Vec<Step>,
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kind")
+            .field("name", &self.name)
+            .field("steps", &self.steps.iter().map(|s| s.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Kind {
+    pub fn first(&self) -> &'static str {
+        self.steps.first().map(|s| s.name).unwrap_or("completed")
+    }
+
+    pub fn index(&self, step: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == step)
+    }
+
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The step after `step`, if any.
+    pub fn after(&self, step: &str) -> Option<&Step> {
+        self.index(step).and_then(|i| self.steps.get(i + 1))
+    }
+
+    /// The first undo to run when the job fails in `step`: the undo of `step` itself (its create
+    /// may have happened) or of the closest earlier step that has one.
+    pub fn first_undo(&self, step: &str) -> Option<(&'static str, StepFn)> {
+        let i = self.index(step)?;
+        self.steps[..=i].iter().rev().find_map(|s| s.undo)
+    }
+
+    /// The undo that follows `undo` in a rollback.
+    pub fn undo_after(&self, undo: &str) -> Option<(&'static str, StepFn)> {
+        let i = self.steps.iter().position(|s| s.undo.is_some_and(|(n, _)| n == undo))?;
+        self.steps[..i].iter().rev().find_map(|s| s.undo)
+    }
+
+    /// The undo function named `undo`.
+    pub fn undo_fn(&self, undo: &str) -> Option<StepFn> {
+        self.steps.iter().find_map(|s| s.undo.filter(|(n, _)| *n == undo).map(|(_, f)| f))
+    }
+}
