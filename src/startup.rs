@@ -15,10 +15,14 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::intake::Intake;
+use crate::amqp::relay::Relay;
 use crate::amqp::{AmqpError, Broker, Names, topology};
 use crate::cli::{CliResult, DemoArgs};
 use crate::config::Settings;
@@ -52,6 +56,8 @@ pub struct App {
     names: Names,
     schemas: Schemas,
     shutdown: CancellationToken,
+    /// Wakes the outbox relay when the engine committed events.
+    events: Arc<Notify>,
     tasks: JoinSet<TaskResult>,
     task_names: HashMap<tokio::task::Id, &'static str>,
 }
@@ -105,6 +111,7 @@ impl App {
             broker,
             names,
             shutdown,
+            events: Arc::new(Notify::new()),
             tasks: JoinSet::new(),
             task_names: HashMap::new(),
         };
@@ -112,6 +119,8 @@ impl App {
         // The tasks of the worker. Engine, outbox relay, admin consumer and HTTP are added here.
         let (intake, token) = (app.intake(), app.shutdown_token());
         app.spawn("intake", async move { intake.run(token).await.map_err(Into::into) });
+        let (relay, token) = (app.relay(), app.shutdown_token());
+        app.spawn("event relay", async move { relay.run(token).await.map_err(Into::into) });
         Ok(app)
     }
 
@@ -126,6 +135,17 @@ impl App {
             schemas: self.schemas.clone(),
             consumer_tag: format!("intake {}", self.worker_id),
         }
+    }
+
+    /// The outbox relay of this app: publishes completion events with confirms. The engine
+    /// wakes it through [`App::events_written`].
+    pub fn relay(&self) -> Relay {
+        Relay::new(self.store.clone(), self.broker.clone(), &self.names.events_exchange, self.events.clone())
+    }
+
+    /// Notified when a commit wrote completion events (wakes the relay).
+    pub fn events_written(&self) -> Arc<Notify> {
+        self.events.clone()
     }
 
     /// Starts a named task. It should return soon after the shutdown token fires, having

@@ -9,6 +9,8 @@
 
 pub mod connection;
 pub mod intake;
+pub mod publisher;
+pub mod relay;
 pub mod submit;
 pub mod topology;
 

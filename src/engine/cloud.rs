@@ -124,11 +124,23 @@ pub trait Cloud: Send + Sync + 'static {
     /// Deletes a port; a port already gone is success.
     fn delete_port<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
 
-    fn create_server<'a>(&'a self, project: &'a str, spec: &'a ServerSpec) -> BoxFuture<'a, CloudResult<String>>;
+    fn create_server<'a>(
+        &'a self,
+        project: &'a str,
+        spec: &'a ServerSpec,
+    ) -> BoxFuture<'a, CloudResult<String>>;
     /// Servers carrying this tag.
-    fn find_servers<'a>(&'a self, project: &'a str, tag: &'a str) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>>;
+    fn find_servers<'a>(
+        &'a self,
+        project: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>>;
     /// One server; `None` when it does not exist.
-    fn get_server<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<Option<ServerInfo>>>;
+    fn get_server<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<ServerInfo>>>;
     /// Servers carrying `tag` that changed at or after `since` (one call for a whole project).
     fn servers_changed<'a>(
         &'a self,
@@ -139,7 +151,11 @@ pub trait Cloud: Send + Sync + 'static {
     /// Deletes a server; a server already gone is success.
     fn delete_server<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
 
-    fn create_volume<'a>(&'a self, project: &'a str, spec: &'a VolumeSpec) -> BoxFuture<'a, CloudResult<String>>;
+    fn create_volume<'a>(
+        &'a self,
+        project: &'a str,
+        spec: &'a VolumeSpec,
+    ) -> BoxFuture<'a, CloudResult<String>>;
     /// Volumes whose metadata has `key = value`.
     fn find_volumes<'a>(
         &'a self,
@@ -147,7 +163,11 @@ pub trait Cloud: Send + Sync + 'static {
         key: &'a str,
         value: &'a str,
     ) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>>;
-    fn get_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<Option<VolumeInfo>>>;
+    fn get_volume<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<VolumeInfo>>>;
     /// Volumes with metadata key `key` (any value) that changed at or after `since`.
     fn volumes_changed<'a>(
         &'a self,

@@ -41,7 +41,12 @@ pub fn kind() -> Kind {
         name: "create",
         steps: vec![
             Step { name: RESOLVE, creates: false, run: resolve, undo: None },
-            Step { name: CREATE_PORT, creates: true, run: create_port, undo: Some(("delete_port", delete_port)) },
+            Step {
+                name: CREATE_PORT,
+                creates: true,
+                run: create_port,
+                undo: Some(("delete_port", delete_port)),
+            },
             Step {
                 name: CREATE_SERVER,
                 creates: true,
@@ -291,7 +296,11 @@ fn attach_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
     })
 }
 
-fn wait_attached<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>) -> BoxFuture<'a, Outcome> {
+fn wait_attached<'a>(
+    ctx: &'a StepCtx,
+    job: &'a mut Job,
+    seen: Option<Observation>,
+) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         let (Some(server_id), Some(volume_id)) = (job.server_id.clone(), job.volume_id.clone()) else {
             return internal("wait_attached without a server or a volume");
@@ -361,7 +370,9 @@ fn delete_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             match cloud!(ctx.cloud.get_volume(&job.project_id, id).await) {
                 None => {}
                 Some(v) if v.status == "deleting" => pending = true,
-                Some(v) if matches!(v.status.as_str(), "creating" | "attaching" | "detaching" | "reserved") => {
+                Some(v)
+                    if matches!(v.status.as_str(), "creating" | "attaching" | "detaching" | "reserved") =>
+                {
                     pending = true
                 }
                 Some(_) => {

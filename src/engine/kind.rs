@@ -76,7 +76,9 @@ impl Watch {
     /// Whether a volume seen by the poller settles this wait.
     pub fn settled_by_volume(&self, v: &VolumeInfo) -> bool {
         match self {
-            Watch::VolumeCreated(id) => *id == v.id && !matches!(v.status.as_str(), "creating" | "downloading"),
+            Watch::VolumeCreated(id) => {
+                *id == v.id && !matches!(v.status.as_str(), "creating" | "downloading")
+            }
             Watch::VolumeAttached(id) => {
                 *id == v.id && (v.status == "in-use" || v.status.starts_with("error"))
             }
@@ -141,12 +143,13 @@ pub struct Job {
 
 impl Job {
     /// Decodes a claimed row; an order body that no longer parses is an `invalid_order`.
-    pub fn from_row(row: JobRow) -> Result<Job, (JobRow, String)> {
+    pub fn from_row(row: JobRow) -> Result<Job, Box<(JobRow, String)>> {
         let order: Order = match serde_json::from_str(&row.order_body) {
             Ok(o) => o,
-            Err(e) => return Err((row, format!("stored order does not parse: {e}"))),
+            Err(e) => return Err(Box::new((row, format!("stored order does not parse: {e}")))),
         };
-        let data: JobData = row.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
+        let data: JobData =
+            row.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
         let error = match (&row.error_class, &row.error_step, &row.error_message) {
             (Some(c), step, msg) => Some((
                 ErrorClass::parse(c).unwrap_or(ErrorClass::Internal),

@@ -129,7 +129,11 @@ impl Engine {
         let committer = Committer::start(store.clone(), move || events.notify_one());
         let create = Arc::new(create::kind());
         let kinds = HashMap::from([(create.name, create)]);
-        let ctx = StepCtx { cloud, wait_timeout: cfg.wait_timeout, recheck: cfg.poll_interval.max(Duration::from_millis(200)) };
+        let ctx = StepCtx {
+            cloud,
+            wait_timeout: cfg.wait_timeout,
+            recheck: cfg.poll_interval.max(Duration::from_millis(200)),
+        };
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -286,13 +290,15 @@ impl Engine {
         let started = Utc::now();
         let mut out = Vec::new();
         let mut ok = true;
-        let servers: Vec<&Waiter> = plan.waiters.iter().filter(|w| matches!(w.watch, Watch::Server(_))).collect();
+        let servers: Vec<&Waiter> =
+            plan.waiters.iter().filter(|w| matches!(w.watch, Watch::Server(_))).collect();
         let volumes: Vec<&Waiter> =
             plan.waiters.iter().filter(|w| !matches!(w.watch, Watch::Server(_))).collect();
         if !servers.is_empty() {
             match cloud.servers_changed(&plan.project_id, create::TAG, plan.since).await {
                 Ok(list) => {
-                    let by_id: HashMap<&str, &cloud::ServerInfo> = list.iter().map(|s| (s.id.as_str(), s)).collect();
+                    let by_id: HashMap<&str, &cloud::ServerInfo> =
+                        list.iter().map(|s| (s.id.as_str(), s)).collect();
                     for w in &servers {
                         if let Watch::Server(id) = &w.watch
                             && let Some(s) = by_id.get(id.as_str())
@@ -311,7 +317,8 @@ impl Engine {
         if !volumes.is_empty() {
             match cloud.volumes_changed(&plan.project_id, create::VOLUME_MARK_KEY, plan.since).await {
                 Ok(list) => {
-                    let by_id: HashMap<&str, &cloud::VolumeInfo> = list.iter().map(|v| (v.id.as_str(), v)).collect();
+                    let by_id: HashMap<&str, &cloud::VolumeInfo> =
+                        list.iter().map(|v| (v.id.as_str(), v)).collect();
                     for w in &volumes {
                         let id = match &w.watch {
                             Watch::VolumeCreated(id) | Watch::VolumeAttached(id) => id,
@@ -355,7 +362,8 @@ impl Engine {
         let (id, fence) = (row.id, row.fence);
         let mut job = match Job::from_row(row) {
             Ok(job) => job,
-            Err((row, why)) => {
+            Err(bad) => {
+                let (row, why) = *bad;
                 self.fail_unreadable(row, why).await;
                 return;
             }
@@ -434,7 +442,10 @@ impl Engine {
         let from = (job.state, job.step.clone(), job.step_attempts);
         if job.state == JobState::RollingBack {
             if job.crashes > cfg.max_crashes {
-                let why = format!("rollback step {} crashed the worker {} times; clean-up abandoned", job.step, job.crashes);
+                let why = format!(
+                    "rollback step {} crashed the worker {} times; clean-up abandoned",
+                    job.step, job.crashes
+                );
                 job.data.cleanup_error = Some(why);
                 return self.finish(job, None, "crash cap");
             }
@@ -448,23 +459,36 @@ impl Engine {
         if job.state == JobState::Queued {
             job.state = JobState::InProgress;
             if job.deadline_at.is_none() {
-                job.deadline_at = Some(job.created_at + chrono::Duration::from_std(cfg.job_deadline).unwrap_or_default());
+                job.deadline_at =
+                    Some(job.created_at + chrono::Duration::from_std(cfg.job_deadline).unwrap_or_default());
             }
             if job.data.step_started_at.is_none() {
                 job.data.step_started_at = Some(Utc::now());
             }
         }
         if job.cancel_requested {
-            return self.begin_rollback(kind, job, Failure::new(ErrorClass::Cancelled, "cancelled by an operator"), from, clock);
+            return self.begin_rollback(
+                kind,
+                job,
+                Failure::new(ErrorClass::Cancelled, "cancelled by an operator"),
+                from,
+                clock,
+            );
         }
         if job.deadline_at.is_some_and(|d| Utc::now() > d) {
-            let f = Failure::new(ErrorClass::Timeout, format!("the job did not finish within {}s", cfg.job_deadline.as_secs()));
+            let f = Failure::new(
+                ErrorClass::Timeout,
+                format!("the job did not finish within {}s", cfg.job_deadline.as_secs()),
+            );
             return self.begin_rollback(kind, job, f, from, clock);
         }
         if job.crashes > cfg.max_crashes {
             let f = Failure::new(
                 ErrorClass::Internal,
-                format!("step {} ended without progress {} times (the worker crashed or hung)", job.step, job.crashes),
+                format!(
+                    "step {} ended without progress {} times (the worker crashed or hung)",
+                    job.step, job.crashes
+                ),
             );
             return self.begin_rollback(kind, job, f, from, clock);
         }
@@ -476,7 +500,13 @@ impl Engine {
         if step.creates && job.intent.as_deref() != Some(step.name) {
             job.intent = Some(step.name.to_string());
             job.intent_on_entry = false;
-            let save = self.save_of(job, false, Duration::ZERO, history(from, clock, &self.inner.cfg.owner, "intent"), None);
+            let save = self.save_of(
+                job,
+                false,
+                Duration::ZERO,
+                history(from, clock, &self.inner.cfg.owner, "intent"),
+                None,
+            );
             return (save, Then::Continue);
         }
         let outcome = (step.run)(ctx, job, seen).await;
@@ -510,14 +540,19 @@ impl Engine {
                 job.step_attempts += 1;
                 job.attempts += 1;
                 let delay = cfg.retry.delay(job.step_attempts, &e);
-                let in_time =
-                    |d: Duration| job.deadline_at.is_none_or(|dl| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default() < dl);
+                let in_time = |d: Duration| {
+                    job.deadline_at
+                        .is_none_or(|dl| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default() < dl)
+                };
                 match delay {
                     Some(d) if in_time(d) => {
                         crate::metrics::inc("provisioner_engine_retries_total", &[("step", step.name)]);
                         let detail = format!(
                             "attempt {} failed ({:?}): {}; retry in {}ms",
-                            job.step_attempts, e.kind, e.message, d.as_millis()
+                            job.step_attempts,
+                            e.kind,
+                            e.message,
+                            d.as_millis()
                         );
                         tracing::info!(step = step.name, attempt = job.step_attempts, error = %e.message, "step failed; retrying later");
                         let h = history(from, clock, &cfg.owner, &detail);
@@ -526,7 +561,8 @@ impl Engine {
                     _ => {
                         let mut f = Failure::new(retry::class_of(e.kind), e.message.clone());
                         if retry::is_retryable(e.kind) {
-                            f.message = format!("{} (gave up after {} attempts)", e.message, job.step_attempts);
+                            f.message =
+                                format!("{} (gave up after {} attempts)", e.message, job.step_attempts);
                         }
                         self.begin_rollback(kind, job, f, from, clock)
                     }
@@ -555,7 +591,12 @@ impl Engine {
         (self.save_of(job, false, Duration::ZERO, h, None), Then::Continue)
     }
 
-    fn complete(&self, job: &mut Job, from: (JobState, String, u32), clock: std::time::Instant) -> (JobSave, Then) {
+    fn complete(
+        &self,
+        job: &mut Job,
+        from: (JobState, String, u32),
+        clock: std::time::Instant,
+    ) -> (JobSave, Then) {
         job.attempts += 1;
         job.state = JobState::Completed;
         job.step = "completed".into();
@@ -621,8 +662,11 @@ impl Engine {
                     return self.finish(job, None, "clean-up abandoned");
                 }
                 let d = cfg.retry.jittered(job.step_attempts);
-                let detail =
-                    format!("undo attempt {} failed: {message}; retry in {}ms", job.step_attempts, d.as_millis());
+                let detail = format!(
+                    "undo attempt {} failed: {message}; retry in {}ms",
+                    job.step_attempts,
+                    d.as_millis()
+                );
                 let h = history(from, clock, &cfg.owner, &detail);
                 (self.save_of(job, true, d, h, None), Then::Stop)
             }
@@ -698,7 +742,11 @@ impl Engine {
                 server: None,
                 port_id: None,
                 volume: None,
-                error: Some(EventError { class: ErrorClass::InvalidOrder, step: row.step.clone(), message: why }),
+                error: Some(EventError {
+                    class: ErrorClass::InvalidOrder,
+                    step: row.step.clone(),
+                    message: why,
+                }),
             })),
         };
         let _ = self.inner.committer.save(save).await;

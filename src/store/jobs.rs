@@ -244,7 +244,12 @@ impl Store {
     /// Claims exactly these jobs, each only if its fence is still the one given and nobody holds
     /// a lease on it (the poller uses it to take up a job whose wait is over). Returns the jobs
     /// claimed, with their new fence; the others were taken by someone else.
-    pub async fn claim_exact(&self, owner: &str, lease: Duration, jobs: &[(Uuid, u64)]) -> Result<Vec<JobRow>> {
+    pub async fn claim_exact(
+        &self,
+        owner: &str,
+        lease: Duration,
+        jobs: &[(Uuid, u64)],
+    ) -> Result<Vec<JobRow>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -408,7 +413,7 @@ impl Store {
     }
 
     /// History of one job, oldest first: (from_state, to_state, from_step, to_step, attempt, detail).
-    pub async fn job_history(&self, id: Uuid) -> Result<Vec<HistoryRow>> {
+    pub async fn history_of(&self, id: Uuid) -> Result<Vec<HistoryRow>> {
         let rows = sqlx::query(
             "SELECT from_state, to_state, from_step, to_step, attempt, duration_ms, actor, detail \
              FROM job_history WHERE job_id = ? ORDER BY id",
@@ -459,7 +464,8 @@ pub struct HistoryRow {
 }
 
 async fn select_jobs(tx: &mut sqlx::Transaction<'_, MySql>, ids: &[String]) -> Result<Vec<JobRow>> {
-    let mut select: QueryBuilder<MySql> = QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ("));
+    let mut select: QueryBuilder<MySql> =
+        QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ("));
     let mut list = select.separated(", ");
     for id in ids {
         list.push_bind(id.as_str());

@@ -17,9 +17,9 @@ use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
 use crate::config::DatabaseSettings;
 
-pub mod status;
 pub mod jobs;
 pub mod outbox;
+pub mod status;
 
 pub use jobs::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError};
 

@@ -77,14 +77,6 @@ impl Store {
             .collect::<Result<Vec<_>>>()?;
         Ok(RelayBatch { tx, rows })
     }
-
-    /// Unsent events (the outbox backlog), for metrics and tests.
-    pub async fn outbox_backlog(&self) -> Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
-            .fetch_one(self.pool())
-            .await
-            .op("count outbox backlog")
-    }
 }
 
 impl RelayBatch {
