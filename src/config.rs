@@ -151,6 +151,24 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub shutdown: ShutdownSettings,
     pub worker: WorkerSettings,
+    pub openstack: OpenStackSettings,
+}
+
+/// How the worker talks to the cloud. Which cloud, and the credentials, come from `OS_*` /
+/// `clouds.yaml` (see `openstack::config`), not from here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenStackSettings {
+    /// Longest time one OpenStack API request may take (connect, send, answer).
+    pub request_timeout_secs: u64,
+    /// Longest time to establish a connection to an OpenStack endpoint.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for OpenStackSettings {
+    fn default() -> Self {
+        OpenStackSettings { request_timeout_secs: 30, connect_timeout_secs: 5 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +360,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROVISIONER_ADMIN_ALLOWED_USERS", "admin.allowed_users"),
     ("PROVISIONER_SHUTDOWN_GRACE_SECS", "shutdown.grace_secs"),
     ("PROVISIONER_WORKER_ID", "worker.id"),
+    ("PROVISIONER_OPENSTACK_REQUEST_TIMEOUT_SECS", "openstack.request_timeout_secs"),
+    ("PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS", "openstack.connect_timeout_secs"),
 ];
 
 fn parse<T: FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
@@ -419,6 +439,12 @@ impl Settings {
             }
             "PROVISIONER_SHUTDOWN_GRACE_SECS" => self.shutdown.grace_secs = parse(var, v)?,
             "PROVISIONER_WORKER_ID" => self.worker.id = (!v.trim().is_empty()).then(|| v.trim().to_string()),
+            "PROVISIONER_OPENSTACK_REQUEST_TIMEOUT_SECS" => {
+                self.openstack.request_timeout_secs = parse(var, v)?
+            }
+            "PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS" => {
+                self.openstack.connect_timeout_secs = parse(var, v)?
+            }
             _ => unreachable!("{var} is listed in ENV_VARS but not handled"),
         }
         Ok(())
@@ -485,6 +511,12 @@ impl Settings {
         }
         if !(self.engine.cloud_rate >= 0.0 && self.engine.cloud_rate.is_finite()) {
             return err("PROVISIONER_ENGINE_CLOUD_RATE", "must be a non-negative number");
+        }
+        if self.openstack.request_timeout_secs == 0 {
+            return err("PROVISIONER_OPENSTACK_REQUEST_TIMEOUT_SECS", "must be at least 1");
+        }
+        if self.openstack.connect_timeout_secs == 0 {
+            return err("PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS", "must be at least 1");
         }
         if let Ok(addr) = self.http.addr.parse::<SocketAddr>()
             && !addr.ip().is_loopback()

@@ -122,7 +122,8 @@ impl std::fmt::Display for ErrorClass {
     }
 }
 
-/// A failed cloud call: class, where, and the service's own words.
+/// A failed cloud call: class, where, and the service's own words. (The strings are boxed to
+/// keep `Result<_, OpenStackError>` small.)
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{service} {method} {path}: {}{message} [{class}{}]",
     .status.map(|s| format!("{s} ")).unwrap_or_default(),
@@ -130,15 +131,15 @@ impl std::fmt::Display for ErrorClass {
 pub struct OpenStackError {
     pub class: ErrorClass,
     pub service: Service,
-    pub method: String,
+    pub method: Box<str>,
     /// The request path without its query string (which may carry names), e.g. `/servers`.
-    pub path: String,
+    pub path: Box<str>,
     /// The HTTP status, if the service answered.
     pub status: Option<u16>,
     /// `X-Openstack-Request-Id` / `X-Compute-Request-Id`, for the cloud operator's logs.
-    pub request_id: Option<String>,
+    pub request_id: Option<Box<str>>,
     /// The fault name of the body (`forbidden`, `overLimit`, Neutron's `OverQuota`...).
-    pub fault: Option<String>,
+    pub fault: Option<Box<str>>,
     /// The service's own message (or ours, for errors that are not HTTP answers).
     pub message: String,
 }
@@ -155,8 +156,8 @@ impl OpenStackError {
         OpenStackError {
             class,
             service,
-            method: method.to_string(),
-            path: strip_query(path).to_string(),
+            method: method.into(),
+            path: strip_query(path).into(),
             status: None,
             request_id: None,
             fault: None,
@@ -203,11 +204,11 @@ impl OpenStackError {
         OpenStackError {
             class,
             service,
-            method: method.to_string(),
-            path: strip_query(path).to_string(),
+            method: method.into(),
+            path: strip_query(path).into(),
             status: Some(status.as_u16()),
             request_id: request_id(headers),
-            fault: parsed.fault,
+            fault: parsed.fault.map(String::into_boxed_str),
             message: parsed.message,
         }
     }
@@ -243,16 +244,48 @@ impl OpenStackError {
     }
 }
 
+/// The one resource a lookup by id or name must find: none is `NotFound`, more than one is
+/// `Ambiguous` (the message lists the ids, so an operator can fix the order or the cloud).
+pub fn exactly_one<T>(
+    service: Service,
+    path: &str,
+    what: &str,
+    wanted: &str,
+    mut found: Vec<T>,
+    id: impl Fn(&T) -> &str,
+) -> Result<T, OpenStackError> {
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(OpenStackError::new(
+            ErrorClass::NotFound,
+            service,
+            "GET",
+            path,
+            format!("no {what} with id or name {wanted:?}"),
+        )),
+        n => {
+            let ids: Vec<&str> = found.iter().map(&id).collect();
+            Err(OpenStackError::new(
+                ErrorClass::Ambiguous,
+                service,
+                "GET",
+                path,
+                format!("{n} {what}s are named {wanted:?} ({}); use an id", ids.join(", ")),
+            ))
+        }
+    }
+}
+
 fn strip_query(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or(path)
 }
 
-fn request_id(headers: &HeaderMap) -> Option<String> {
+fn request_id(headers: &HeaderMap) -> Option<Box<str>> {
     ["x-openstack-request-id", "x-compute-request-id", "x-request-id"]
         .iter()
         .find_map(|h| headers.get(*h))
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.to_string())
+        .map(Box::from)
 }
 
 /// What an error body says, whatever the service's format:
@@ -519,7 +552,7 @@ mod tests {
             &headers,
             NOVA_QUOTA.as_bytes(),
         );
-        assert_eq!(e.path, "/servers");
+        assert_eq!(&*e.path, "/servers");
         assert_eq!(e.request_id.as_deref(), Some("req-5c6b"));
         assert_eq!(e.event_class(), crate::messages::event::ErrorClass::QuotaExceeded);
         let shown = e.to_string();

@@ -1,3 +1,416 @@
-//! compute service.
+//! Nova v2.1: flavors, servers (create, get, list by tags, delete), volume attachments, limits.
+//!
+//! Built like the other services: [`ComputeApi`] holds the shared session, each call takes the
+//! project scope (the order's project id) and returns the wire types of [`protocol`]. Every
+//! request carries the microversion the session negotiated (see [`super::microversion`]):
+//! - at 2.52 and above the server is created with its tags;
+//! - from 2.26 to 2.51 it is created untagged, then tagged with `PUT /servers/{id}/tags`
+//!   (a crash in between leaves a server found by its metadata, not by its tags);
+//! - below 2.26 there are no tags: [`ComputeApi::list_servers`] refuses a tag filter rather than
+//!   silently listing every server of the project.
+//!
+//! `user_data` is sent base64-encoded as Nova requires and is never logged. Deleting is
+//! idempotent: a server already gone is success.
 
 pub mod protocol;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use reqwest::Method;
+
+use self::protocol::{
+    CreatedServer, Flavor, FlavorBody, FlavorList, Limits, LimitsBody, Link, NetworkRequest, Networks,
+    Server, ServerBody, ServerCreate, ServerCreateRequest, ServerCreated, ServerList, VolumeAttachment,
+    VolumeAttachmentBody, VolumeAttachmentCreate, VolumeAttachmentList, VolumeAttachmentRequest,
+};
+use super::error::{ErrorClass, OpenStackError, Service, exactly_one};
+use super::microversion::{self, Microversion};
+use super::session::{Request, Session};
+
+const SERVICE: Service = Service::Compute;
+
+/// What the client sets on a new server. The server boots on an existing port (created by the
+/// network step), so Nova creates no port of its own that could leak.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NewServer {
+    pub name: String,
+    pub flavor_id: String,
+    pub image_id: String,
+    pub port_id: String,
+    pub tags: Vec<String>,
+    pub key_name: Option<String>,
+    /// Base64, as in the order. A secret: not in `Debug`.
+    pub user_data: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for NewServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewServer")
+            .field("name", &self.name)
+            .field("flavor_id", &self.flavor_id)
+            .field("image_id", &self.image_id)
+            .field("port_id", &self.port_id)
+            .field("tags", &self.tags)
+            .field("key_name", &self.key_name)
+            .field("user_data", &self.user_data.as_ref().map(|_| "***"))
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+/// Filters of `GET /servers/detail`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerQuery {
+    /// Servers carrying every one of these tags (2.26+).
+    pub tags: Vec<String>,
+    /// Servers changed since then, deleted ones included (status `DELETED`).
+    pub changes_since: Option<DateTime<Utc>>,
+    /// Nova matches `name` as a regular expression; anchor it (`^name$`) for an exact match.
+    pub name: Option<String>,
+    /// Page size; `None` is Nova's default (its `max_limit`, 1000).
+    pub limit: Option<u32>,
+}
+
+/// Nova calls in a project's scope.
+#[derive(Debug, Clone)]
+pub struct ComputeApi {
+    session: Arc<Session>,
+}
+
+fn next_link(links: &Option<Vec<Link>>) -> Option<String> {
+    links.as_ref()?.iter().find(|l| l.rel == "next").map(|l| l.href.clone())
+}
+
+impl ComputeApi {
+    pub fn new(session: Arc<Session>) -> ComputeApi {
+        ComputeApi { session }
+    }
+
+    /// The microversion this client speaks to Nova (negotiated once per session).
+    pub async fn microversion(&self, project: &str) -> Result<Microversion, OpenStackError> {
+        self.session.nova_microversion(project).await
+    }
+
+    /// `GET /flavors/{id}`.
+    pub async fn get_flavor(&self, project: &str, id: &str) -> Result<Flavor, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/flavors/{id}", format!("/flavors/{id}"));
+        Ok(self.session.json::<FlavorBody>(project, req).await?.flavor)
+    }
+
+    /// The one flavor with this id, or else this exact name (flavor ids are free-form, so the
+    /// id is always tried first).
+    pub async fn find_flavor(&self, project: &str, id_or_name: &str) -> Result<Flavor, OpenStackError> {
+        match self.get_flavor(project, id_or_name).await {
+            Ok(flavor) => return Ok(flavor),
+            Err(e) if e.class == ErrorClass::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut flavors = Vec::new();
+        let mut req = Request::new(SERVICE, Method::GET, "/flavors/detail", "/flavors/detail");
+        loop {
+            let page: FlavorList = self.session.json(project, req.clone()).await?;
+            let next = next_link(&page.flavors_links);
+            flavors.extend(page.flavors);
+            match next {
+                Some(link) => req = req.query_from_link(&link),
+                None => break,
+            }
+        }
+        flavors.retain(|f| f.name == id_or_name && !f.disabled);
+        exactly_one(SERVICE, "/flavors/detail", "flavor", id_or_name, flavors, |f| &f.id)
+    }
+
+    /// `POST /servers`, booting on `new.port_id`; tags at create when the microversion allows,
+    /// else right after (see the module doc). Returns the new server's id and links.
+    pub async fn create_server(
+        &self,
+        project: &str,
+        new: &NewServer,
+    ) -> Result<CreatedServer, OpenStackError> {
+        let version = self.microversion(project).await?;
+        let tags_at_create = version >= microversion::NOVA_TAGS_AT_CREATE;
+        let create = ServerCreate {
+            name: new.name.clone(),
+            image_ref: Some(new.image_id.clone()),
+            flavor_ref: new.flavor_id.clone(),
+            networks: Some(Networks::List(vec![NetworkRequest {
+                port: Some(new.port_id.clone()),
+                ..Default::default()
+            }])),
+            key_name: new.key_name.clone(),
+            user_data: new
+                .user_data
+                .as_ref()
+                .map(|u| u.chars().filter(|c| !c.is_ascii_whitespace()).collect()),
+            metadata: (!new.metadata.is_empty()).then(|| new.metadata.clone()),
+            tags: (tags_at_create && !new.tags.is_empty()).then(|| new.tags.clone()),
+            ..Default::default()
+        };
+        let req = Request::new(SERVICE, Method::POST, "/servers", "/servers")
+            .json(&ServerCreateRequest { server: create });
+        let created = self.session.json::<ServerCreated>(project, req).await?.server;
+        if !tags_at_create && !new.tags.is_empty() {
+            if version >= microversion::NOVA_TAGS {
+                self.set_server_tags(project, &created.id, &new.tags).await?;
+            } else {
+                tracing::warn!(
+                    microversion = %version,
+                    "nova is older than 2.26: the server is identified by its metadata only"
+                );
+            }
+        }
+        Ok(created)
+    }
+
+    /// `PUT /servers/{id}/tags` (2.26+): replaces the server's tags.
+    pub async fn set_server_tags(
+        &self,
+        project: &str,
+        id: &str,
+        tags: &[String],
+    ) -> Result<(), OpenStackError> {
+        let req = Request::new(SERVICE, Method::PUT, "/servers/{id}/tags", format!("/servers/{id}/tags"))
+            .json(&serde_json::json!({ "tags": tags }));
+        self.session.send(project, req).await.map(|_| ())
+    }
+
+    /// `GET /servers/{id}`; a server in `ERROR` carries its `fault`.
+    pub async fn get_server(&self, project: &str, id: &str) -> Result<Server, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/servers/{id}", format!("/servers/{id}"));
+        Ok(self.session.json::<ServerBody>(project, req).await?.server)
+    }
+
+    /// `GET /servers/detail` with the filters, following `next` links to the last page.
+    pub async fn list_servers(
+        &self,
+        project: &str,
+        query: &ServerQuery,
+    ) -> Result<Vec<Server>, OpenStackError> {
+        let mut req = Request::new(SERVICE, Method::GET, "/servers/detail", "/servers/detail");
+        if !query.tags.is_empty() {
+            let version = self.microversion(project).await?;
+            if version < microversion::NOVA_TAGS {
+                return Err(OpenStackError::new(
+                    ErrorClass::Permanent,
+                    SERVICE,
+                    "GET",
+                    "/servers/detail",
+                    format!("listing servers by tags needs microversion 2.26; this cloud offers {version}"),
+                ));
+            }
+            req = req.query("tags", query.tags.join(","));
+        }
+        if let Some(since) = query.changes_since {
+            req = req.query("changes-since", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        }
+        if let Some(name) = &query.name {
+            req = req.query("name", name.clone());
+        }
+        if let Some(limit) = query.limit {
+            req = req.query("limit", limit.to_string());
+        }
+        let mut servers = Vec::new();
+        loop {
+            let page: ServerList = self.session.json(project, req.clone()).await?;
+            let next = next_link(&page.servers_links);
+            servers.extend(page.servers);
+            match next {
+                Some(link) => req = req.query_from_link(&link),
+                None => break,
+            }
+        }
+        if !query.tags.is_empty() {
+            servers.retain(|s| s.tags.as_ref().is_some_and(|t| query.tags.iter().all(|w| t.contains(w))));
+        }
+        Ok(servers)
+    }
+
+    /// `DELETE /servers/{id}`; a server already gone is success.
+    pub async fn delete_server(&self, project: &str, id: &str) -> Result<(), OpenStackError> {
+        let req = Request::new(SERVICE, Method::DELETE, "/servers/{id}", format!("/servers/{id}"));
+        match self.session.send(project, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /servers/{id}/os-volume_attachments`. Before 2.101 Nova answers with the
+    /// attachment; from 2.101 with `202` and no body (`None`): the volume's status (`in-use`)
+    /// or [`ComputeApi::list_attachments`] tell when it is done.
+    pub async fn attach_volume(
+        &self,
+        project: &str,
+        server_id: &str,
+        volume_id: &str,
+    ) -> Result<Option<VolumeAttachment>, OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::POST,
+            "/servers/{id}/os-volume_attachments",
+            format!("/servers/{server_id}/os-volume_attachments"),
+        )
+        .json(&VolumeAttachmentRequest {
+            volume_attachment: VolumeAttachmentCreate {
+                volume_id: volume_id.to_string(),
+                ..Default::default()
+            },
+        });
+        let resp = self.session.send(project, req).await?;
+        if resp.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice::<VolumeAttachmentBody>(&resp.body)
+            .map(|b| Some(b.volume_attachment))
+            .map_err(|e| OpenStackError::decode(SERVICE, "POST", "/servers/{id}/os-volume_attachments", e))
+    }
+
+    /// `GET /servers/{id}/os-volume_attachments`.
+    pub async fn list_attachments(
+        &self,
+        project: &str,
+        server_id: &str,
+    ) -> Result<Vec<VolumeAttachment>, OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::GET,
+            "/servers/{id}/os-volume_attachments",
+            format!("/servers/{server_id}/os-volume_attachments"),
+        );
+        Ok(self.session.json::<VolumeAttachmentList>(project, req).await?.volume_attachments)
+    }
+
+    /// `GET /limits`: the project's absolute limits and usage.
+    pub async fn limits(&self, project: &str) -> Result<Limits, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/limits", "/limits");
+        Ok(self.session.json::<LimitsBody>(project, req).await?.limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nova api-ref, `GET /servers/{server_id}` of a server in ERROR (server-get-resp at 2.1
+    /// with the `fault` Nova adds for ERROR servers).
+    #[test]
+    fn parses_the_api_ref_server_with_fault() {
+        let body = r#"{
+    "server": {
+        "OS-DCF:diskConfig": "AUTO",
+        "OS-EXT-AZ:availability_zone": "nova",
+        "OS-EXT-STS:power_state": 0,
+        "OS-EXT-STS:task_state": null,
+        "OS-EXT-STS:vm_state": "error",
+        "OS-SRV-USG:launched_at": null,
+        "OS-SRV-USG:terminated_at": null,
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "addresses": {},
+        "config_drive": "",
+        "created": "2013-09-03T04:01:32Z",
+        "fault": {
+            "code": 500,
+            "created": "2013-09-03T04:01:32Z",
+            "message": "No valid host was found. There are not enough hosts available.",
+            "details": "Traceback (most recent call last): ..."
+        },
+        "flavor": {
+            "id": "1",
+            "links": [{"href": "http://openstack.example.com/6f70656e737461636b20342065766572/flavors/1", "rel": "bookmark"}]
+        },
+        "hostId": "",
+        "id": "9168b536-cd40-4630-b43f-b259807c6e87",
+        "image": {
+            "id": "70a599e0-31e7-49b7-b260-868f441e862b",
+            "links": [{"href": "http://openstack.example.com/6f70656e737461636b20342065766572/images/70a599e0-31e7-49b7-b260-868f441e862b", "rel": "bookmark"}]
+        },
+        "key_name": null,
+        "links": [
+            {"href": "http://openstack.example.com/v2.1/6f70656e737461636b20342065766572/servers/9168b536-cd40-4630-b43f-b259807c6e87", "rel": "self"},
+            {"href": "http://openstack.example.com/6f70656e737461636b20342065766572/servers/9168b536-cd40-4630-b43f-b259807c6e87", "rel": "bookmark"}
+        ],
+        "metadata": {"My Server Name": "Apache1"},
+        "name": "new-server-test",
+        "os-extended-volumes:volumes_attached": [],
+        "security_groups": [{"name": "default"}],
+        "status": "ERROR",
+        "tenant_id": "6f70656e737461636b20342065766572",
+        "updated": "2013-09-03T04:01:33Z",
+        "user_id": "fake"
+    }
+}"#;
+        let server: ServerBody = serde_json::from_str(body).unwrap();
+        let s = server.server;
+        assert_eq!(s.status, "ERROR");
+        let fault = s.fault.unwrap();
+        assert_eq!(fault.code, 500);
+        assert!(fault.message.starts_with("No valid host was found"));
+        assert_eq!(s.metadata.get("My Server Name").map(String::as_str), Some("Apache1"));
+    }
+
+    /// Nova api-ref, attach-volume-to-server-resp (2.79) and list-volume-attachments-resp (2.89).
+    #[test]
+    fn parses_the_api_ref_volume_attachments() {
+        let attach = r#"{
+    "volumeAttachment": {
+        "delete_on_termination": true,
+        "device": "/dev/sdb",
+        "id": "a07f71dc-8151-4e7d-a0cc-cd24a3f11113",
+        "serverId": "09b3b9d1-b8c5-48e1-841d-62c3ef967a88",
+        "tag": "foo",
+        "volumeId": "a07f71dc-8151-4e7d-a0cc-cd24a3f11113"
+    }
+}"#;
+        let a: VolumeAttachmentBody = serde_json::from_str(attach).unwrap();
+        assert_eq!(a.volume_attachment.volume_id, "a07f71dc-8151-4e7d-a0cc-cd24a3f11113");
+        assert_eq!(a.volume_attachment.device.as_deref(), Some("/dev/sdb"));
+        let list = r#"{
+    "volumeAttachments": [
+        {
+            "attachment_id": "979ce4f8-033a-409d-85e6-6b5c0f6a6302",
+            "delete_on_termination": false,
+            "device": "/dev/sdc",
+            "serverId": "7696780b-3f53-4688-ab25-019bfcbbd806",
+            "tag": null,
+            "volumeId": "227cc671-f30b-4488-96fd-7d0bf13648d8",
+            "bdm_uuid": "c088db45-92b8-49e8-81e2-a1b77a144b3b"
+        },
+        {
+            "attachment_id": "c5684109-0311-4fca-9814-350e46ab7d2a",
+            "delete_on_termination": true,
+            "device": "/dev/sdb",
+            "serverId": "7696780b-3f53-4688-ab25-019bfcbbd806",
+            "tag": "foo",
+            "volumeId": "a07f71dc-8151-4e7d-a0cc-cd24a3f11113",
+            "bdm_uuid": "1aa24536-6fb5-426c-8894-d627f39aa48b"
+        }
+    ]
+}"#;
+        let l: VolumeAttachmentList = serde_json::from_str(list).unwrap();
+        assert_eq!(l.volume_attachments.len(), 2);
+        assert_eq!(l.volume_attachments[0].id, None);
+        assert_eq!(
+            l.volume_attachments[1].attachment_id.as_deref(),
+            Some("c5684109-0311-4fca-9814-350e46ab7d2a")
+        );
+    }
+
+    #[test]
+    fn the_create_request_boots_on_the_port_and_hides_user_data() {
+        let new = NewServer {
+            name: "vm-1".into(),
+            flavor_id: "1".into(),
+            image_id: "70a599e0-31e7-49b7-b260-868f441e862b".into(),
+            port_id: "46d4bfb9-b26e-41f3-bd2e-e6dcc1ccedb2".into(),
+            tags: vec!["provisioner".into()],
+            key_name: Some("ops".into()),
+            user_data: Some("I2Nsb3VkLWNvbmZpZwo=".into()),
+            metadata: BTreeMap::from([("provisioner_order_id".into(), "o-1".into())]),
+        };
+        assert!(!format!("{new:?}").contains("I2Nsb3VkLWNvbmZpZwo="));
+    }
+}
