@@ -26,6 +26,12 @@ use crate::amqp::relay::Relay;
 use crate::amqp::{AmqpError, Broker, Names, topology};
 use crate::cli::{CliResult, DemoArgs};
 use crate::config::Settings;
+use crate::engine::cloud::Cloud;
+use crate::engine::openstack_cloud::OpenStackCloud;
+use crate::engine::{Engine, EngineConfig};
+use crate::openstack::config::CloudConfig;
+use crate::openstack::session::{Session, SessionOptions};
+use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::messages::Schemas;
 use crate::store::{Store, StoreError};
 
@@ -43,6 +49,8 @@ pub enum StartupError {
     Amqp(#[from] AmqpError),
     #[error("RabbitMQ at {0} did not answer within {1} s")]
     BrokerTimeout(String, u64),
+    #[error("cloud: {0}")]
+    Cloud(String),
     #[error("task {name} failed: {error}")]
     Task { name: &'static str, error: String },
 }
@@ -58,6 +66,8 @@ pub struct App {
     shutdown: CancellationToken,
     /// Wakes the outbox relay when the engine committed events.
     events: Arc<Notify>,
+    /// The embedded simulator, when no cloud is configured.
+    simulator: Option<SimHandle>,
     tasks: JoinSet<TaskResult>,
     task_names: HashMap<tokio::task::Id, &'static str>,
 }
@@ -91,6 +101,18 @@ impl App {
     /// Connects everything and starts the tasks. Fails with one clear message if the database
     /// or the broker cannot be reached or the topology cannot be declared.
     pub async fn build(settings: Settings) -> Result<App, StartupError> {
+        let cloud = if settings.engine.enabled {
+            CloudConfig::from_env().map_err(|e| StartupError::Cloud(e.to_string()))?
+        } else {
+            None
+        };
+        App::build_with_cloud(settings, cloud).await
+    }
+
+    /// Like [`App::build`], with the cloud given instead of read from `OS_*` / `clouds.yaml`
+    /// (tests point it at their simulator). With the engine enabled and no cloud, the embedded
+    /// simulator is started and the worker says so loudly.
+    pub async fn build_with_cloud(settings: Settings, cloud: Option<CloudConfig>) -> Result<App, StartupError> {
         let shutdown = CancellationToken::new();
         let worker_id = worker_id(&settings);
         let store = Store::connect(&settings.database).await?;
@@ -112,6 +134,7 @@ impl App {
             names,
             shutdown,
             events: Arc::new(Notify::new()),
+            simulator: None,
             tasks: JoinSet::new(),
             task_names: HashMap::new(),
         };
@@ -119,6 +142,13 @@ impl App {
         // The tasks of the worker. Engine, outbox relay, admin consumer and HTTP are added here.
         let (intake, token) = (app.intake(), app.shutdown_token());
         app.spawn("intake", async move { intake.run(token).await.map_err(Into::into) });
+        if app.settings.engine.enabled {
+            let cloud = match cloud {
+                Some(cloud) => cloud,
+                None => app.embedded_simulator().await?,
+            };
+            app.start_engine(cloud)?;
+        }
         let (relay, token) = (app.relay(), app.shutdown_token());
         app.spawn("event relay", async move { relay.run(token).await.map_err(Into::into) });
         Ok(app)
@@ -135,6 +165,45 @@ impl App {
             schemas: self.schemas.clone(),
             consumer_tag: format!("intake {}", self.worker_id),
         }
+    }
+
+    /// Starts the provisioning engine on `cloud` (one Keystone session for all projects).
+    fn start_engine(&mut self, cloud: CloudConfig) -> Result<(), StartupError> {
+        let session = Session::new(cloud, SessionOptions::from_settings(&self.settings))
+            .map_err(|e| StartupError::Cloud(e.to_string()))?;
+        let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(Arc::new(session)));
+        let config = EngineConfig::from_settings(&self.settings, self.worker_id.clone());
+        let engine = Engine::new(self.store.clone(), cloud, config, self.events.clone(), self.shutdown.clone());
+        self.spawn("engine", async move {
+            engine.run().await;
+            Ok(())
+        });
+        Ok(())
+    }
+
+    /// No cloud configured: the embedded simulator, kept running for the life of the app.
+    async fn embedded_simulator(&mut self) -> Result<CloudConfig, StartupError> {
+        let sim = Simulator::start(SimConfig::default()).await.map_err(|e| StartupError::Cloud(e.to_string()))?;
+        tracing::warn!(
+            url = %sim.url(),
+            "NO CLOUD CONFIGURED (neither OS_CLOUD nor OS_AUTH_URL): provisioning into the EMBEDDED SIMULATOR"
+        );
+        let vars: HashMap<String, String> = [
+            ("OS_AUTH_URL", sim.auth_url()),
+            ("OS_USERNAME", "provisioner".to_string()),
+            ("OS_PASSWORD", "provisioner".to_string()),
+            ("OS_USER_DOMAIN_NAME", "Default".to_string()),
+            ("OS_PROJECT_DOMAIN_NAME", "Default".to_string()),
+            ("OS_PROJECT_NAME", "demo".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let cloud = CloudConfig::from_vars(&vars)
+            .map_err(|e| StartupError::Cloud(e.to_string()))?
+            .ok_or_else(|| StartupError::Cloud("the embedded simulator gave no cloud".into()))?;
+        self.simulator = Some(sim);
+        Ok(cloud)
     }
 
     /// The outbox relay of this app: publishes completion events with confirms. The engine

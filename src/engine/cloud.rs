@@ -168,12 +168,12 @@ pub trait Cloud: Send + Sync + 'static {
         project: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, CloudResult<Option<VolumeInfo>>>;
-    /// Volumes with metadata key `key` (any value) that changed at or after `since`.
-    fn volumes_changed<'a>(
+    /// Volumes the provisioner created (its metadata mark) in this status (one call for a
+    /// whole project).
+    fn volumes_in_status<'a>(
         &'a self,
         project: &'a str,
-        key: &'a str,
-        since: DateTime<Utc>,
+        status: &'a str,
     ) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>>;
     /// Deletes a volume; a volume already gone is success.
     fn delete_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;

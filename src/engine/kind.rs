@@ -72,19 +72,6 @@ impl Watch {
     pub fn settled_by_server(&self, s: &ServerInfo) -> bool {
         matches!(self, Watch::Server(id) if *id == s.id) && !s.status.eq_ignore_ascii_case("BUILD")
     }
-
-    /// Whether a volume seen by the poller settles this wait.
-    pub fn settled_by_volume(&self, v: &VolumeInfo) -> bool {
-        match self {
-            Watch::VolumeCreated(id) => {
-                *id == v.id && !matches!(v.status.as_str(), "creating" | "downloading")
-            }
-            Watch::VolumeAttached(id) => {
-                *id == v.id && (v.status == "in-use" || v.status.starts_with("error"))
-            }
-            Watch::Server(_) => false,
-        }
-    }
 }
 
 /// A resource as the poller saw it, handed to the wait step so it needs no GET of its own.

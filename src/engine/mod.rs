@@ -20,7 +20,7 @@
 pub mod cloud;
 pub mod create;
 pub mod kind;
-// pub mod openstack_cloud;
+pub mod openstack_cloud;
 pub mod poller;
 pub mod retry;
 
@@ -247,7 +247,7 @@ impl Engine {
                 continue;
             }
             let polls = plans.into_iter().map(|plan| self.poll_project(plan));
-            let settled: Vec<(Waiter, Observation)> =
+            let settled: Vec<(Waiter, Option<Observation>)> =
                 futures_util::future::join_all(polls).await.into_iter().flatten().collect();
             if settled.is_empty() {
                 continue;
@@ -268,10 +268,10 @@ impl Engine {
             let pairs: Vec<(Uuid, u64)> = settled.iter().map(|(w, _)| (w.job_id, w.fence)).collect();
             match inner.store.claim_exact(&inner.cfg.owner, inner.cfg.lease, &pairs).await {
                 Ok(rows) => {
-                    let mut seen: HashMap<Uuid, Observation> =
+                    let mut seen: HashMap<Uuid, Option<Observation>> =
                         settled.into_iter().map(|(w, o)| (w.job_id, o)).collect();
                     for row in rows {
-                        let obs = seen.remove(&row.id);
+                        let obs = seen.remove(&row.id).flatten();
                         let Some(permit) = permits.split(1) else { break };
                         self.spawn_driver(row, obs, permit);
                     }
@@ -285,15 +285,13 @@ impl Engine {
     }
 
     /// One project's round: one list of servers and one of volumes, if anything waits on them.
-    async fn poll_project(&self, plan: poller::ProjectPoll) -> Vec<(Waiter, Observation)> {
+    async fn poll_project(&self, plan: poller::ProjectPoll) -> Vec<(Waiter, Option<Observation>)> {
         let cloud = &self.inner.ctx.cloud;
         let started = Utc::now();
         let mut out = Vec::new();
         let mut ok = true;
         let servers: Vec<&Waiter> =
             plan.waiters.iter().filter(|w| matches!(w.watch, Watch::Server(_))).collect();
-        let volumes: Vec<&Waiter> =
-            plan.waiters.iter().filter(|w| !matches!(w.watch, Watch::Server(_))).collect();
         if !servers.is_empty() {
             match cloud.servers_changed(&plan.project_id, create::TAG, plan.since).await {
                 Ok(list) => {
@@ -304,7 +302,7 @@ impl Engine {
                             && let Some(s) = by_id.get(id.as_str())
                             && w.watch.settled_by_server(s)
                         {
-                            out.push(((*w).clone(), Observation::Server((*s).clone())));
+                            out.push(((*w).clone(), Some(Observation::Server((*s).clone()))));
                         }
                     }
                 }
@@ -314,26 +312,54 @@ impl Engine {
                 }
             }
         }
-        if !volumes.is_empty() {
-            match cloud.volumes_changed(&plan.project_id, create::VOLUME_MARK_KEY, plan.since).await {
+        // Volumes being created: the ones now `available` settle with what the list shows.
+        let creating: Vec<&Waiter> =
+            plan.waiters.iter().filter(|w| matches!(w.watch, Watch::VolumeCreated(_))).collect();
+        if !creating.is_empty() {
+            match cloud.volumes_in_status(&plan.project_id, "available").await {
                 Ok(list) => {
                     let by_id: HashMap<&str, &cloud::VolumeInfo> =
                         list.iter().map(|v| (v.id.as_str(), v)).collect();
-                    for w in &volumes {
-                        let id = match &w.watch {
-                            Watch::VolumeCreated(id) | Watch::VolumeAttached(id) => id,
-                            Watch::Server(_) => continue,
-                        };
-                        if let Some(v) = by_id.get(id.as_str())
-                            && w.watch.settled_by_volume(v)
+                    for w in &creating {
+                        if let Watch::VolumeCreated(id) = &w.watch
+                            && let Some(v) = by_id.get(id.as_str())
                         {
-                            out.push(((*w).clone(), Observation::Volume((*v).clone())));
+                            out.push(((*w).clone(), Some(Observation::Volume((*v).clone()))));
                         }
                     }
                 }
                 Err(e) => {
                     ok = false;
                     tracing::debug!(project = %plan.project_id, error = %e, "volume poll failed");
+                }
+            }
+        }
+        // Volumes being attached: listing every `in-use` volume would grow without bound, so
+        // list the few still in transition; a waiting volume no longer among them settled, and
+        // its wait step looks at it once.
+        let attaching: Vec<&Waiter> =
+            plan.waiters.iter().filter(|w| matches!(w.watch, Watch::VolumeAttached(_))).collect();
+        if !attaching.is_empty() {
+            let mut busy: std::collections::HashSet<String> = std::collections::HashSet::new();
+            let mut listed = true;
+            for status in ["reserved", "attaching"] {
+                match cloud.volumes_in_status(&plan.project_id, status).await {
+                    Ok(list) => busy.extend(list.into_iter().map(|v| v.id)),
+                    Err(e) => {
+                        listed = false;
+                        ok = false;
+                        tracing::debug!(project = %plan.project_id, error = %e, "volume poll failed");
+                        break;
+                    }
+                }
+            }
+            if listed {
+                for w in &attaching {
+                    if let Watch::VolumeAttached(id) = &w.watch
+                        && !busy.contains(id)
+                    {
+                        out.push(((*w).clone(), None));
+                    }
                 }
             }
         }

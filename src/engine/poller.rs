@@ -2,8 +2,8 @@
 //! attached) hold no lease and no task, only an entry here.
 //!
 //! Every `engine.poll_interval_ms`, for each project with waiting jobs, the poller makes one list
-//! call for servers (`GET /servers/detail?tags=provisioner&changes-since=...`) and one for volumes
-//! (metadata `provisioner_job`, changed since ...), however many jobs wait, and takes up the jobs
+//! call for servers (`GET /servers/detail?tags=provisioner&changes-since=...`) and, for volumes,
+//! one list per transitional status (by our metadata mark), however many jobs wait, and takes up the jobs
 //! whose resource settled: it claims them by their fence ([`crate::store::Store::claim_exact`])
 //! and hands them with what it saw to the engine, so the wait step needs no GET of its own.
 //! The database is the safety net: a waiting job is saved with `next_run_at` a recheck interval
@@ -112,7 +112,7 @@ impl Waiting {
     }
 
     /// Takes the settled waiters out (if they are still the same registration).
-    pub fn take(&self, settled: &[(Waiter, Observation)]) -> Vec<(Waiter, Observation)> {
+    pub fn take(&self, settled: &[(Waiter, Option<Observation>)]) -> Vec<(Waiter, Option<Observation>)> {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         settled
             .iter()
