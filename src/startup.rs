@@ -29,10 +29,9 @@ use crate::config::Settings;
 use crate::engine::cloud::Cloud;
 use crate::engine::openstack_cloud::OpenStackCloud;
 use crate::engine::{Engine, EngineConfig};
+use crate::messages::Schemas;
 use crate::openstack::config::CloudConfig;
 use crate::openstack::session::{Session, SessionOptions};
-use crate::sim::{SimConfig, SimHandle, Simulator};
-use crate::messages::Schemas;
 use crate::store::{Store, StoreError};
 
 /// What a task returns: its own error type, boxed at this boundary.
@@ -66,8 +65,6 @@ pub struct App {
     shutdown: CancellationToken,
     /// Wakes the outbox relay when the engine committed events.
     events: Arc<Notify>,
-    /// The embedded simulator, when no cloud is configured.
-    simulator: Option<SimHandle>,
     tasks: JoinSet<TaskResult>,
     task_names: HashMap<tokio::task::Id, &'static str>,
 }
@@ -112,7 +109,10 @@ impl App {
     /// Like [`App::build`], with the cloud given instead of read from `OS_*` / `clouds.yaml`
     /// (tests point it at their simulator). With the engine enabled and no cloud, the embedded
     /// simulator is started and the worker says so loudly.
-    pub async fn build_with_cloud(settings: Settings, cloud: Option<CloudConfig>) -> Result<App, StartupError> {
+    pub async fn build_with_cloud(
+        settings: Settings,
+        cloud: Option<CloudConfig>,
+    ) -> Result<App, StartupError> {
         let shutdown = CancellationToken::new();
         let worker_id = worker_id(&settings);
         let store = Store::connect(&settings.database).await?;
@@ -134,7 +134,6 @@ impl App {
             names,
             shutdown,
             events: Arc::new(Notify::new()),
-            simulator: None,
             tasks: JoinSet::new(),
             task_names: HashMap::new(),
         };
@@ -173,7 +172,8 @@ impl App {
             .map_err(|e| StartupError::Cloud(e.to_string()))?;
         let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(Arc::new(session)));
         let config = EngineConfig::from_settings(&self.settings, self.worker_id.clone());
-        let engine = Engine::new(self.store.clone(), cloud, config, self.events.clone(), self.shutdown.clone());
+        let engine =
+            Engine::new(self.store.clone(), cloud, config, self.events.clone(), self.shutdown.clone());
         self.spawn("engine", async move {
             engine.run().await;
             Ok(())
@@ -181,29 +181,9 @@ impl App {
         Ok(())
     }
 
-    /// No cloud configured: the embedded simulator, kept running for the life of the app.
+    /// No cloud configured. (The embedded simulator takes this place once it exists.)
     async fn embedded_simulator(&mut self) -> Result<CloudConfig, StartupError> {
-        let sim = Simulator::start(SimConfig::default()).await.map_err(|e| StartupError::Cloud(e.to_string()))?;
-        tracing::warn!(
-            url = %sim.url(),
-            "NO CLOUD CONFIGURED (neither OS_CLOUD nor OS_AUTH_URL): provisioning into the EMBEDDED SIMULATOR"
-        );
-        let vars: HashMap<String, String> = [
-            ("OS_AUTH_URL", sim.auth_url()),
-            ("OS_USERNAME", "provisioner".to_string()),
-            ("OS_PASSWORD", "provisioner".to_string()),
-            ("OS_USER_DOMAIN_NAME", "Default".to_string()),
-            ("OS_PROJECT_DOMAIN_NAME", "Default".to_string()),
-            ("OS_PROJECT_NAME", "demo".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        let cloud = CloudConfig::from_vars(&vars)
-            .map_err(|e| StartupError::Cloud(e.to_string()))?
-            .ok_or_else(|| StartupError::Cloud("the embedded simulator gave no cloud".into()))?;
-        self.simulator = Some(sim);
-        Ok(cloud)
+        Err(StartupError::Cloud("no cloud configured (set OS_CLOUD or OS_AUTH_URL)".into()))
     }
 
     /// The outbox relay of this app: publishes completion events with confirms. The engine

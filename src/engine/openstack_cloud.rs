@@ -92,7 +92,11 @@ impl OpenStackCloud {
         let mut out = Vec::new();
         loop {
             let page: VolumeList = self.session.json(project, req.clone()).await.map_err(kind)?;
-            let next = page.volumes_links.as_ref().and_then(|l| l.iter().find(|l| l.rel == "next")).map(|l| l.href.clone());
+            let next = page
+                .volumes_links
+                .as_ref()
+                .and_then(|l| l.iter().find(|l| l.rel == "next"))
+                .map(|l| l.href.clone());
             out.extend(page.volumes.into_iter().filter(|v| v.status == status).map(volume_info));
             match next {
                 Some(link) => req = req.query_from_link(&link),
@@ -130,7 +134,11 @@ fn server_info(s: Server) -> ServerInfo {
         .addresses
         .iter()
         .flat_map(|(net, addrs)| {
-            addrs.iter().map(move |a| EventAddress { network: net.clone(), ip: a.addr.clone(), version: a.version })
+            addrs.iter().map(move |a| EventAddress {
+                network: net.clone(),
+                ip: a.addr.clone(),
+                version: a.version,
+            })
         })
         .collect();
     ServerInfo {
@@ -195,7 +203,11 @@ impl Cloud for OpenStackCloud {
 
     fn create_port<'a>(&'a self, project: &'a str, spec: &'a PortSpec) -> BoxFuture<'a, CloudResult<String>> {
         Box::pin(async move {
-            let new = NewPort { network_id: spec.network_id.clone(), name: spec.name.clone(), tags: spec.tags.clone() };
+            let new = NewPort {
+                network_id: spec.network_id.clone(),
+                name: spec.name.clone(),
+                tags: spec.tags.clone(),
+            };
             Ok(self.network.create_port(project, &new).await.map_err(kind)?.id)
         })
     }
@@ -211,7 +223,11 @@ impl Cloud for OpenStackCloud {
         Box::pin(async move { self.network.delete_port(project, id).await.map_err(kind) })
     }
 
-    fn create_server<'a>(&'a self, project: &'a str, spec: &'a ServerSpec) -> BoxFuture<'a, CloudResult<String>> {
+    fn create_server<'a>(
+        &'a self,
+        project: &'a str,
+        spec: &'a ServerSpec,
+    ) -> BoxFuture<'a, CloudResult<String>> {
         Box::pin(async move {
             let new = NewServer {
                 name: spec.name.clone(),
@@ -227,16 +243,30 @@ impl Cloud for OpenStackCloud {
         })
     }
 
-    fn find_servers<'a>(&'a self, project: &'a str, tag: &'a str) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>> {
+    fn find_servers<'a>(
+        &'a self,
+        project: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>> {
         Box::pin(async move {
             let query = ServerQuery { tags: vec![tag.to_string()], ..ServerQuery::default() };
             let servers = self.compute.list_servers(project, &query).await.map_err(kind)?;
-            Ok(servers.into_iter().filter(|s| !s.status.eq_ignore_ascii_case("DELETED")).map(server_info).collect())
+            Ok(servers
+                .into_iter()
+                .filter(|s| !s.status.eq_ignore_ascii_case("DELETED"))
+                .map(server_info)
+                .collect())
         })
     }
 
-    fn get_server<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<Option<ServerInfo>>> {
-        Box::pin(async move { Ok(not_found_is_none(self.compute.get_server(project, id).await)?.map(server_info)) })
+    fn get_server<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<ServerInfo>>> {
+        Box::pin(async move {
+            Ok(not_found_is_none(self.compute.get_server(project, id).await)?.map(server_info))
+        })
     }
 
     fn servers_changed<'a>(
@@ -246,8 +276,11 @@ impl Cloud for OpenStackCloud {
         since: DateTime<Utc>,
     ) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>> {
         Box::pin(async move {
-            let query =
-                ServerQuery { tags: vec![tag.to_string()], changes_since: Some(since), ..ServerQuery::default() };
+            let query = ServerQuery {
+                tags: vec![tag.to_string()],
+                changes_since: Some(since),
+                ..ServerQuery::default()
+            };
             let servers = self.compute.list_servers(project, &query).await.map_err(kind)?;
             Ok(servers.into_iter().map(server_info).collect())
         })
@@ -257,7 +290,11 @@ impl Cloud for OpenStackCloud {
         Box::pin(async move { self.compute.delete_server(project, id).await.map_err(kind) })
     }
 
-    fn create_volume<'a>(&'a self, project: &'a str, spec: &'a VolumeSpec) -> BoxFuture<'a, CloudResult<String>> {
+    fn create_volume<'a>(
+        &'a self,
+        project: &'a str,
+        spec: &'a VolumeSpec,
+    ) -> BoxFuture<'a, CloudResult<String>> {
         Box::pin(async move {
             let mut metadata = spec.metadata.clone();
             metadata.insert(VOLUME_MARK.0.to_string(), VOLUME_MARK.1.to_string());
@@ -285,11 +322,21 @@ impl Cloud for OpenStackCloud {
         })
     }
 
-    fn get_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<Option<VolumeInfo>>> {
-        Box::pin(async move { Ok(not_found_is_none(self.volume.get_volume(project, id).await)?.map(volume_info)) })
+    fn get_volume<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<VolumeInfo>>> {
+        Box::pin(
+            async move { Ok(not_found_is_none(self.volume.get_volume(project, id).await)?.map(volume_info)) },
+        )
     }
 
-    fn volumes_in_status<'a>(&'a self, project: &'a str, status: &'a str) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>> {
+    fn volumes_in_status<'a>(
+        &'a self,
+        project: &'a str,
+        status: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>> {
         Box::pin(self.volumes_with_status(project, status))
     }
 

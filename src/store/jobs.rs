@@ -398,7 +398,9 @@ impl Store {
                 written.iter().filter_map(|s| s.event.as_ref().map(|e| (*s, e))).collect();
             if !events.is_empty() {
                 let mut insert: QueryBuilder<MySql> =
-                    QueryBuilder::new("INSERT INTO outbox (event_id, job_id, routing_key, body) ");
+                    // IGNORE: a save retried after a commit whose answer was lost carries the same event
+                    // id; the event is already there, and one duplicate must not fail the group.
+                    QueryBuilder::new("INSERT IGNORE INTO outbox (event_id, job_id, routing_key, body) ");
                 insert.push_values(&events, |mut b, (s, e)| {
                     b.push_bind(e.event_id.to_string())
                         .push_bind(s.id.to_string())
@@ -514,11 +516,21 @@ impl Committer {
                 let saves: Vec<JobSave> = batch.iter().map(|p| p.save.clone()).collect();
                 let had_event = saves.iter().any(|s| s.event.is_some());
                 let mut outcome = store.save_batch(&saves).await;
-                // A deadlock or a lost connection aborts the whole transaction; try again once
-                // before answering, so that one unlucky batch does not fail hundreds of jobs.
+                // A deadlock or a lost connection aborts the whole transaction; try again once,
+                // then each save on its own, so that one bad save cannot fail the whole group.
                 if outcome.is_err() {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     outcome = store.save_batch(&saves).await;
+                }
+                if outcome.is_err() && saves.len() > 1 {
+                    let mut each = Vec::with_capacity(saves.len());
+                    for s in &saves {
+                        each.push(match store.save_batch(std::slice::from_ref(s)).await {
+                            Ok(mut r) => r.pop().unwrap_or(Err(SaveError::LeaseLost)),
+                            Err(e) => Err(SaveError::Commit(e.to_string())),
+                        });
+                    }
+                    outcome = Ok(each);
                 }
                 crate::metrics::inc("provisioner_engine_commits_total", &[]);
                 match outcome {
