@@ -68,6 +68,9 @@ pub const ERROR_AT_HEADER: &str = "x-provisioner-error-at";
 /// Resends whose body differs from the stored order (a billing bug worth a look).
 pub const DIFFERING_RESENDS: &str = "provisioner_intake_differing_resends_total";
 
+/// At shutdown, how long the drain waits for one more buffered delivery.
+const DRAIN_IDLE: Duration = Duration::from_millis(500);
+
 /// Largest pause between two attempts of a failing batch insert.
 const DB_RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -179,16 +182,35 @@ impl Intake {
             }
         }
 
-        // Shutdown: stop the flow, finish the batch in hand, close.
+        // Shutdown: stop the flow, then settle every delivery already handed to us (at most
+        // the prefetch), so that nothing we hold goes back to the queue; then close.
         tracing::info!(in_hand = batch.len(), "intake stopping");
         let _ = channel
             .basic_cancel(ShortString::from(self.consumer_tag.as_str()), BasicCancelOptions::default())
             .await;
-        let settled = self.settle(&mut batch, &dead, shutdown).await;
-        drop(consumer);
+        let settled = self.drain(consumer, &mut batch, &dead, shutdown).await;
         let _ = channel.close(200, "shutdown".into()).await;
         let _ = dead.close(200, "shutdown".into()).await;
         settled.map(|_| ())
+    }
+
+    /// After `basic.cancel`: takes what the consumer still buffers (it ends once the broker
+    /// confirmed the cancel and the buffer is empty) and settles it with the batch in hand.
+    async fn drain(
+        &self,
+        mut consumer: lapin::Consumer,
+        batch: &mut Vec<Delivery>,
+        dead: &Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AmqpError> {
+        let batch_size = self.settings.batch_size.max(1);
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(DRAIN_IDLE, consumer.next()).await {
+            batch.push(delivery);
+            if batch.len() >= batch_size {
+                self.settle(batch, dead, shutdown).await?;
+            }
+        }
+        self.settle(batch, dead, shutdown).await.map(|_| ())
     }
 
     fn delivery(&self, next: Option<lapin::Result<Delivery>>) -> Result<Delivery, AmqpError> {

@@ -137,7 +137,9 @@ fn check(validator: &jsonschema::Validator, schema: &'static str, value: &Value)
         .map(|e| {
             let path = e.instance_path().to_string();
             let path = if path.is_empty() { "/".to_string() } else { path };
-            format!("{path}: {}", truncate(&e.to_string(), 300))
+            // user_data is a secret (it may hold credentials): never echo its value.
+            let text = if path.contains("user_data") { e.masked().to_string() } else { e.to_string() };
+            format!("{path}: {}", truncate(&text, 300))
         })
         .collect();
     Err(Rejection::Schema { schema, reasons })
