@@ -1,0 +1,685 @@
+//! Simulated Neutron v2.0 under `/networking`: networks and subnets (read-only, from the seed),
+//! ports (create with a fixed IP from the subnet, show, list with filters, update, delete,
+//! tags), per-project port quota answered with Neutron's 409 `OverQuota`, and the quota API.
+//!
+//! A port is `DOWN` until a server that uses it is `ACTIVE`, then `ACTIVE` (derived on read).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use chrono::{DateTime, Utc};
+
+use crate::openstack::network::protocol::*;
+use crate::sim::Sim;
+use crate::sim::http::{
+    ApiError, ApiResult, Injected, QueryPairs, Service, authenticate, json, parse_body, scoped,
+};
+use crate::sim::state::{NetworkRec, PortRec, SubnetRec, TokenInfo, World};
+
+const S: Service = Service::Network;
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/networking", get(versions))
+        .route("/networking/", get(versions))
+        .route("/networking/v2.0", get(resources))
+        .route("/networking/v2.0/", get(resources))
+        .route("/networking/v2.0/extensions", get(extensions))
+        .route("/networking/v2.0/extensions/{alias}", get(extension))
+        .route("/networking/v2.0/networks", get(list_networks))
+        .route("/networking/v2.0/networks/{id}", get(show_network))
+        .route("/networking/v2.0/subnets", get(list_subnets))
+        .route("/networking/v2.0/subnets/{id}", get(show_subnet))
+        .route("/networking/v2.0/ports", get(list_ports).post(create_port))
+        .route("/networking/v2.0/ports/{id}", get(show_port).put(update_port).delete(delete_port))
+        .route("/networking/v2.0/ports/{id}/tags", get(get_tags).put(replace_tags).delete(clear_tags))
+        .route("/networking/v2.0/ports/{id}/tags/{tag}", put(add_tag).delete(remove_tag).get(check_tag))
+        .route("/networking/v2.0/quotas", get(list_quotas))
+        .route("/networking/v2.0/quotas/{project_id}", get(show_quota).put(update_quota).delete(reset_quota))
+        .route("/networking/v2.0/quotas/{project_id}/details.json", get(quota_details))
+        .route("/networking/v2.0/quotas/{project_id}/details", get(quota_details))
+        .route("/networking/v2.0/quotas/{project_id}/default", get(quota_default))
+}
+
+async fn versions(State(sim): State<Arc<Sim>>) -> Response {
+    json(
+        StatusCode::OK,
+        &VersionList {
+            versions: vec![Version {
+                id: "v2.0".into(),
+                status: "CURRENT".into(),
+                links: vec![Link { rel: "self".into(), href: sim.url("/networking/v2.0/") }],
+            }],
+        },
+    )
+}
+
+async fn resources(State(sim): State<Arc<Sim>>) -> Response {
+    let rs: Vec<_> = [("network", "networks"), ("subnet", "subnets"), ("port", "ports"), ("quota", "quotas")]
+        .iter()
+        .map(|(name, coll)| {
+            serde_json::json!({"name": name, "collection": coll,
+                "links": [{"href": sim.url(&format!("/networking/v2.0/{coll}")), "rel": "self"}]})
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({"resources": rs}))
+}
+
+async fn extension(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(alias): Path<String>) -> ApiResult {
+    authenticate(&sim, &headers, S)?;
+    let found = extension_list().into_iter().find(|e| e["alias"] == alias.as_str());
+    match found {
+        Some(e) => Ok(json(StatusCode::OK, &serde_json::json!({"extension": e}))),
+        None => Err(ApiError::not_found(S, format!("Extension with alias {alias} does not exist"))),
+    }
+}
+
+async fn extensions(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
+    authenticate(&sim, &headers, S)?;
+    Ok(json(StatusCode::OK, &serde_json::json!({"extensions": extension_list()})))
+}
+
+fn extension_list() -> Vec<serde_json::Value> {
+    [
+        ("binding", "Port Binding"),
+        ("quotas", "Quota management support"),
+        ("quota_details", "Quota details management support"),
+        ("standard-attr-tag", "Tag support for resources with standard attribute: port, network, subnet"),
+        ("tag-creation", "Tag support for resources during creation"),
+        ("port-security", "Port Security"),
+        ("standard-attr-timestamp", "Resource timestamps"),
+        ("standard-attr-revisions", "Resource revision numbers"),
+        ("standard-attr-description", "standard-attr-description"),
+    ]
+    .iter()
+    .map(|(alias, name)| {
+        serde_json::json!({"alias": alias, "name": name, "description": name, "links": [], "updated": "2020-01-01T00:00:00-00:00"})
+    })
+    .collect()
+}
+
+fn network_view(w: &World, n: &NetworkRec) -> Network {
+    Network {
+        id: n.id.clone(),
+        name: n.name.clone(),
+        status: "ACTIVE".into(),
+        subnets: n.subnets.clone(),
+        admin_state_up: true,
+        shared: n.shared,
+        tenant_id: n.project_id.clone(),
+        project_id: n.project_id.clone(),
+        mtu: Some(1450),
+        router_external: false,
+        port_security_enabled: Some(true),
+        description: String::new(),
+        tags: vec![],
+        availability_zone_hints: vec![],
+        availability_zones: vec!["nova".into()],
+        ipv4_address_scope: None,
+        ipv6_address_scope: None,
+        is_default: None,
+        provider_network_type: None,
+        revision_number: 1,
+        created_at: Some(w.started),
+        updated_at: Some(w.started),
+    }
+}
+
+fn visible_network(tok: &TokenInfo, n: &NetworkRec) -> bool {
+    n.shared || tok.is_admin() || tok.project_id.as_deref() == Some(&n.project_id)
+}
+
+fn matches(q: &QueryPairs, key: &str, value: &str) -> bool {
+    let wanted = q.all(key);
+    wanted.is_empty() || wanted.contains(&value)
+}
+
+async fn list_networks(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let networks = w
+        .networks
+        .values()
+        .filter(|n| visible_network(&tok, n))
+        .filter(|n| matches(&q, "name", &n.name) && matches(&q, "id", &n.id))
+        .filter(|n| q.get("shared").is_none_or(|s| s.eq_ignore_ascii_case(&n.shared.to_string())))
+        .filter(|_| q.get("router:external").is_none_or(|s| s.eq_ignore_ascii_case("false")))
+        .filter(|n| matches(&q, "project_id", &n.project_id) && matches(&q, "tenant_id", &n.project_id))
+        .map(|n| network_view(&w, n))
+        .collect();
+    Ok(json(StatusCode::OK, &NetworkList { networks, networks_links: None }))
+}
+
+async fn show_network(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let n = w.networks.get(&id).filter(|n| visible_network(&tok, n)).ok_or_else(|| {
+        ApiError::not_found(S, format!("Network {id} could not be found.")).kind("NetworkNotFound")
+    })?;
+    Ok(json(StatusCode::OK, &NetworkBody { network: network_view(&w, n) }))
+}
+
+fn subnet_view(w: &World, s: &SubnetRec) -> Subnet {
+    Subnet {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        network_id: s.network_id.clone(),
+        cidr: s.cidr.clone(),
+        ip_version: 4,
+        gateway_ip: s.gateway_ip.clone(),
+        allocation_pools: vec![AllocationPool {
+            start: std::net::Ipv4Addr::from(s.pool_start).to_string(),
+            end: std::net::Ipv4Addr::from(s.pool_end).to_string(),
+        }],
+        enable_dhcp: true,
+        dns_nameservers: vec![],
+        host_routes: vec![],
+        tenant_id: s.project_id.clone(),
+        project_id: s.project_id.clone(),
+        description: String::new(),
+        tags: vec![],
+        ipv6_address_mode: None,
+        ipv6_ra_mode: None,
+        subnetpool_id: None,
+        service_types: vec![],
+        revision_number: 0,
+        created_at: Some(w.started),
+        updated_at: Some(w.started),
+    }
+}
+
+fn visible_subnet(w: &World, tok: &TokenInfo, s: &SubnetRec) -> bool {
+    w.networks.get(&s.network_id).is_some_and(|n| visible_network(tok, n))
+}
+
+async fn list_subnets(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let subnets = w
+        .subnets
+        .values()
+        .filter(|s| visible_subnet(&w, &tok, s))
+        .filter(|s| {
+            matches(&q, "name", &s.name)
+                && matches(&q, "id", &s.id)
+                && matches(&q, "network_id", &s.network_id)
+        })
+        .map(|s| subnet_view(&w, s))
+        .collect();
+    Ok(json(StatusCode::OK, &SubnetList { subnets, subnets_links: None }))
+}
+
+async fn show_subnet(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let s = w.subnets.get(&id).filter(|s| visible_subnet(&w, &tok, s)).ok_or_else(|| {
+        ApiError::not_found(S, format!("Subnet {id} could not be found.")).kind("SubnetNotFound")
+    })?;
+    Ok(json(StatusCode::OK, &SubnetBody { subnet: subnet_view(&w, s) }))
+}
+
+pub(crate) fn port_view(w: &World, p: &PortRec, now: DateTime<Utc>) -> Port {
+    let bound = !p.host.is_empty();
+    Port {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        network_id: p.network_id.clone(),
+        tenant_id: p.project_id.clone(),
+        project_id: p.project_id.clone(),
+        mac_address: p.mac.clone(),
+        admin_state_up: p.admin_state_up,
+        status: w.port_status(p, now).into(),
+        device_id: p.device_id.clone(),
+        device_owner: p.device_owner.clone(),
+        fixed_ips: p
+            .fixed_ips
+            .iter()
+            .map(|(s, ip)| FixedIp { subnet_id: Some(s.clone()), ip_address: Some(ip.clone()) })
+            .collect(),
+        security_groups: vec!["b6d2a9c0-7e4f-4b1a-9c8d-2e3f4a5b6c7d".into()],
+        allowed_address_pairs: vec![],
+        extra_dhcp_opts: vec![],
+        description: p.description.clone(),
+        tags: p.tags.clone(),
+        port_security_enabled: Some(true),
+        binding_host_id: Some(p.host.clone()),
+        binding_vif_type: Some(if bound { "ovs" } else { "unbound" }.into()),
+        binding_vnic_type: Some("normal".into()),
+        binding_profile: Some(serde_json::json!({})),
+        binding_vif_details: Some(if bound {
+            serde_json::json!({"port_filter": true, "connectivity": "l2"})
+        } else {
+            serde_json::json!({})
+        }),
+        revision_number: p.revision,
+        created_at: Some(p.created),
+        updated_at: Some(p.modified),
+    }
+}
+
+fn visible_port(tok: &TokenInfo, p: &PortRec) -> bool {
+    tok.is_admin() || tok.project_id.as_deref() == Some(&p.project_id)
+}
+
+fn port_not_found(id: &str) -> ApiError {
+    ApiError::not_found(S, format!("Port {id} could not be found.")).kind("PortNotFound")
+}
+
+async fn list_ports(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let limit = match q.get("limit") {
+        Some(_) => Some(q.limit(S, usize::MAX, usize::MAX)?),
+        None => None,
+    };
+    let tags: Vec<String> = q.all("tags").iter().flat_map(|t| t.split(',')).map(str::to_string).collect();
+    let tags_any: Vec<String> =
+        q.all("tags-any").iter().flat_map(|t| t.split(',')).map(str::to_string).collect();
+    let now = Utc::now();
+    let w = sim.world();
+    let start_seq = match q.get("marker") {
+        Some(m) => w.ports.get(m).map(|p| p.seq + 1).ok_or_else(|| port_not_found(m))?,
+        None => 0,
+    };
+    let mut ports = Vec::new();
+    for id in w.port_order.range(start_seq..).map(|(_, id)| id) {
+        let Some(p) = w.ports.get(id) else { continue };
+        if !visible_port(&tok, p)
+            || !matches(&q, "name", &p.name)
+            || !matches(&q, "id", &p.id)
+            || !matches(&q, "network_id", &p.network_id)
+            || !matches(&q, "device_id", &p.device_id)
+            || !matches(&q, "device_owner", &p.device_owner)
+            || !matches(&q, "mac_address", &p.mac)
+            || !matches(&q, "project_id", &p.project_id)
+            || !matches(&q, "tenant_id", &p.project_id)
+            || !tags.iter().all(|t| p.tags.contains(t))
+            || !(tags_any.is_empty() || tags_any.iter().any(|t| p.tags.contains(t)))
+        {
+            continue;
+        }
+        if let Some(status) = q.get("status")
+            && w.port_status(p, now) != status
+        {
+            continue;
+        }
+        ports.push(port_view(&w, p, now));
+        if limit.is_some_and(|l| ports.len() >= l) {
+            break;
+        }
+    }
+    drop(w);
+    let ports_links = match limit {
+        Some(l) if ports.len() == l && l > 0 => {
+            let last = ports.last().map(|p| p.id.clone()).unwrap_or_default();
+            Some(vec![Link {
+                rel: "next".into(),
+                href: sim.url(&format!("/networking/v2.0/ports?limit={l}&marker={last}")),
+            }])
+        }
+        _ => None,
+    };
+    Ok(json(StatusCode::OK, &PortList { ports, ports_links }))
+}
+
+async fn show_port(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let p = w.ports.get(&id).filter(|p| visible_port(&tok, p)).ok_or_else(|| port_not_found(&id))?;
+    Ok(json(StatusCode::OK, &PortBody { port: port_view(&w, p, Utc::now()) }))
+}
+
+pub(crate) fn over_quota(resource: &str) -> ApiError {
+    ApiError::new(S, 409, format!("Quota exceeded for resources: ['{resource}'].")).kind("OverQuota")
+}
+
+async fn create_port(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    injected: Option<axum::Extension<Injected>>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let project = scoped(&tok, S)?;
+    let req: PortCreateRequest = parse_body(S, &body)?;
+    let _ = injected;
+    let now = Utc::now();
+    let mut w = sim.world();
+    let target_project = match req.port.project_id.clone().or(req.port.tenant_id.clone()) {
+        Some(p) if tok.is_admin() => p,
+        _ => project,
+    };
+    let net_visible = w.networks.get(&req.port.network_id).is_some_and(|n| visible_network(&tok, n));
+    if !net_visible {
+        return Err(ApiError::not_found(S, format!("Network {} could not be found.", req.port.network_id))
+            .kind("NetworkNotFound"));
+    }
+    let limit = w.quotas_of(&target_project).ports;
+    if limit >= 0 && w.usage_of(&target_project).ports + 1 > limit {
+        return Err(over_quota("port"));
+    }
+    let fixed = req
+        .port
+        .fixed_ips
+        .as_ref()
+        .and_then(|f| f.first())
+        .map(|f| (f.subnet_id.clone(), f.ip_address.clone()));
+    let id = w
+        .create_port(
+            &target_project,
+            &req.port.network_id,
+            req.port.name.clone().unwrap_or_default(),
+            fixed,
+            now,
+        )
+        .map_err(|(status, kind, msg)| ApiError::new(S, status, msg).kind(kind))?;
+    if let Some(p) = w.ports.get_mut(&id) {
+        p.description = req.port.description.clone().unwrap_or_default();
+        p.tags = req.port.tags.clone().unwrap_or_default();
+        p.device_id = req.port.device_id.clone().unwrap_or_default();
+        p.device_owner = req.port.device_owner.clone().unwrap_or_default();
+        p.admin_state_up = req.port.admin_state_up.unwrap_or(true);
+    }
+    let view = port_view(&w, &w.ports[&id], now);
+    Ok(json(StatusCode::CREATED, &PortBody { port: view }))
+}
+
+async fn update_port(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let req: PortUpdateRequest = parse_body(S, &body)?;
+    let now = Utc::now();
+    let mut w = sim.world();
+    let p = w.ports.get_mut(&id).filter(|p| visible_port(&tok, p)).ok_or_else(|| port_not_found(&id))?;
+    let u = req.port;
+    if let Some(v) = u.name {
+        p.name = v;
+    }
+    if let Some(v) = u.description {
+        p.description = v;
+    }
+    if let Some(v) = u.device_id {
+        p.device_id = v;
+    }
+    if let Some(v) = u.device_owner {
+        p.device_owner = v;
+    }
+    if let Some(v) = u.admin_state_up {
+        p.admin_state_up = v;
+    }
+    if let Some(v) = u.binding_host_id {
+        p.host = v;
+    }
+    p.modified = now;
+    p.revision += 1;
+    let view = port_view(&w, &w.ports[&id], now);
+    Ok(json(StatusCode::OK, &PortBody { port: view }))
+}
+
+async fn delete_port(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let mut w = sim.world();
+    let device = w
+        .ports
+        .get(&id)
+        .filter(|p| visible_port(&tok, p))
+        .map(|p| p.device_id.clone())
+        .ok_or_else(|| port_not_found(&id))?;
+    w.delete_port(&id);
+    if !device.is_empty()
+        && let Some(s) = w.server_mut(&device)
+    {
+        s.ports.retain(|(p, _)| p != &id);
+        s.modified = Utc::now();
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn with_port<T>(
+    sim: &Sim,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut PortRec) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let tok = authenticate(sim, headers, S)?;
+    let mut w = sim.world();
+    let p = w.ports.get_mut(id).filter(|p| visible_port(&tok, p)).ok_or_else(|| port_not_found(id))?;
+    f(p)
+}
+
+fn touched(p: &mut PortRec) {
+    p.modified = Utc::now();
+    p.revision += 1;
+}
+
+async fn get_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tags = with_port(&sim, &headers, &id, |p| Ok(p.tags.clone()))?;
+    Ok(json(StatusCode::OK, &Tags { tags }))
+}
+
+async fn replace_tags(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: Tags = parse_body(S, &body)?;
+    let tags = with_port(&sim, &headers, &id, |p| {
+        let mut t = req.tags.clone();
+        t.sort();
+        t.dedup();
+        p.tags = t;
+        touched(p);
+        Ok(p.tags.clone())
+    })?;
+    Ok(json(StatusCode::OK, &Tags { tags }))
+}
+
+async fn clear_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    with_port(&sim, &headers, &id, |p| {
+        p.tags.clear();
+        touched(p);
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    with_port(&sim, &headers, &id, |p| {
+        if !p.tags.contains(&tag) {
+            p.tags.push(tag.clone());
+            touched(p);
+        }
+        Ok(())
+    })?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn remove_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    with_port(&sim, &headers, &id, |p| {
+        let before = p.tags.len();
+        p.tags.retain(|t| t != &tag);
+        if p.tags.len() == before {
+            return Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"));
+        }
+        touched(p);
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn check_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    with_port(&sim, &headers, &id, |p| {
+        if p.tags.contains(&tag) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"))
+        }
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn quota_of(w: &World, project: &str) -> Quota {
+    let q = w.quotas_of(project);
+    Quota {
+        network: Some(100),
+        subnet: Some(100),
+        port: Some(q.ports),
+        router: Some(10),
+        floatingip: Some(50),
+        security_group: Some(10),
+        security_group_rule: Some(100),
+        subnetpool: Some(-1),
+        rbac_policy: Some(10),
+        other: BTreeMap::new(),
+    }
+}
+
+fn quota_access(tok: &TokenInfo, project: &str) -> Result<(), ApiError> {
+    if tok.is_admin() || tok.project_id.as_deref() == Some(project) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(S, "Non-admin is not authorized to access quotas for another tenant")
+            .kind("HTTPForbidden"))
+    }
+}
+
+async fn list_quotas(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() {
+        return Err(
+            ApiError::forbidden(S, "rule:get_quota is disallowed by policy").kind("PolicyNotAuthorized")
+        );
+    }
+    let w = sim.world();
+    let quotas: Vec<_> = w
+        .projects
+        .keys()
+        .map(|p| {
+            let mut v = serde_json::to_value(quota_of(&w, p)).unwrap_or_default();
+            v["project_id"] = serde_json::json!(p);
+            v["tenant_id"] = serde_json::json!(p);
+            v
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({"quotas": quotas})))
+}
+
+async fn show_quota(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    quota_access(&tok, &project)?;
+    let w = sim.world();
+    Ok(json(StatusCode::OK, &QuotaBody { quota: quota_of(&w, &project) }))
+}
+
+async fn quota_default(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    quota_access(&tok, &project)?;
+    let w = sim.world();
+    let mut q = quota_of(&w, &project);
+    q.port = Some(crate::sim::seed::Quotas::default().ports);
+    Ok(json(StatusCode::OK, &QuotaBody { quota: q }))
+}
+
+async fn quota_details(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    quota_access(&tok, &project)?;
+    let w = sim.world();
+    let q = quota_of(&w, &project);
+    let used = w.usage_of(&project).ports;
+    let mut out = BTreeMap::new();
+    for (k, v) in [
+        ("network", q.network),
+        ("subnet", q.subnet),
+        ("port", q.port),
+        ("router", q.router),
+        ("floatingip", q.floatingip),
+        ("security_group", q.security_group),
+        ("security_group_rule", q.security_group_rule),
+        ("subnetpool", q.subnetpool),
+        ("rbac_policy", q.rbac_policy),
+    ] {
+        let u = match k {
+            "port" => used,
+            "network" | "subnet" => 0,
+            _ => 0,
+        };
+        out.insert(k.to_string(), QuotaUsage { limit: v.unwrap_or(-1), used: u, reserved: 0 });
+    }
+    Ok(json(StatusCode::OK, &QuotaDetailsBody { quota: out }))
+}
+
+async fn update_quota(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() {
+        return Err(
+            ApiError::forbidden(S, "rule:update_quota is disallowed by policy").kind("PolicyNotAuthorized")
+        );
+    }
+    let req: QuotaBody = parse_body(S, &body)?;
+    let mut w = sim.world();
+    let p = w
+        .projects
+        .get_mut(&project)
+        .ok_or_else(|| ApiError::not_found(S, format!("Project {project} could not be found.")))?;
+    if let Some(n) = req.quota.port {
+        p.quotas.ports = n;
+    }
+    Ok(json(StatusCode::OK, &QuotaBody { quota: quota_of(&w, &project) }))
+}
+
+async fn reset_quota(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() {
+        return Err(
+            ApiError::forbidden(S, "rule:delete_quota is disallowed by policy").kind("PolicyNotAuthorized")
+        );
+    }
+    let mut w = sim.world();
+    if let Some(p) = w.projects.get_mut(&project) {
+        p.quotas.ports = crate::sim::seed::Quotas::default().ports;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,283 @@
+//! Seed data: what the simulated cloud holds at start (and after a reset).
+//!
+//! The built-in default ([`DEFAULT_SEED`], YAML) is documented in docs/simulator.md; `provisioner
+//! sim --seed FILE` replaces it with a file of the same shape (YAML or JSON). Ids are fixed so
+//! that examples, tests and docs can name them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The demo tenant project (the worker's examples use it).
+pub const DEMO_PROJECT_ID: &str = "2a7dad41a028167a2c64e6bc150fb6cd";
+/// The small-quota tenant project.
+pub const ACME_PROJECT_ID: &str = "6c1e5f0b2d8a4c3e9f7a1b2c3d4e5f60";
+/// The cloud admin's project.
+pub const ADMIN_PROJECT_ID: &str = "0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d";
+
+/// The built-in seed.
+pub const DEFAULT_SEED: &str = r#"
+domains:
+  - {id: default, name: Default}
+roles:
+  - {id: 7a1f3d0e5b2c4a69b8e7d6c5f4a3b2c1, name: admin}
+  - {id: 9e8d7c6b5a4f43e2d1c0b9a8f7e6d5c4, name: member}
+  - {id: 3c2b1a0f9e8d47c6b5a4f3e2d1c0b9a8, name: reader}
+projects:
+  - id: 0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d
+    name: admin
+    domain_id: default
+    quotas: {instances: 10, cores: 20, ram: 51200, ports: 500, volumes: 10, gigabytes: 1000}
+  - id: 2a7dad41a028167a2c64e6bc150fb6cd
+    name: demo
+    domain_id: default
+    quotas: {instances: 10000, cores: 40000, ram: 81920000, ports: 10000, volumes: 10000, gigabytes: 100000}
+  - id: 6c1e5f0b2d8a4c3e9f7a1b2c3d4e5f60
+    name: acme
+    domain_id: default
+    quotas: {instances: 2, cores: 8, ram: 16384, ports: 10, volumes: 2, gigabytes: 20}
+users:
+  - id: a0d6f1b2c3e44d5f8a9b0c1d2e3f4a5b
+    name: admin
+    password: admin
+    domain_id: default
+    roles: {admin: [admin, member, reader]}
+  - id: c5d3e2f1a0b94c8d7e6f5a4b3c2d1e0f
+    name: provisioner
+    password: provisioner
+    domain_id: default
+    roles: {demo: [member, reader], acme: [member, reader]}
+images:
+  - {id: 9f1c2a3b-4d5e-4f60-8a71-b2c3d4e5f601, name: cirros-0.6.2, status: active, disk_format: qcow2, size: 21430272, min_disk: 1}
+  - {id: 1e2d3c4b-5a69-4788-97a6-b5c4d3e2f102, name: ubuntu-24.04, status: active, disk_format: qcow2, size: 597688320, min_disk: 3, min_ram: 512}
+  - {id: 7b8a9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c03, name: fedora-41-uploading, status: queued, disk_format: qcow2}
+flavors:
+  - {id: "1", name: m1.tiny, vcpus: 1, ram: 512, disk: 1}
+  - {id: "2", name: m1.small, vcpus: 1, ram: 2048, disk: 20}
+  - {id: "4", name: m1.large, vcpus: 4, ram: 8192, disk: 80}
+networks:
+  - id: 5e0c7f2a-8b3d-4c1e-9f6a-2d7b8c9e0f14
+    name: private
+    shared: true
+    project_id: 0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d
+    subnets:
+      - {id: 3d4e5f60-7182-4a93-b4c5-d6e7f8091a25, name: private-subnet, cidr: 10.0.0.0/16, gateway_ip: 10.0.0.1}
+volume_types:
+  - {id: 4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c36, name: standard, is_default: true}
+  - {id: 8c9d0e1f-2a3b-4c4d-8e5f-6a7b8c9d0e47, name: ssd}
+"#;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Seed {
+    #[serde(default)]
+    pub domains: Vec<SeedDomain>,
+    #[serde(default)]
+    pub roles: Vec<SeedRole>,
+    #[serde(default)]
+    pub projects: Vec<SeedProject>,
+    #[serde(default)]
+    pub users: Vec<SeedUser>,
+    #[serde(default)]
+    pub images: Vec<SeedImage>,
+    #[serde(default)]
+    pub flavors: Vec<SeedFlavor>,
+    #[serde(default)]
+    pub networks: Vec<SeedNetwork>,
+    #[serde(default)]
+    pub volume_types: Vec<SeedVolumeType>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedDomain {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedRole {
+    pub id: String,
+    pub name: String,
+}
+
+/// Per-project limits: Nova instances, cores, ram (MiB); Neutron ports; Cinder volumes and
+/// gigabytes. `-1` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quotas {
+    pub instances: i64,
+    pub cores: i64,
+    pub ram: i64,
+    pub ports: i64,
+    pub volumes: i64,
+    pub gigabytes: i64,
+}
+
+impl Default for Quotas {
+    /// The services' own defaults.
+    fn default() -> Self {
+        Quotas { instances: 10, cores: 20, ram: 51200, ports: 500, volumes: 10, gigabytes: 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedProject {
+    pub id: String,
+    pub name: String,
+    #[serde(default = "default_domain")]
+    pub domain_id: String,
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+fn default_domain() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedUser {
+    pub id: String,
+    pub name: String,
+    pub password: String,
+    #[serde(default = "default_domain")]
+    pub domain_id: String,
+    /// Project name → role names.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedImage {
+    pub id: String,
+    pub name: String,
+    #[serde(default = "active")]
+    pub status: String,
+    #[serde(default = "public")]
+    pub visibility: String,
+    #[serde(default)]
+    pub disk_format: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub min_disk: u64,
+    #[serde(default)]
+    pub min_ram: u64,
+}
+
+fn active() -> String {
+    "active".into()
+}
+fn public() -> String {
+    "public".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedFlavor {
+    pub id: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub ram: u64,
+    pub disk: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedNetwork {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub shared: bool,
+    /// The owner (defaults to the first project).
+    #[serde(default)]
+    pub project_id: Option<String>,
+    #[serde(default)]
+    pub subnets: Vec<SeedSubnet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedSubnet {
+    pub id: String,
+    pub name: String,
+    /// IPv4 only, e.g. `10.0.0.0/16`.
+    pub cidr: String,
+    #[serde(default)]
+    pub gateway_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedVolumeType {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub is_default: bool,
+}
+
+/// A seed that could not be read or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("cannot read seed file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("seed is not valid YAML/JSON: {0}")]
+    Parse(String),
+    #[error("seed is inconsistent: {0}")]
+    Invalid(String),
+}
+
+impl Seed {
+    /// The built-in seed.
+    pub fn builtin() -> Seed {
+        // The constant is tested to parse; this cannot fail at runtime.
+        Seed::parse(DEFAULT_SEED).unwrap_or_else(|e| panic!("built-in seed: {e}"))
+    }
+
+    pub fn parse(text: &str) -> Result<Seed, SeedError> {
+        let seed: Seed = serde_saphyr::from_str(text).map_err(|e| SeedError::Parse(e.to_string()))?;
+        seed.validate()?;
+        Ok(seed)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Seed, SeedError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SeedError::Read { path: path.display().to_string(), source })?;
+        Seed::parse(&text)
+    }
+
+    fn validate(&self) -> Result<(), SeedError> {
+        for u in &self.users {
+            for p in u.roles.keys() {
+                if !self.projects.iter().any(|x| &x.name == p) {
+                    return Err(SeedError::Invalid(format!(
+                        "user {} has roles on unknown project {p}",
+                        u.name
+                    )));
+                }
+            }
+        }
+        for n in &self.networks {
+            for s in &n.subnets {
+                crate::sim::state::parse_cidr(&s.cidr).ok_or_else(|| {
+                    SeedError::Invalid(format!("subnet {}: bad IPv4 cidr {}", s.name, s.cidr))
+                })?;
+            }
+        }
+        if self.projects.is_empty() {
+            return Err(SeedError::Invalid("no projects".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_seed_parses_with_the_documented_ids() {
+        let s = Seed::builtin();
+        let demo = s.projects.iter().find(|p| p.name == "demo").unwrap();
+        assert_eq!(demo.id, DEMO_PROJECT_ID);
+        assert_eq!(demo.quotas.instances, 10000);
+        let acme = s.projects.iter().find(|p| p.name == "acme").unwrap();
+        assert_eq!((acme.id.as_str(), acme.quotas.instances, acme.quotas.volumes), (ACME_PROJECT_ID, 2, 2));
+        assert!(s.images.iter().any(|i| i.status != "active"));
+        assert_eq!(s.flavors.len(), 3);
+        assert!(Seed::parse("projects: []").is_err());
+    }
+}

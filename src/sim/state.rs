@@ -1,0 +1,781 @@
+//! The simulated cloud's state: every resource in maps behind one mutex, and the rules that
+//! derive a resource's status from timestamps.
+//!
+//! Nothing ticks: a server's `BUILD` → `ACTIVE`, a volume's `creating` → `available` or
+//! `reserved` → `attaching` → `in-use` are computed on each read from when they started and the
+//! configured durations, so 100,000 servers cost nothing between requests. `updated` is the
+//! later of the last explicit change and the last status transition that has happened, which
+//! keeps Nova's `changes-since` honest. Quota usage is kept incrementally per project so a
+//! create checks its quota in O(1).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::sim::seed::{Quotas, Seed};
+
+/// How long things take in the simulated cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    /// Mean time from server create to `ACTIVE` (or `ERROR`), milliseconds.
+    pub boot_mean_ms: u64,
+    /// Uniform jitter around the mean, ± milliseconds.
+    pub boot_jitter_ms: u64,
+    /// `creating` → `available`, milliseconds.
+    pub volume_create_ms: u64,
+    /// Attach: `reserved` → `attaching` → `in-use` takes this long in total, milliseconds.
+    pub attach_ms: u64,
+    /// Detach: `detaching` → `available`, milliseconds.
+    pub detach_ms: u64,
+    /// Token lifetime, seconds.
+    pub token_lifetime_s: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            boot_mean_ms: 3000,
+            boot_jitter_ms: 1000,
+            volume_create_ms: 1000,
+            attach_ms: 1000,
+            detach_ms: 500,
+            token_lifetime_s: 3600,
+        }
+    }
+}
+
+impl Timings {
+    /// Timings for tests: everything settles in a few tens of milliseconds.
+    pub fn fast() -> Timings {
+        Timings {
+            boot_mean_ms: 50,
+            boot_jitter_ms: 10,
+            volume_create_ms: 30,
+            attach_ms: 30,
+            detach_ms: 20,
+            token_lifetime_s: 3600,
+        }
+    }
+
+    pub(crate) fn boot_duration(&self) -> Duration {
+        let j = self.boot_jitter_ms as i64;
+        let offset = if j > 0 { fastrand::i64(-j..=j) } else { 0 };
+        Duration::from_millis((self.boot_mean_ms as i64 + offset).max(0) as u64)
+    }
+}
+
+pub(crate) fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::zero())
+}
+
+/// Parses an IPv4 CIDR into (network address, prefix length).
+pub fn parse_cidr(cidr: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = cidr.split_once('/')?;
+    let addr: Ipv4Addr = a.parse().ok()?;
+    let prefix: u8 = p.parse().ok()?;
+    (prefix <= 30).then_some((addr, prefix))
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub(crate) fn new_hex_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub user_id: String,
+    pub project_id: Option<String>,
+    pub roles: Vec<String>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub audit_id: String,
+    pub methods: Vec<String>,
+}
+
+impl TokenInfo {
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectRec {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub quotas: Quotas,
+}
+
+/// What a project currently uses (kept incrementally).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub instances: i64,
+    pub cores: i64,
+    pub ram: i64,
+    pub ports: i64,
+    pub volumes: i64,
+    pub gigabytes: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubnetRec {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub cidr: String,
+    pub gateway_ip: Option<String>,
+    pub pool_start: u32,
+    pub pool_end: u32,
+    pub next: u32,
+    pub free: VecDeque<u32>,
+    pub used: HashSet<u32>,
+    pub project_id: String,
+}
+
+impl SubnetRec {
+    /// Takes the next free address of the pool (`None` when exhausted).
+    pub fn allocate(&mut self) -> Option<Ipv4Addr> {
+        // Fresh addresses first, then freed ones (Neutron does not hand an address straight back).
+        while self.next <= self.pool_end {
+            let a = self.next;
+            self.next += 1;
+            if self.used.insert(a) {
+                return Some(Ipv4Addr::from(a));
+            }
+        }
+        while let Some(a) = self.free.pop_front() {
+            if self.used.insert(a) {
+                return Some(Ipv4Addr::from(a));
+            }
+        }
+        None
+    }
+
+    /// Takes a specific address; false when it is taken or outside the pool.
+    pub fn take(&mut self, ip: Ipv4Addr) -> bool {
+        let a = u32::from(ip);
+        (self.pool_start..=self.pool_end).contains(&a) && self.used.insert(a)
+    }
+
+    pub fn release(&mut self, ip: &str) {
+        if let Ok(ip) = ip.parse::<Ipv4Addr>() {
+            let a = u32::from(ip);
+            if self.used.remove(&a) {
+                self.free.push_back(a);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkRec {
+    pub id: String,
+    pub name: String,
+    pub shared: bool,
+    pub project_id: String,
+    pub subnets: Vec<String>,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortRec {
+    pub seq: u64,
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub network_id: String,
+    pub project_id: String,
+    pub mac: String,
+    pub fixed_ips: Vec<(String, String)>,
+    pub device_id: String,
+    pub device_owner: String,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    pub revision: u64,
+    pub admin_state_up: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachRec {
+    pub volume_id: String,
+    pub attachment_id: String,
+    pub bdm_uuid: String,
+    pub device: String,
+    pub tag: Option<String>,
+    pub delete_on_termination: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerRec {
+    pub seq: u64,
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub flavor_id: String,
+    pub image_id: Option<String>,
+    pub key_name: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    pub availability_zone: String,
+    /// Ports in NIC order, with whether Nova created them (then Nova deletes them too).
+    pub ports: Vec<(String, bool)>,
+    pub volumes: Vec<AttachRec>,
+    pub created: DateTime<Utc>,
+    /// When the boot finishes (`ACTIVE`, or `ERROR` when `fault` is set).
+    pub boot_done: DateTime<Utc>,
+    pub fault: Option<(u16, String)>,
+    /// Stays in `BUILD` forever.
+    pub stuck: bool,
+    /// Last explicit change (metadata, tags, attachments, ...).
+    pub modified: DateTime<Utc>,
+    /// Set when deleted: the server is gone from every API except `changes-since` lists.
+    pub deleted: Option<DateTime<Utc>>,
+}
+
+/// A server's state at one instant, derived from its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerView {
+    pub status: &'static str,
+    pub vm_state: &'static str,
+    pub task_state: Option<&'static str>,
+    pub power_state: u8,
+    pub updated: DateTime<Utc>,
+    pub launched_at: Option<DateTime<Utc>>,
+    pub fault: Option<(u16, String, DateTime<Utc>)>,
+}
+
+impl ServerRec {
+    pub fn view(&self, now: DateTime<Utc>) -> ServerView {
+        if let Some(d) = self.deleted {
+            return ServerView {
+                status: "DELETED",
+                vm_state: "deleted",
+                task_state: None,
+                power_state: 0,
+                updated: d,
+                launched_at: None,
+                fault: None,
+            };
+        }
+        if self.stuck || now < self.boot_done {
+            return ServerView {
+                status: "BUILD",
+                vm_state: "building",
+                task_state: Some("spawning"),
+                power_state: 0,
+                updated: self.modified,
+                launched_at: None,
+                fault: None,
+            };
+        }
+        let updated = self.modified.max(self.boot_done);
+        match &self.fault {
+            Some((code, msg)) => ServerView {
+                status: "ERROR",
+                vm_state: "error",
+                task_state: None,
+                power_state: 0,
+                updated,
+                launched_at: None,
+                fault: Some((*code, msg.clone(), self.boot_done)),
+            },
+            None => ServerView {
+                status: "ACTIVE",
+                vm_state: "active",
+                task_state: None,
+                power_state: 1,
+                updated,
+                launched_at: Some(self.boot_done),
+                fault: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VolAttach {
+    pub server_id: String,
+    pub attachment_id: String,
+    pub device: String,
+    pub started: DateTime<Utc>,
+    pub attaching_at: DateTime<Utc>,
+    pub in_use_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VolumeRec {
+    pub seq: u64,
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub project_id: String,
+    pub user_id: String,
+    pub size: u64,
+    pub volume_type: String,
+    pub metadata: BTreeMap<String, String>,
+    pub availability_zone: String,
+    pub created: DateTime<Utc>,
+    pub available_at: DateTime<Utc>,
+    /// The volume ends in `error` instead of `available`.
+    pub create_fault: bool,
+    /// A status the volume is stuck in (overrides everything).
+    pub stuck: Option<String>,
+    pub attach: Option<VolAttach>,
+    pub detached_until: Option<DateTime<Utc>>,
+    pub modified: DateTime<Utc>,
+}
+
+impl VolumeRec {
+    pub fn status(&self, now: DateTime<Utc>) -> &str {
+        if let Some(s) = &self.stuck {
+            return s;
+        }
+        if now < self.available_at {
+            return "creating";
+        }
+        if self.create_fault {
+            return "error";
+        }
+        if let Some(a) = &self.attach {
+            return if now < a.attaching_at {
+                "reserved"
+            } else if now < a.in_use_at {
+                "attaching"
+            } else {
+                "in-use"
+            };
+        }
+        match self.detached_until {
+            Some(t) if now < t => "detaching",
+            _ => "available",
+        }
+    }
+
+    pub fn updated(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let mut t = self.modified;
+        for p in [Some(self.available_at), self.attach.as_ref().map(|a| a.in_use_at), self.detached_until]
+            .into_iter()
+            .flatten()
+        {
+            if p <= now && p > t {
+                t = p;
+            }
+        }
+        t
+    }
+}
+
+/// The whole simulated cloud.
+#[derive(Debug)]
+pub struct World {
+    pub seed: Seed,
+    pub timings: Timings,
+    pub tokens: HashMap<String, TokenInfo>,
+    pub projects: BTreeMap<String, ProjectRec>,
+    pub usage: HashMap<String, Usage>,
+    pub networks: BTreeMap<String, NetworkRec>,
+    pub subnets: BTreeMap<String, SubnetRec>,
+    pub ports: HashMap<String, PortRec>,
+    pub port_order: BTreeMap<u64, String>,
+    pub servers: HashMap<String, ServerRec>,
+    pub server_order: BTreeMap<u64, String>,
+    pub volumes: HashMap<String, VolumeRec>,
+    pub volume_order: BTreeMap<u64, String>,
+    pub seq: u64,
+    pub started: DateTime<Utc>,
+}
+
+impl World {
+    pub fn new(seed: Seed, timings: Timings) -> World {
+        let now = Utc::now();
+        let mut w = World {
+            seed: seed.clone(),
+            timings,
+            tokens: HashMap::new(),
+            projects: BTreeMap::new(),
+            usage: HashMap::new(),
+            networks: BTreeMap::new(),
+            subnets: BTreeMap::new(),
+            ports: HashMap::new(),
+            port_order: BTreeMap::new(),
+            servers: HashMap::new(),
+            server_order: BTreeMap::new(),
+            volumes: HashMap::new(),
+            volume_order: BTreeMap::new(),
+            seq: 0,
+            started: now,
+        };
+        for p in &seed.projects {
+            w.projects.insert(
+                p.id.clone(),
+                ProjectRec {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    domain_id: p.domain_id.clone(),
+                    quotas: p.quotas,
+                },
+            );
+        }
+        let owner = seed.projects.first().map(|p| p.id.clone()).unwrap_or_default();
+        for n in &seed.networks {
+            let project_id = n.project_id.clone().unwrap_or_else(|| owner.clone());
+            for s in &n.subnets {
+                let Some((net, prefix)) = parse_cidr(&s.cidr) else { continue };
+                let base = u32::from(net);
+                let size = 1u32 << (32 - prefix);
+                w.subnets.insert(
+                    s.id.clone(),
+                    SubnetRec {
+                        id: s.id.clone(),
+                        name: s.name.clone(),
+                        network_id: n.id.clone(),
+                        cidr: s.cidr.clone(),
+                        gateway_ip: s.gateway_ip.clone(),
+                        pool_start: base + 2,
+                        pool_end: base + size - 2,
+                        next: base + 2,
+                        free: VecDeque::new(),
+                        used: HashSet::new(),
+                        project_id: project_id.clone(),
+                    },
+                );
+            }
+            w.networks.insert(
+                n.id.clone(),
+                NetworkRec {
+                    id: n.id.clone(),
+                    name: n.name.clone(),
+                    shared: n.shared,
+                    project_id,
+                    subnets: n.subnets.iter().map(|s| s.id.clone()).collect(),
+                    created: now,
+                },
+            );
+        }
+        w
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub fn usage_mut(&mut self, project: &str) -> &mut Usage {
+        self.usage.entry(project.to_string()).or_default()
+    }
+
+    pub fn usage_of(&self, project: &str) -> Usage {
+        self.usage.get(project).copied().unwrap_or_default()
+    }
+
+    pub fn quotas_of(&self, project: &str) -> Quotas {
+        self.projects.get(project).map(|p| p.quotas).unwrap_or_default()
+    }
+
+    /// A live (not deleted) server.
+    pub fn server(&self, id: &str) -> Option<&ServerRec> {
+        self.servers.get(id).filter(|s| s.deleted.is_none())
+    }
+
+    pub fn server_mut(&mut self, id: &str) -> Option<&mut ServerRec> {
+        self.servers.get_mut(id).filter(|s| s.deleted.is_none())
+    }
+
+    /// A port's status: `ACTIVE` once the server it is bound to is `ACTIVE`, else `DOWN`.
+    pub fn port_status(&self, p: &PortRec, now: DateTime<Utc>) -> &'static str {
+        if p.device_id.is_empty() {
+            return "DOWN";
+        }
+        match self.server(&p.device_id) {
+            Some(s) if s.view(now).status == "ACTIVE" => "ACTIVE",
+            _ => "DOWN",
+        }
+    }
+
+    /// Creates a port (no quota check here). Errors are Neutron's (type, message).
+    pub fn create_port(
+        &mut self,
+        project_id: &str,
+        network_id: &str,
+        name: String,
+        fixed_ip: Option<(Option<String>, Option<String>)>,
+        now: DateTime<Utc>,
+    ) -> Result<String, (u16, &'static str, String)> {
+        let net = self.networks.get(network_id).ok_or((
+            404,
+            "NetworkNotFound",
+            format!("Network {network_id} could not be found."),
+        ))?;
+        let subnet_ids = net.subnets.clone();
+        let (want_subnet, want_ip) = fixed_ip.unwrap_or((None, None));
+        let subnet_id = match want_subnet {
+            Some(s) if subnet_ids.contains(&s) => s,
+            Some(s) => {
+                return Err((
+                    400,
+                    "InvalidInput",
+                    format!(
+                        "Invalid input for operation: Failed to create port on network {network_id}, because fixed_ips included invalid subnet {s}."
+                    ),
+                ));
+            }
+            None => subnet_ids.first().cloned().ok_or((
+                400,
+                "InvalidInput",
+                format!("Network {network_id} has no subnet."),
+            ))?,
+        };
+        let subnet = self.subnets.get_mut(&subnet_id).ok_or((
+            404,
+            "SubnetNotFound",
+            format!("Subnet {subnet_id} could not be found."),
+        ))?;
+        let ip = match want_ip {
+            Some(ip) => {
+                let parsed: Ipv4Addr = ip.parse().map_err(|_| {
+                    (
+                        400,
+                        "InvalidInput",
+                        format!("Invalid input for operation: '{ip}' is not a valid IP address."),
+                    )
+                })?;
+                if !subnet.take(parsed) {
+                    return Err((
+                        409,
+                        "IpAddressAlreadyAllocated",
+                        format!("IP address {ip} already allocated in subnet {subnet_id}"),
+                    ));
+                }
+                parsed
+            }
+            None => subnet.allocate().ok_or((
+                409,
+                "IpAddressGenerationFailure",
+                format!("No more IP addresses available on network {network_id}."),
+            ))?,
+        };
+        let seq = self.next_seq();
+        let id = new_id();
+        let mac = format!("fa:16:3e:{:02x}:{:02x}:{:02x}", (seq >> 16) as u8, (seq >> 8) as u8, seq as u8);
+        self.ports.insert(
+            id.clone(),
+            PortRec {
+                seq,
+                id: id.clone(),
+                name,
+                description: String::new(),
+                network_id: network_id.to_string(),
+                project_id: project_id.to_string(),
+                mac,
+                fixed_ips: vec![(subnet_id, ip.to_string())],
+                device_id: String::new(),
+                device_owner: String::new(),
+                host: String::new(),
+                tags: Vec::new(),
+                created: now,
+                modified: now,
+                revision: 1,
+                admin_state_up: true,
+            },
+        );
+        self.port_order.insert(seq, id.clone());
+        self.usage_mut(project_id).ports += 1;
+        Ok(id)
+    }
+
+    pub fn delete_port(&mut self, id: &str) -> Option<PortRec> {
+        let p = self.ports.remove(id)?;
+        self.port_order.remove(&p.seq);
+        for (subnet, ip) in &p.fixed_ips {
+            if let Some(s) = self.subnets.get_mut(subnet) {
+                s.release(ip);
+            }
+        }
+        let u = self.usage_mut(&p.project_id);
+        u.ports -= 1;
+        Some(p)
+    }
+
+    /// Deletes a server: unbinds the ports Nova did not create, deletes those it did, detaches
+    /// volumes, frees the quota. The record stays as a tombstone for `changes-since`.
+    pub fn delete_server(&mut self, id: &str, now: DateTime<Utc>) -> bool {
+        let Some(s) = self.server_mut(id) else { return false };
+        s.deleted = Some(now);
+        let ports = std::mem::take(&mut s.ports);
+        let vols = std::mem::take(&mut s.volumes);
+        let project = s.project_id.clone();
+        let flavor = s.flavor_id.clone();
+        for (port, nova_created) in ports {
+            if nova_created {
+                self.delete_port(&port);
+            } else if let Some(p) = self.ports.get_mut(&port) {
+                p.device_id.clear();
+                p.device_owner.clear();
+                p.host.clear();
+                p.modified = now;
+                p.revision += 1;
+            }
+        }
+        let detach = Duration::from_millis(self.timings.detach_ms);
+        for a in vols {
+            if let Some(v) = self.volumes.get_mut(&a.volume_id) {
+                v.attach = None;
+                v.detached_until = Some(after(now, detach));
+                v.modified = now;
+            }
+        }
+        let (vcpus, ram) = self
+            .seed
+            .flavors
+            .iter()
+            .find(|f| f.id == flavor)
+            .map(|f| (f.vcpus as i64, f.ram as i64))
+            .unwrap_or((0, 0));
+        let u = self.usage_mut(&project);
+        u.instances -= 1;
+        u.cores -= vcpus;
+        u.ram -= ram;
+        true
+    }
+
+    pub fn delete_volume(&mut self, id: &str) -> Option<VolumeRec> {
+        let v = self.volumes.remove(id)?;
+        self.volume_order.remove(&v.seq);
+        let u = self.usage_mut(&v.project_id);
+        u.volumes -= 1;
+        u.gigabytes -= v.size as i64;
+        Some(v)
+    }
+
+    /// Drops tombstones of servers deleted before `before` (they only matter to
+    /// `changes-since` queries reaching back that far).
+    pub fn purge_tombstones(&mut self, before: DateTime<Utc>) {
+        let old: Vec<(u64, String)> = self
+            .servers
+            .values()
+            .filter(|s| s.deleted.is_some_and(|d| d < before))
+            .map(|s| (s.seq, s.id.clone()))
+            .collect();
+        for (seq, id) in old {
+            self.servers.remove(&id);
+            self.server_order.remove(&seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(now: DateTime<Utc>) -> ServerRec {
+        ServerRec {
+            seq: 1,
+            id: "s".into(),
+            name: "n".into(),
+            project_id: "p".into(),
+            user_id: "u".into(),
+            flavor_id: "1".into(),
+            image_id: None,
+            key_name: None,
+            metadata: BTreeMap::new(),
+            tags: vec![],
+            description: None,
+            availability_zone: "nova".into(),
+            ports: vec![],
+            volumes: vec![],
+            created: now,
+            boot_done: now + chrono::Duration::seconds(3),
+            fault: None,
+            stuck: false,
+            modified: now,
+            deleted: None,
+        }
+    }
+
+    #[test]
+    fn server_status_and_updated_follow_the_clock() {
+        let t0 = Utc::now();
+        let s = server(t0);
+        let v = s.view(t0);
+        assert_eq!((v.status, v.updated), ("BUILD", t0));
+        let later = t0 + chrono::Duration::seconds(5);
+        let v = s.view(later);
+        assert_eq!(v.status, "ACTIVE");
+        assert_eq!(v.updated, s.boot_done, "updated moves when the status changes");
+        let mut e = server(t0);
+        e.fault = Some((500, "No valid host was found.".into()));
+        assert_eq!(e.view(later).status, "ERROR");
+        e.stuck = true;
+        e.fault = None;
+        assert_eq!(e.view(later).status, "BUILD");
+    }
+
+    #[test]
+    fn volume_attach_phases() {
+        let t0 = Utc::now();
+        let s = |ms| t0 + chrono::Duration::milliseconds(ms);
+        let mut v = VolumeRec {
+            seq: 1,
+            id: "v".into(),
+            name: None,
+            description: None,
+            project_id: "p".into(),
+            user_id: "u".into(),
+            size: 1,
+            volume_type: "standard".into(),
+            metadata: BTreeMap::new(),
+            availability_zone: "nova".into(),
+            created: t0,
+            available_at: s(100),
+            create_fault: false,
+            stuck: None,
+            attach: None,
+            detached_until: None,
+            modified: t0,
+        };
+        assert_eq!(v.status(s(50)), "creating");
+        assert_eq!(v.status(s(150)), "available");
+        v.attach = Some(VolAttach {
+            server_id: "x".into(),
+            attachment_id: "a".into(),
+            device: "/dev/vdb".into(),
+            started: s(200),
+            attaching_at: s(250),
+            in_use_at: s(300),
+        });
+        assert_eq!(v.status(s(210)), "reserved");
+        assert_eq!(v.status(s(260)), "attaching");
+        assert_eq!(v.status(s(310)), "in-use");
+        v.attach = None;
+        v.detached_until = Some(s(400));
+        assert_eq!(v.status(s(350)), "detaching");
+        assert_eq!(v.status(s(450)), "available");
+    }
+
+    #[test]
+    fn subnet_allocates_and_reuses_addresses() {
+        let mut w = World::new(Seed::builtin(), Timings::fast());
+        let net = w.networks.keys().next().unwrap().clone();
+        let now = Utc::now();
+        let a = w.create_port("p", &net, "a".into(), None, now).unwrap();
+        let ip_a = w.ports[&a].fixed_ips[0].1.clone();
+        assert_eq!(ip_a, "10.0.0.2");
+        w.delete_port(&a);
+        let b = w.create_port("p", &net, "b".into(), None, now).unwrap();
+        assert_eq!(w.ports[&b].fixed_ips[0].1, "10.0.0.3");
+        let c = w.create_port("p", &net, "c".into(), None, now).unwrap();
+        assert_eq!(w.ports[&c].fixed_ips[0].1, "10.0.0.4", "fresh addresses first");
+        assert_eq!(w.usage_of("p").ports, 2);
+    }
+}
