@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::admin::AdminConsumer;
 use crate::amqp::intake::Intake;
 use crate::amqp::relay::Relay;
 use crate::amqp::{AmqpError, Broker, Names, topology};
@@ -29,6 +30,7 @@ use crate::config::Settings;
 use crate::engine::cloud::Cloud;
 use crate::engine::openstack_cloud::OpenStackCloud;
 use crate::engine::{Engine, EngineConfig};
+use crate::http::HttpState;
 use crate::messages::Schemas;
 use crate::openstack::config::CloudConfig;
 use crate::openstack::session::{Session, SessionOptions};
@@ -50,6 +52,8 @@ pub enum StartupError {
     BrokerTimeout(String, u64),
     #[error("cloud: {0}")]
     Cloud(String),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("task {name} failed: {error}")]
     Task { name: &'static str, error: String },
 }
@@ -67,6 +71,7 @@ pub struct App {
     events: Arc<Notify>,
     tasks: JoinSet<TaskResult>,
     task_names: HashMap<tokio::task::Id, &'static str>,
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for App {
@@ -136,6 +141,7 @@ impl App {
             events: Arc::new(Notify::new()),
             tasks: JoinSet::new(),
             task_names: HashMap::new(),
+            http_addr: None,
         };
 
         // The tasks of the worker. Engine, outbox relay, admin consumer and HTTP are added here.
@@ -150,6 +156,19 @@ impl App {
         }
         let (relay, token) = (app.relay(), app.shutdown_token());
         app.spawn("event relay", async move { relay.run(token).await.map_err(Into::into) });
+        let (admin, token) = (app.admin(), app.shutdown_token());
+        app.spawn("admin", async move { admin.run(token).await.map_err(Into::into) });
+        if !app.settings.http.addr.is_empty() {
+            // Bound here, so that a busy port or a missing token fails startup with its message.
+            let listener =
+                crate::http::bind(&app.settings.http.addr, app.settings.http.token.as_ref()).await?;
+            app.http_addr = listener.local_addr().ok();
+            let (state, token) = (HttpState::new(&app.settings, app.store.clone()), app.shutdown_token());
+            app.spawn(
+                "http",
+                async move { crate::http::serve(listener, state, token).await.map_err(Into::into) },
+            );
+        }
         Ok(app)
     }
 
@@ -195,6 +214,26 @@ impl App {
     /// Notified when a commit wrote completion events (wakes the relay).
     pub fn events_written(&self) -> Arc<Notify> {
         self.events.clone()
+    }
+
+    /// The admin consumer of this app (`provisioner.admin`: replay and cancel).
+    pub fn admin(&self) -> AdminConsumer {
+        AdminConsumer {
+            broker: self.broker.clone(),
+            store: self.store.clone(),
+            names: self.names.clone(),
+            queue_type: self.settings.amqp.queue_type,
+            allowed_users: self.settings.admin.allowed_users.clone(),
+            schemas: self.schemas.clone(),
+            job_deadline: Duration::from_secs(self.settings.engine.job_deadline_secs),
+            consumer_tag: format!("admin {}", self.worker_id),
+            events: self.events.clone(),
+        }
+    }
+
+    /// Where the HTTP status API listens, if it is on (`http.addr` may ask for port 0).
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
     }
 
     /// Starts a named task. It should return soon after the shutdown token fires, having

@@ -7,6 +7,7 @@
 //! `provisioner.admin`. The worker declares all of it idempotently at startup and after every
 //! reconnect ([`topology`]); [`connection::Broker`] reconnects with backoff and hands out channels.
 
+pub mod admin;
 pub mod connection;
 pub mod intake;
 pub mod publisher;
@@ -14,13 +15,10 @@ pub mod relay;
 pub mod submit;
 pub mod topology;
 
+pub use admin::send_admin;
 pub use connection::Broker;
 pub use submit::submit_orders;
 pub use topology::Names;
-
-use crate::cli::{AdminArgs, CliResult};
-use crate::config::Settings;
-use crate::messages::AdminCommandKind;
 
 /// A broker error, with what was being done. Connection and channel errors are transient: the
 /// consumers reconnect and carry on; the CLI commands report them and exit.
@@ -71,9 +69,4 @@ impl<T> AmqpOp<T> for Result<T, lapin::Error> {
     fn op(self, op: &'static str) -> Result<T, AmqpError> {
         self.map_err(|source| AmqpError::Channel { op, source })
     }
-}
-
-/// `provisioner replay|cancel ID`: publishes an admin command.
-pub async fn send_admin(_settings: &Settings, _kind: AdminCommandKind, _args: &AdminArgs) -> CliResult {
-    Err("admin commands are not implemented yet".into())
 }

@@ -7,6 +7,7 @@
 //!   means another worker owns the job now);
 //! - a job's final state and its completion event are written in one transaction (the outbox).
 
+pub mod admin;
 pub mod intake;
 
 use std::time::Duration;

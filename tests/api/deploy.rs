@@ -8,12 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::Value;
 
 fn deploy_dir() -> PathBuf {
@@ -277,10 +274,6 @@ fn refused(result: Result<impl std::fmt::Debug, String>, what: &str) {
     }
 }
 
-fn text(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
 #[tokio::test]
 async fn deploy_rabbitmq_definitions_grant_least_privilege() {
     if Command::new("rabbitmqctl").arg("--help").output().is_err() {
@@ -291,39 +284,18 @@ async fn deploy_rabbitmq_definitions_grant_least_privilege() {
     let billing = connect(&loaded, "billing", BILLING_PASSWORD).await;
     let operator = connect(&loaded, "operator", OPERATOR_PASSWORD).await;
 
-    // The worker can declare its whole topology against the pre-loaded definitions: same
-    // arguments (else PRECONDITION_FAILED) and enough permissions (else ACCESS_REFUSED).
+    // The worker declares its whole topology (the code it runs at startup) against the
+    // pre-loaded definitions: same arguments (else PRECONDITION_FAILED) and enough permissions
+    // (else ACCESS_REFUSED).
     let ch = worker.create_channel().await.unwrap();
-    let mut input_args = FieldTable::default();
-    input_args.insert("x-queue-type".into(), text("quorum"));
-    input_args.insert("x-dead-letter-exchange".into(), text("provisioner.dlx"));
-    input_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(20));
-    let mut dead_args = FieldTable::default();
-    dead_args.insert("x-queue-type".into(), text("quorum"));
-    for x in ["provisioner.dlx", "billing.orders", "provisioning.events", "provisioner.admin"] {
-        let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare(x.into(), ExchangeKind::Topic, opts, FieldTable::default())
-            .await
-            .unwrap_or_else(|e| panic!("worker declares exchange {x}: {e}"));
-    }
-    for (q, args) in [
-        ("provisioner.dead", dead_args),
-        ("provisioner.orders", input_args.clone()),
-        ("provisioner.admin", input_args),
-    ] {
-        ch.queue_declare(q.into(), QueueDeclareOptions::durable(), args)
-            .await
-            .unwrap_or_else(|e| panic!("worker declares queue {q}: {e}"));
-    }
-    for (q, x, key) in [
-        ("provisioner.dead", "provisioner.dlx", "#"),
-        ("provisioner.orders", "billing.orders", "order.#"),
-        ("provisioner.admin", "provisioner.admin", "admin.#"),
-    ] {
-        ch.queue_bind(q.into(), x.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .unwrap_or_else(|e| panic!("worker binds {q}: {e}"));
-    }
+    let names = openstack_provisioner::amqp::Names::new("");
+    openstack_provisioner::amqp::topology::declare(
+        &ch,
+        &names,
+        openstack_provisioner::config::QueueType::Quorum,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the worker declares its topology: {e}"));
 
     let json =
         || BasicProperties::default().with_content_type("application/json".into()).with_delivery_mode(2);

@@ -156,4 +156,3 @@ async fn group_commit_writes_many_saves_and_refuses_only_the_stale_ones() {
     assert!(commits < 50, "saves were not grouped: {commits} commits");
     drop_db(store, &name).await;
 }
-
