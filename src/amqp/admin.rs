@@ -170,7 +170,7 @@ impl AdminConsumer {
     /// Who sent it and what it asks, or why it cannot be applied.
     pub fn check(&self, delivery: &Delivery) -> Result<(String, AdminCommand), Refusal> {
         let user = delivery.properties.user_id().as_ref().map(|u| u.to_string()).ok_or(Refusal::NoUserId)?;
-        if !self.allowed_users.iter().any(|allowed| *allowed == user) {
+        if !self.allowed_users.contains(&user) {
             return Err(Refusal::NotAllowed(user));
         }
         let command = self.schemas.parse_admin(&delivery.data).map_err(Refusal::Invalid)?;

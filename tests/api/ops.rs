@@ -530,3 +530,342 @@ async fn ops_cli_jobs_show_and_list() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state"));
     db.drop_db().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Admin commands, through the broker, against the worker's admin consumer.
+
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, ShortString};
+use openstack_provisioner::amqp::Names;
+use openstack_provisioner::amqp::admin::publish_admin;
+use openstack_provisioner::config::Settings;
+use openstack_provisioner::messages::{AdminCommand, AdminCommandKind};
+use openstack_provisioner::startup::App;
+
+/// A test database plus an AMQP prefix and a running worker (intake, relay, admin consumer).
+struct AdminEnv {
+    db: OpsDb,
+    settings: Settings,
+    names: Names,
+    amqp: lapin::Connection,
+    app: Option<App>,
+}
+
+impl AdminEnv {
+    async fn new(allowed: &[&str]) -> AdminEnv {
+        let db = OpsDb::new().await;
+        let prefix = format!("t{:08x}.", fastrand::u32(..));
+        let mut settings = Settings::default();
+        settings.database.url = SecretUrl::new(&db.url);
+        settings.amqp.prefix = prefix.clone();
+        settings.http.addr = String::new();
+        settings.engine.enabled = false;
+        settings.shutdown.grace_secs = 10;
+        settings.admin.allowed_users = allowed.iter().map(|s| s.to_string()).collect();
+        settings.worker.id = Some(format!("ops-test-{}", &db.name[7..15]));
+        let app = App::build(settings.clone()).await.expect("build the worker");
+        let amqp = lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default())
+            .await
+            .expect("connect to RabbitMQ");
+        AdminEnv { db, names: Names::new(&prefix), settings, amqp, app: Some(app) }
+    }
+
+    /// Sends a command as `guest` (the connection's user).
+    async fn send(&self, kind: AdminCommandKind, id: &str, reason: &str) {
+        let cmd = AdminCommand::new(kind, id, Some(reason.to_string()));
+        publish_admin(&self.amqp, &self.names, &cmd, "guest").await.expect("publish the command");
+    }
+
+    /// Publishes a raw body to the admin exchange with the given user_id (or none).
+    async fn send_raw(&self, conn: &lapin::Connection, body: &[u8], user_id: Option<&str>) {
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let mut props = lapin::BasicProperties::default().with_content_type("application/json".into());
+        if let Some(u) = user_id {
+            props = props.with_user_id(u.into());
+        }
+        let confirm = ch
+            .basic_publish(
+                self.names.admin_exchange.as_str().into(),
+                "admin.replay".into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                props,
+            )
+            .await
+            .expect("publish");
+        assert!(confirm.await.expect("confirm").is_ack());
+        let _ = ch.close(200, "done".into()).await;
+    }
+
+    /// The dead-lettered messages so far: (kind header, error header, body).
+    async fn dead(&self) -> Vec<(String, String, Vec<u8>)> {
+        let ch = self.amqp.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(msg) = ch
+            .basic_get(self.names.dead_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let headers = msg.delivery.properties.headers().clone().unwrap_or_default();
+            let get = |k: &str| match headers.inner().get(k) {
+                Some(AMQPValue::LongString(s)) => s.to_string(),
+                other => format!("{other:?}"),
+            };
+            out.push((
+                get("x-provisioner-error-kind"),
+                get("x-provisioner-error"),
+                msg.delivery.data.clone(),
+            ));
+        }
+        let _ = ch.close(200, "done".into()).await;
+        out
+    }
+
+    async fn cleanup(mut self) {
+        if let Some(app) = self.app.take() {
+            app.stop().await.expect("the worker stops cleanly");
+        }
+        let ch = self.amqp.create_channel().await.unwrap();
+        for q in self.names.queues() {
+            let _ = ch.queue_delete(ShortString::from(q), QueueDeleteOptions::default()).await;
+        }
+        for x in self.names.exchanges() {
+            let _ = ch.exchange_delete(ShortString::from(x), ExchangeDeleteOptions::default()).await;
+        }
+        let _ = self.amqp.close(200, "done".into()).await;
+        self.db.drop_db().await;
+    }
+}
+
+/// Polls `check` until it returns `Some`, at most `secs` seconds.
+async fn wait_for<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn history_len(store: &Store, id: &str) -> usize {
+    store.job_detail(id).await.unwrap().unwrap().history.len()
+}
+
+#[tokio::test]
+async fn ops_admin_replay_and_cancel_record_who_and_why() {
+    let env = AdminEnv::new(&["guest"]).await;
+    let (failed, _) = fixture(&env.db).await;
+    let store = env.db.store.clone();
+    let id_of = |order: &'static str| {
+        let store = store.clone();
+        async move { store.job_detail(order).await.unwrap().unwrap().status.job_id }
+    };
+    sqlx::query("UPDATE jobs SET server_id = 'srv-x', port_id = 'port-x', step_attempts = 4 WHERE id = ?")
+        .bind(&failed)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    // Replay of a failed job: queued again from the start, the old error kept in its history.
+    env.send(AdminCommandKind::Replay, &failed, "quota raised").await;
+    let job = wait_for("the replay", 20, || async {
+        let d = store.job_detail(&failed).await.unwrap().unwrap();
+        (d.status.state == "queued").then_some(d)
+    })
+    .await;
+    assert_eq!(job.status.step, "resolve");
+    assert_eq!(job.step_attempts, 0);
+    assert_eq!(
+        (job.status.server_id.clone(), job.status.port_id.clone(), job.status.error_class.clone()),
+        (None, None, None)
+    );
+    assert!(job.status.finished_at.is_none());
+    let last = job.history.last().unwrap();
+    assert_eq!(last.actor.as_deref(), Some("guest"));
+    assert_eq!((last.from_state.as_deref(), last.to_state.as_str()), (Some("failed"), "queued"));
+    let detail = last.detail.clone().unwrap();
+    assert!(detail.contains("replay by guest: quota raised"), "{detail}");
+    assert!(detail.contains("previous error: quota_exceeded at create_server"), "{detail}");
+
+    // Replay of a job that is not failed: refused, and the refusal is in its history.
+    let completed = id_of("B-ops-1").await;
+    let before = history_len(&store, &completed).await;
+    env.send(AdminCommandKind::Replay, "B-ops-1", "by mistake").await;
+    wait_for("the refused replay", 20, || async {
+        (history_len(&store, &completed).await > before).then_some(())
+    })
+    .await;
+    let d = store.job_detail(&completed).await.unwrap().unwrap();
+    assert_eq!(d.status.state, "completed");
+    let detail = d.history.last().unwrap().detail.clone().unwrap();
+    assert!(detail.contains("refused: the job is completed, not failed"), "{detail}");
+
+    // Cancel of a queued job: cancelled at once, with its event in the outbox.
+    let queued = id_of("B-ops-2").await;
+    env.send(AdminCommandKind::Cancel, &queued, "customer withdrew").await;
+    let d = wait_for("the cancel", 20, || async {
+        let d = store.job_detail(&queued).await.unwrap().unwrap();
+        (d.status.state == "cancelled").then_some(d)
+    })
+    .await;
+    assert_eq!(d.status.error_class.as_deref(), Some("cancelled"));
+    assert!(d.status.finished_at.is_some());
+    let (key, body): (String, String) =
+        sqlx::query_as("SELECT routing_key, body FROM outbox WHERE job_id = ?")
+            .bind(&queued)
+            .fetch_one(store.pool())
+            .await
+            .expect("one event in the outbox");
+    assert_eq!(key, "job.cancelled");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    openstack_provisioner::messages::Schemas::new().check_event(&event).expect("the event follows event.v1");
+    assert_eq!(event["error"]["message"], "cancelled by guest: customer withdrew");
+
+    // Cancel of a job in progress: requested; the engine rolls it back.
+    let running = id_of("B-ops-4").await;
+    env.send(AdminCommandKind::Cancel, "B-ops-4", "wrong flavor").await;
+    let d = wait_for("the cancel request", 20, || async {
+        let d = store.job_detail(&running).await.unwrap().unwrap();
+        d.cancel_requested.then_some(d)
+    })
+    .await;
+    assert_eq!(d.status.state, "in_progress");
+    assert!(d.history.last().unwrap().detail.clone().unwrap().contains("cancel by guest: wrong flavor"));
+
+    // Cancel of a finished job: refused, recorded.
+    let done = id_of("B-ops-3").await;
+    let before = history_len(&store, &done).await;
+    env.send(AdminCommandKind::Cancel, &done, "too late").await;
+    wait_for("the refused cancel", 20, || async {
+        (history_len(&store, &done).await > before).then_some(())
+    })
+    .await;
+    let d = store.job_detail(&done).await.unwrap().unwrap();
+    assert_eq!(d.status.state, "completed");
+    assert!(
+        d.history.last().unwrap().detail.clone().unwrap().contains("refused: the job is already completed")
+    );
+
+    assert!(env.dead().await.is_empty(), "nothing was dead-lettered");
+    env.cleanup().await;
+}
+
+/// A RabbitMQ user of its own for a test, deleted on drop.
+struct RabbitUser(String);
+
+impl RabbitUser {
+    fn create(name: String, password: &str, write: &str) -> RabbitUser {
+        let run = |args: &[&str]| {
+            let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl");
+            assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["-q", "add_user", &name, password]);
+        let user = RabbitUser(name);
+        run(&["-q", "set_permissions", "-p", "/", &user.0, "^$", write, "^$"]);
+        user
+    }
+}
+
+impl Drop for RabbitUser {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["-q", "delete_user", &self.0]).output();
+    }
+}
+
+#[tokio::test]
+async fn ops_admin_commands_outside_the_allow_list_change_nothing_and_are_dead_lettered() {
+    let env = AdminEnv::new(&["guest"]).await;
+    let (failed, _) = fixture(&env.db).await;
+    let store = env.db.store.clone();
+    let before = store.job_detail(&failed).await.unwrap().unwrap();
+
+    // A real second broker user, allowed by RabbitMQ to publish to the admin exchange but not
+    // in the worker's allow-list.
+    let mallory_name = format!("{}-mallory", env.db.name);
+    let write = format!("^{}$", regex::escape(&env.names.admin_exchange));
+    let mallory = tokio::task::spawn_blocking(move || RabbitUser::create(mallory_name, "m-pass", &write))
+        .await
+        .unwrap();
+    let url = format!("amqp://{}:m-pass@127.0.0.1:5672/%2f", mallory.0);
+    let mconn = lapin::Connection::connect(&url, Default::default()).await.expect("mallory connects");
+    let replay =
+        serde_json::to_vec(&AdminCommand::new(AdminCommandKind::Replay, &failed, Some("let me".into())))
+            .unwrap();
+    env.send_raw(&mconn, &replay, Some(&mallory.0)).await;
+    // No user_id at all, from an allowed connection user.
+    env.send_raw(&env.amqp, &replay, None).await;
+    // An allowed user, an invalid body.
+    env.send_raw(&env.amqp, br#"{"command":"delete","job_id":"x"}"#, Some("guest")).await;
+    // An allowed user, a job that does not exist.
+    let ghost = serde_json::to_vec(&AdminCommand::new(AdminCommandKind::Cancel, "B-ghost", None)).unwrap();
+    env.send_raw(&env.amqp, &ghost, Some("guest")).await;
+
+    let mut dead = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while dead.len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for four dead letters: {dead:?}");
+        dead.extend(env.dead().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<&str> = dead.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["not_allowed", "no_user_id", "schema", "no_such_job"], "{dead:?}");
+    assert!(dead[0].1.contains(&mallory.0), "the reason names the user: {}", dead[0].1);
+    assert_eq!(dead[0].2, replay, "the dead letter carries the original body");
+    assert!(dead[3].1.contains("B-ghost"), "{}", dead[3].1);
+
+    // Nothing changed.
+    let after = store.job_detail(&failed).await.unwrap().unwrap();
+    assert_eq!(after, before);
+    let _ = mconn.close(200, "done".into()).await;
+    env.cleanup().await;
+    tokio::task::spawn_blocking(move || drop(mallory)).await.unwrap();
+}
+
+#[tokio::test]
+async fn ops_cli_replay_and_cancel_publish_commands() {
+    let env = AdminEnv::new(&["guest"]).await;
+    let (failed, _) = fixture(&env.db).await;
+    let store = env.db.store.clone();
+    let prefix = env.settings.amqp.prefix.clone();
+    let run = |args: Vec<String>| {
+        let prefix = prefix.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_provisioner"))
+                .args(&args)
+                .env("PROVISIONER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+                .env("PROVISIONER_AMQP_PREFIX", prefix)
+                .env("RUST_LOG", "error")
+                .output()
+                .expect("run provisioner")
+        })
+    };
+    let out =
+        run(vec!["replay".into(), failed.clone(), "--reason".into(), "quota raised".into()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sent replay for job id"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_for("the replay", 20, || async {
+        (store.job_detail(&failed).await.unwrap().unwrap().status.state == "queued").then_some(())
+    })
+    .await;
+    let out = run(vec!["cancel".into(), "B-ops-2".into()]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the cancel", 20, || async {
+        (store.job_detail("B-ops-2").await.unwrap().unwrap().status.state == "cancelled").then_some(())
+    })
+    .await;
+    let d = store.job_detail("B-ops-2").await.unwrap().unwrap();
+    assert_eq!(d.history.last().unwrap().actor.as_deref(), Some("guest"));
+    env.cleanup().await;
+}
