@@ -128,7 +128,7 @@ impl App {
             StartupError::BrokerTimeout(broker.redacted_url(), BROKER_STARTUP_WAIT.as_secs())
         })??;
         topology::declare(&channel, &names, settings.amqp.queue_type).await?;
-        let _ = channel.close(200, "declared".into()).await;
+        drop(channel); // closed by lapin when dropped
 
         let mut app = App {
             schemas: Schemas::new(),
@@ -308,7 +308,9 @@ impl App {
             }
         }
         self.broker.close().await;
-        self.store.close().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.store.close()).await.is_err() {
+            tracing::warn!("database connections still busy after 5 s; leaving them");
+        }
         tracing::info!("stopped");
         failure.map_or(Ok(()), Err)
     }
@@ -323,7 +325,12 @@ impl App {
         &mut self,
         joined: Result<(tokio::task::Id, TaskResult), tokio::task::JoinError>,
     ) -> Option<StartupError> {
+        let cancelled = self.shutdown.is_cancelled();
         let (id, result) = match joined {
+            // A task that gave up waiting because of shutdown stopped cleanly.
+            Ok((id, Err(e))) if cancelled && matches!(e.downcast_ref(), Some(AmqpError::Cancelled)) => {
+                (id, Ok(()))
+            }
             Ok((id, result)) => (id, result.map_err(|e| e.to_string())),
             Err(e) => (e.id(), Err(format!("panicked or aborted: {e}"))),
         };

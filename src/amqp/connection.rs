@@ -25,6 +25,8 @@ use crate::config::SecretUrl;
 /// First and largest delay between connection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Longest wait for the broker's close-ok at shutdown.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// A shared, self-healing connection to RabbitMQ. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -108,12 +110,12 @@ impl Broker {
         }
     }
 
-    /// Closes the connection (at shutdown), if there is one.
+    /// Closes the connection (at shutdown), if there is one; waits at most 2 s for the broker.
     pub async fn close(&self) {
         if let Some(conn) = self.inner.conn.lock().await.take()
             && conn.status().connected()
         {
-            let _ = conn.close(200, "shutdown".into()).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "shutdown".into())).await;
         }
     }
 

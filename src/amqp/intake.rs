@@ -26,8 +26,10 @@
 //! doubling to 5 s); no new delivery is pulled meanwhile (the prefetch bounds what the broker
 //! hands over), and intake resumes by itself. Broker connection lost: the session ends, the
 //! broker handle reconnects with backoff, the topology is declared again and consuming resumes.
-//! Shutdown (the token): `basic.cancel`, the batch in hand is finished (committed, acked), and
-//! the channels are closed; deliveries still buffered unacked go back to the queue.
+//! Shutdown (the token): `basic.cancel`, then every delivery already handed over (the batch in
+//! hand and what the consumer buffers, at most the prefetch) is settled, and the channels are
+//! closed. A database that is down at that moment is retried until the app's grace period ends;
+//! then the task is aborted and the broker requeues what was not acked.
 //!
 //! Intake writes no `job_history` row: the creation time is `jobs.created_at` (see
 //! [`crate::store::intake`] for the measurement behind this).
@@ -159,7 +161,7 @@ impl Intake {
                     biased;
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep_until(deadline) => {
-                        self.settle(&mut batch, &dead, shutdown).await?;
+                        self.settle(&mut batch, &dead).await?;
                         continue;
                     }
                     next = consumer.next() => next,
@@ -178,7 +180,7 @@ impl Intake {
                 }
             }
             if batch.len() >= batch_size {
-                self.settle(&mut batch, &dead, shutdown).await?;
+                self.settle(&mut batch, &dead).await?;
             }
         }
 
@@ -188,9 +190,10 @@ impl Intake {
         let _ = channel
             .basic_cancel(ShortString::from(self.consumer_tag.as_str()), BasicCancelOptions::default())
             .await;
-        let settled = self.drain(consumer, &mut batch, &dead, shutdown).await;
-        let _ = channel.close(200, "shutdown".into()).await;
-        let _ = dead.close(200, "shutdown".into()).await;
+        let settled = self.drain(consumer, &mut batch, &dead).await;
+        // The channels close when dropped (an explicit close racing lapin's close-on-drop can
+        // put the whole connection in error); the broker handle closes the connection.
+        drop((channel, dead));
         settled.map(|_| ())
     }
 
@@ -201,16 +204,15 @@ impl Intake {
         mut consumer: lapin::Consumer,
         batch: &mut Vec<Delivery>,
         dead: &Channel,
-        shutdown: &CancellationToken,
     ) -> Result<(), AmqpError> {
         let batch_size = self.settings.batch_size.max(1);
         while let Ok(Some(Ok(delivery))) = tokio::time::timeout(DRAIN_IDLE, consumer.next()).await {
             batch.push(delivery);
             if batch.len() >= batch_size {
-                self.settle(batch, dead, shutdown).await?;
+                self.settle(batch, dead).await?;
             }
         }
-        self.settle(batch, dead, shutdown).await.map(|_| ())
+        self.settle(batch, dead).await.map(|_| ())
     }
 
     fn delivery(&self, next: Option<lapin::Result<Delivery>>) -> Result<Delivery, AmqpError> {
@@ -222,12 +224,7 @@ impl Intake {
     }
 
     /// Validates, commits, dead-letters and acks a batch; empties it on success.
-    async fn settle(
-        &self,
-        batch: &mut Vec<Delivery>,
-        dead: &Channel,
-        shutdown: &CancellationToken,
-    ) -> Result<BatchOutcome, AmqpError> {
+    async fn settle(&self, batch: &mut Vec<Delivery>, dead: &Channel) -> Result<BatchOutcome, AmqpError> {
         let Some(last) = batch.last() else { return Ok(BatchOutcome::default()) };
         let last_acker = last.acker.clone();
         let mut outcome = BatchOutcome::default();
@@ -255,7 +252,7 @@ impl Intake {
         if !jobs.is_empty() {
             let digests: HashMap<String, String> =
                 jobs.iter().map(|j| (j.order_id.clone(), j.order_digest.clone())).collect();
-            let inserted = self.insert_with_retry(&mut jobs, shutdown).await?;
+            let inserted = self.insert_with_retry(&mut jobs).await?;
             outcome.queued = inserted.inserted;
             outcome.duplicates += inserted.duplicates.len();
             for (order_id, stored) in &inserted.duplicates {
@@ -310,7 +307,6 @@ impl Intake {
     async fn insert_with_retry(
         &self,
         jobs: &mut [NewJob],
-        shutdown: &CancellationToken,
     ) -> Result<crate::store::intake::InsertOutcome, AmqpError> {
         let mut delays = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
@@ -332,10 +328,10 @@ impl Intake {
                     let delay = delays.next().unwrap_or(DB_RETRY_MAX);
                     tracing::warn!(error = %e, failures, orders = jobs.len(), retry_in_ms = delay.as_millis() as u64,
                         "cannot commit intake batch; it stays unacked, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Err(AmqpError::Cancelled),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    // Even after shutdown was requested: the batch in hand is finished if the
+                    // database comes back within the grace period (then the task is aborted,
+                    // and the broker requeues what was not acked).
+                    tokio::time::sleep(delay).await;
                 }
             }
         }
