@@ -11,7 +11,7 @@ use openstack_provisioner::openstack::compute::{NewServer, ServerQuery};
 use openstack_provisioner::openstack::config::{CloudConfig, DomainRef, Interface, ProjectRef, UserRef};
 use openstack_provisioner::openstack::microversion::{self, Microversion};
 use openstack_provisioner::openstack::network::NewPort;
-use openstack_provisioner::openstack::volume::NewVolume;
+use openstack_provisioner::openstack::volume::{NewVolume, VolumeQuery};
 use openstack_provisioner::openstack::{ErrorClass, OpenStack, SessionOptions};
 use openstack_provisioner::sim::{
     ACME_PROJECT_ID, DEMO_PROJECT_ID, FaultRule, QuotaPatch, SimConfig, SimHandle, Simulator,
@@ -415,7 +415,19 @@ async fn round_trip(cloud: &OpenStack, sim: &SimHandle, order: &str) {
         vec![volume.id.as_str()]
     );
 
-    // Undo, idempotently: deleting twice is fine.
+    let in_use = VolumeQuery { metadata: metadata.clone(), status: Some("in-use".into()) };
+    assert_eq!(cloud.volume().list_volumes(p, &in_use).await.expect("in-use volumes").len(), 1);
+
+    // Undo, idempotently: detaching or deleting twice is fine.
+    cloud.compute().detach_volume(p, &server.id, &volume.id).await.expect("detach");
+    wait_for("volume detached", || async {
+        let v = cloud.volume().get_volume(p, &volume.id).await.expect("get volume");
+        (v.status == "available").then_some(())
+    })
+    .await;
+    assert!(cloud.compute().list_attachments(p, &server.id).await.expect("attachments").is_empty());
+    cloud.compute().detach_volume(p, &server.id, &volume.id).await.expect("detach again");
+    assert_eq!(cloud.volume().list_volumes(p, &in_use).await.expect("in-use volumes").len(), 0);
     cloud.compute().delete_server(p, &server.id).await.expect("delete server");
     wait_for("server gone", || async {
         match cloud.compute().get_server(p, &server.id).await {

@@ -268,6 +268,27 @@ impl ComputeApi {
             .map_err(|e| OpenStackError::decode(SERVICE, "POST", "/servers/{id}/os-volume_attachments", e))
     }
 
+    /// `DELETE /servers/{id}/os-volume_attachments/{volume_id}` (answered 202; the volume goes
+    /// `detaching`, then `available`). An attachment already gone is success.
+    pub async fn detach_volume(
+        &self,
+        project: &str,
+        server_id: &str,
+        volume_id: &str,
+    ) -> Result<(), OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::DELETE,
+            "/servers/{id}/os-volume_attachments/{volume_id}",
+            format!("/servers/{server_id}/os-volume_attachments/{volume_id}"),
+        );
+        match self.session.send(project, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /servers/{id}/os-volume_attachments`.
     pub async fn list_attachments(
         &self,

@@ -29,6 +29,15 @@ pub struct NewVolume {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Filters of `GET /volumes/detail`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeQuery {
+    /// Volumes whose metadata has every one of these pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// Volumes in this status (`available`, `in-use`, `error`, ...).
+    pub status: Option<String>,
+}
+
 /// Cinder calls in a project's scope.
 #[derive(Debug, Clone)]
 pub struct VolumeApi {
@@ -77,10 +86,23 @@ impl VolumeApi {
         project: &str,
         metadata: &BTreeMap<String, String>,
     ) -> Result<Vec<Volume>, OpenStackError> {
+        self.list_volumes(project, &VolumeQuery { metadata: metadata.clone(), status: None }).await
+    }
+
+    /// `GET /v3/{project}/volumes/detail` with the filters (all pages). The filters are also
+    /// applied to the answer, so a Cinder that ignores one cannot widen the result.
+    pub async fn list_volumes(
+        &self,
+        project: &str,
+        query: &VolumeQuery,
+    ) -> Result<Vec<Volume>, OpenStackError> {
         let mut req = Request::new(SERVICE, Method::GET, "/volumes/detail", "/volumes/detail");
-        if !metadata.is_empty() {
+        if let Some(status) = &query.status {
+            req = req.query("status", status.clone());
+        }
+        if !query.metadata.is_empty() {
             // Cinder reads the filter as a dict literal; JSON is one.
-            let filter = serde_json::to_string(metadata).unwrap_or_default();
+            let filter = serde_json::to_string(&query.metadata).unwrap_or_default();
             req = req.query("metadata", filter);
         }
         let mut volumes = Vec::new();
@@ -93,7 +115,10 @@ impl VolumeApi {
                 None => break,
             }
         }
-        volumes.retain(|v| metadata.iter().all(|(k, val)| v.metadata.get(k) == Some(val)));
+        volumes.retain(|v| {
+            query.metadata.iter().all(|(k, val)| v.metadata.get(k) == Some(val))
+                && query.status.as_ref().is_none_or(|s| &v.status == s)
+        });
         Ok(volumes)
     }
 
