@@ -29,6 +29,7 @@ pub mod network;
 pub mod protocol_time;
 pub mod ratelimit;
 pub mod session;
+pub mod smoke;
 pub mod volume;
 
 use std::sync::Arc;

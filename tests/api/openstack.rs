@@ -11,6 +11,7 @@ use openstack_provisioner::openstack::compute::{NewServer, ServerQuery};
 use openstack_provisioner::openstack::config::{CloudConfig, DomainRef, Interface, ProjectRef, UserRef};
 use openstack_provisioner::openstack::microversion::{self, Microversion};
 use openstack_provisioner::openstack::network::NewPort;
+use openstack_provisioner::openstack::smoke::{self, SmokeSpec};
 use openstack_provisioner::openstack::volume::{NewVolume, VolumeQuery};
 use openstack_provisioner::openstack::{ErrorClass, OpenStack, SessionOptions};
 use openstack_provisioner::sim::{
@@ -476,4 +477,68 @@ async fn openstack_an_older_nova_gets_its_tags_after_create() {
     round_trip(&cloud, &sim, "o-rt-old").await;
     assert!(sim.control().count("PUT", "/compute/v2.1/servers/{id}/tags") >= 1, "tagged after create");
     sim.shutdown().await;
+}
+
+fn smoke_spec(image: &str, flavor: &str, network: &str) -> SmokeSpec {
+    SmokeSpec {
+        image: image.into(),
+        flavor: flavor.into(),
+        network: network.into(),
+        volume_gb: Some(1),
+        wait: Duration::from_secs(120),
+    }
+}
+
+#[tokio::test]
+async fn openstack_smoke_check_runs_every_step_and_cleans_up() {
+    let sim = start_sim().await;
+    let cloud = client(&sim);
+    let report = smoke::run(&cloud, None, &smoke_spec("cirros-0.6.2", "m1.tiny", "private"))
+        .await
+        .expect("smoke check");
+    assert_eq!(report.project_id, DEMO_PROJECT_ID);
+    assert_eq!(report.nova_microversion, Some(microversion::NOVA_WANTED));
+    assert_eq!(report.steps.len(), 11, "{report}");
+    let demo = sim.control().resources().projects.remove(DEMO_PROJECT_ID).expect("demo project");
+    assert!(demo.servers.is_empty(), "servers left: {:?}", demo.servers);
+    assert!(demo.ports.is_empty(), "ports left: {:?}", demo.ports);
+    assert!(demo.volumes.is_empty(), "volumes left: {:?}", demo.volumes);
+
+    // A failing step still cleans up what was created before it.
+    sim.control()
+        .add_fault(FaultRule {
+            service: Some("volume".into()),
+            method: Some("POST".into()),
+            status: Some(503),
+            ..FaultRule::default()
+        })
+        .expect("fault");
+    let err = smoke::run(&cloud, None, &smoke_spec("cirros-0.6.2", "m1.tiny", "private"))
+        .await
+        .expect_err("volume create fails");
+    assert_eq!(
+        (err.service, err.class),
+        (openstack_provisioner::openstack::Service::Volume, ErrorClass::Transient)
+    );
+    let demo = sim.control().resources().projects.remove(DEMO_PROJECT_ID).expect("demo project");
+    assert!(demo.servers.is_empty() && demo.ports.is_empty(), "left behind: {demo:?}");
+    sim.shutdown().await;
+}
+
+/// The same check against a real cloud: `OS_CLOUD` (or `OS_*`) plus `SMOKE_IMAGE`,
+/// `SMOKE_FLAVOR`, `SMOKE_NETWORK`, e.g. with the loopback OpenStack of
+/// `shared/real-openstack`: `OS_CLIENT_CONFIG_FILE=~/.cache/real-openstack/etc/clouds.yaml
+/// OS_CLOUD=os-tenant SMOKE_IMAGE=cirros-0.6.2 SMOKE_FLAVOR=m1.tiny SMOKE_NETWORK=os-net
+/// cargo nextest run --run-ignored only -E 'test(/openstack_smoke_against/)'`.
+#[tokio::test]
+#[ignore = "needs a real cloud (OS_CLOUD or OS_AUTH_URL) and SMOKE_IMAGE, SMOKE_FLAVOR, SMOKE_NETWORK"]
+async fn openstack_smoke_against_a_real_cloud() {
+    let cloud = CloudConfig::from_env().expect("cloud config").expect("a cloud is configured");
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let spec = smoke_spec(&var("SMOKE_IMAGE"), &var("SMOKE_FLAVOR"), &var("SMOKE_NETWORK"));
+    let client = OpenStack::new(cloud, SessionOptions::default()).expect("client");
+    let report = smoke::run(&client, None, &spec).await.unwrap_or_else(|e| panic!("smoke check failed: {e}"));
+    println!("{report}");
+    assert!(report.nova_microversion.is_some_and(|v| v >= microversion::NOVA_BASE));
+    assert_eq!(client.session().stats().reauthentications.load(Ordering::Relaxed), 0);
 }
