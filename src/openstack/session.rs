@@ -131,8 +131,15 @@ pub fn refresh_margin(lifetime: Duration) -> Duration {
 #[derive(Default)]
 struct ScopeSlot {
     current: RwLock<Option<Arc<Token>>>,
-    refresh: tokio::sync::Mutex<()>,
+    /// Held while authenticating; guards `failed` too.
+    refresh: tokio::sync::Mutex<Failure>,
 }
+
+/// The last failed authentication of a scope: callers that were already waiting when it failed
+/// get the same error instead of each trying again (a thousand waiters, one attempt, also when
+/// Keystone is down or the password is wrong).
+#[derive(Default)]
+struct Failure(Option<(Instant, OpenStackError)>);
 
 impl ScopeSlot {
     fn get(&self) -> Option<Arc<Token>> {
@@ -313,14 +320,30 @@ impl Session {
         if let Some(t) = slot.get().filter(|t| t.fresh(Instant::now())) {
             return Ok(t);
         }
-        let _guard = slot.refresh.lock().await;
-        // Someone else may have authenticated while we waited for the lock.
+        let arrived = Instant::now();
+        let mut failure = slot.refresh.lock().await;
+        // Someone else may have authenticated while we waited for the lock...
         if let Some(t) = slot.get().filter(|t| t.fresh(Instant::now())) {
             return Ok(t);
         }
-        let token = Arc::new(self.authenticate(&ProjectRef::Id(project_id.to_string())).await?);
-        slot.set(Some(token.clone()));
-        Ok(token)
+        // ...or failed to, after we started waiting: share that answer.
+        if let Some((at, err)) = &failure.0
+            && *at >= arrived
+        {
+            return Err(err.clone());
+        }
+        match self.authenticate(&ProjectRef::Id(project_id.to_string())).await {
+            Ok(token) => {
+                let token = Arc::new(token);
+                slot.set(Some(token.clone()));
+                failure.0 = None;
+                Ok(token)
+            }
+            Err(err) => {
+                failure.0 = Some((Instant::now(), err.clone()));
+                Err(err)
+            }
+        }
     }
 
     /// Drops `stale` from the cache if it is still the cached token (so that of many requests
@@ -532,17 +555,28 @@ impl Session {
             Service::Compute => ("v2.1", self.options.nova_wanted, microversion::NOVA_BASE),
             _ => ("v3", microversion::CINDER_WANTED, microversion::CINDER_BASE),
         };
-        let token = self.token(project_id).await?;
-        let root = token
-            .version_roots
-            .get(&service)
-            .cloned()
-            .ok_or_else(|| self.missing_endpoint(service, "GET", "/"))?;
-        let resp = self.http.get(&root).header("x-auth-token", token.value.expose()).send().await;
-        let resp = resp.map_err(|e| OpenStackError::transport(service, "GET", "/", &e))?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| OpenStackError::transport(service, "GET", "/", &e))?;
+        let mut token = self.token(project_id).await?;
+        let mut reauthenticated = false;
+        let (status, headers, body) = loop {
+            let root = token
+                .version_roots
+                .get(&service)
+                .cloned()
+                .ok_or_else(|| self.missing_endpoint(service, "GET", "/"))?;
+            let resp = self.http.get(&root).header("x-auth-token", token.value.expose()).send().await;
+            let resp = resp.map_err(|e| OpenStackError::transport(service, "GET", "/", &e))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await.map_err(|e| OpenStackError::transport(service, "GET", "/", &e))?;
+            if status == StatusCode::UNAUTHORIZED && !reauthenticated {
+                reauthenticated = true;
+                self.stats.reauthentications.fetch_add(1, Ordering::Relaxed);
+                self.invalidate(project_id, &token);
+                token = self.token(project_id).await?;
+                continue;
+            }
+            break (status, headers, body);
+        };
         // 300 Multiple Choices is how some deployments answer the root.
         if !(status.is_success() || status == StatusCode::MULTIPLE_CHOICES) {
             let err = OpenStackError::from_response(service, "GET", "/", status, &headers, &body);

@@ -269,10 +269,28 @@ async fn openstack_quota_errors_of_nova_neutron_and_cinder_are_quota() {
 async fn openstack_auth_and_transport_failures_are_classified_and_not_looped() {
     let sim = start_sim().await;
     let wrong = OpenStack::new(cloud_for(&sim, "wrong"), SessionOptions::default()).expect("client");
+    // Keystone takes its time, so that every caller is waiting while the one attempt fails.
+    sim.control()
+        .add_fault(FaultRule {
+            service: Some("identity".into()),
+            latency_ms: Some(300),
+            ..FaultRule::default()
+        })
+        .expect("fault");
+    let calls = (0..50).map(|_| {
+        let wrong = wrong.clone();
+        tokio::spawn(async move { wrong.image().find_image(DEMO_PROJECT_ID, "cirros-0.6.2").await })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        let err = call.expect("task").expect_err("bad password");
+        assert_eq!(err.class, ErrorClass::Auth, "{err}");
+        assert!(!err.to_string().contains("wrong"), "no password in the error: {err}");
+    }
+    assert_eq!(auths(&sim), 1, "a rejected password is tried once for all 50 waiting callers");
+    // A later call tries again (the password may have been fixed), once.
     let err = wrong.image().find_image(DEMO_PROJECT_ID, "cirros-0.6.2").await.expect_err("bad password");
     assert_eq!(err.class, ErrorClass::Auth, "{err}");
-    assert_eq!(auths(&sim), 1, "a rejected password is tried once");
-    assert!(!err.to_string().contains("wrong"), "no password in the error: {err}");
+    assert_eq!(auths(&sim), 2);
 
     // Nothing listens: transient (the engine retries), quickly thanks to the connect timeout.
     let addr = sim.addr();
