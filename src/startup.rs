@@ -34,6 +34,7 @@ use crate::http::HttpState;
 use crate::messages::Schemas;
 use crate::openstack::config::CloudConfig;
 use crate::openstack::session::{Session, SessionOptions};
+use crate::sim::{SimConfig, SimHandle, Simulator};
 use crate::store::{Store, StoreError};
 
 /// What a task returns: its own error type, boxed at this boundary.
@@ -69,6 +70,8 @@ pub struct App {
     shutdown: CancellationToken,
     /// Wakes the outbox relay when the engine committed events.
     events: Arc<Notify>,
+    /// The embedded simulator, when no cloud is configured.
+    simulator: Option<SimHandle>,
     tasks: JoinSet<TaskResult>,
     task_names: HashMap<tokio::task::Id, &'static str>,
     http_addr: Option<std::net::SocketAddr>,
@@ -139,6 +142,7 @@ impl App {
             names,
             shutdown,
             events: Arc::new(Notify::new()),
+            simulator: None,
             tasks: JoinSet::new(),
             task_names: HashMap::new(),
             http_addr: None,
@@ -200,9 +204,35 @@ impl App {
         Ok(())
     }
 
-    /// No cloud configured. (The embedded simulator takes this place once it exists.)
+    /// No cloud configured: the embedded simulator, kept running for the life of the app.
     async fn embedded_simulator(&mut self) -> Result<CloudConfig, StartupError> {
-        Err(StartupError::Cloud("no cloud configured (set OS_CLOUD or OS_AUTH_URL)".into()))
+        let sim =
+            Simulator::start(SimConfig::default()).await.map_err(|e| StartupError::Cloud(e.to_string()))?;
+        tracing::warn!(
+            url = %sim.url(),
+            "NO CLOUD CONFIGURED (neither OS_CLOUD nor OS_AUTH_URL): provisioning into the EMBEDDED SIMULATOR"
+        );
+        let vars: HashMap<String, String> = [
+            ("OS_AUTH_URL", sim.auth_url()),
+            ("OS_USERNAME", "provisioner".to_string()),
+            ("OS_PASSWORD", "provisioner".to_string()),
+            ("OS_USER_DOMAIN_NAME", "Default".to_string()),
+            ("OS_PROJECT_DOMAIN_NAME", "Default".to_string()),
+            ("OS_PROJECT_NAME", "demo".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let cloud = CloudConfig::from_vars(&vars)
+            .map_err(|e| StartupError::Cloud(e.to_string()))?
+            .ok_or_else(|| StartupError::Cloud("the embedded simulator gave no cloud".into()))?;
+        self.simulator = Some(sim);
+        Ok(cloud)
+    }
+
+    /// The embedded simulator this app provisions into, when no cloud was configured.
+    pub fn simulator(&self) -> Option<&SimHandle> {
+        self.simulator.as_ref()
     }
 
     /// The outbox relay of this app: publishes completion events with confirms. The engine
