@@ -328,3 +328,67 @@ async fn intake_order_submit_publishes_files_as_billing_does() {
     let _ = std::fs::remove_dir_all(&dir);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_works_on_a_classic_queue_too() {
+    let mut env = TestEnv::new().await;
+    // TestEnv declared quorum queues under its prefix; a classic setup needs its own prefix.
+    let names = openstack_provisioner::amqp::Names::new(&format!("{}c.", env.prefix));
+    env.settings.amqp.prefix = names.prefix.clone();
+    env.settings.amqp.queue_type = openstack_provisioner::config::QueueType::Classic;
+    let app = env.spawn_app().await;
+    let channel = env.amqp.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    for i in 0..50 {
+        let body = valid_order(&format!("C-{i:03}"));
+        let confirm =
+            openstack_provisioner::amqp::submit::publish_order(&channel, &names, &body).await.unwrap();
+        openstack_provisioner::amqp::submit::confirmed(confirm, "order").await.unwrap();
+    }
+    let confirm =
+        openstack_provisioner::amqp::submit::publish_order(&channel, &names, b"nope").await.unwrap();
+    openstack_provisioner::amqp::submit::confirmed(confirm, "order").await.unwrap();
+    wait_until(WAIT, "50 jobs and one dead letter", || async {
+        env.count_jobs().await == 50 && env.queue_counts(&names.dead_queue).await.0 == 1
+    })
+    .await;
+    app.stop().await.expect("clean stop");
+    for q in names.queues() {
+        let _ = channel.queue_delete(q.into(), Default::default()).await;
+    }
+    for e in names.exchanges() {
+        let _ = channel.exchange_delete(e.into(), Default::default()).await;
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_store_migrates_from_several_workers_at_once() {
+    let env = TestEnv::new().await;
+    // A fresh database, migrated by four workers starting together (MariaDB: our own lock).
+    let mut settings = env.settings.database.clone();
+    let db = format!("prov_t_{}", uuid::Uuid::new_v4().simple());
+    settings.url = openstack_provisioner::config::SecretUrl::new(crate::helpers::mysql_url(
+        crate::helpers::MYSQL_ADDR,
+        &db,
+    ));
+    let connects = (0..4).map(|_| openstack_provisioner::store::Store::connect(&settings));
+    let stores = futures_util::future::join_all(connects).await;
+    for store in &stores {
+        let store = store.as_ref().expect("every worker connects and migrates");
+        assert_eq!(store.count_jobs().await.unwrap(), 0);
+    }
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+        .fetch_one(stores[0].as_ref().unwrap().pool())
+        .await
+        .unwrap();
+    assert!(applied >= 2, "{applied} migrations applied");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{db}`")))
+        .execute(stores[0].as_ref().unwrap().pool())
+        .await
+        .unwrap();
+    for store in stores.into_iter().flatten() {
+        store.close().await;
+    }
+    env.cleanup().await;
+}
