@@ -1,1 +1,195 @@
-//! Tests: sim_cli.
+//! Tests: acceptance 1 of the simulator with the real OpenStack CLI (python-openstackclient).
+//!
+//! The CLI lives in a virtualenv: `$OPENSTACK_CLI`, else `$CARGO_TARGET_DIR/openstack-venv`,
+//! else `<repo>/target/openstack-venv` (where `.ci/run` creates it). Without it this test fails
+//! and says how to install it: it must not pass silently where the CLI was meant to run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use openstack_provisioner::sim::{DEMO_PROJECT_ID, SimConfig, SimHandle, Simulator, Timings};
+use serde_json::Value;
+
+fn openstack_cli() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Ok(p) = std::env::var("OPENSTACK_CLI") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("openstack-venv/bin/openstack"));
+    }
+    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/openstack-venv/bin/openstack"));
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "python-openstackclient not found (looked at {candidates:?}). Install it with:\n  \
+             python3 -m venv target/openstack-venv && target/openstack-venv/bin/pip install python-openstackclient\n\
+             (or set OPENSTACK_CLI to an `openstack` executable)"
+        )
+    })
+}
+
+struct Cli {
+    bin: PathBuf,
+    auth_url: String,
+}
+
+impl Cli {
+    /// Runs `openstack <args>` as `user` in `project`; panics with its output if it fails.
+    async fn run(&self, user: &str, project: &str, args: &[&str]) -> String {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(args)
+            .env("OS_AUTH_URL", &self.auth_url)
+            .env("OS_IDENTITY_API_VERSION", "3")
+            .env("OS_USERNAME", user)
+            .env("OS_PASSWORD", user)
+            .env("OS_PROJECT_NAME", project)
+            .env("OS_USER_DOMAIN_NAME", "Default")
+            .env("OS_PROJECT_DOMAIN_NAME", "Default")
+            .env("OS_REGION_NAME", "RegionOne")
+            .env("OS_INTERFACE", "public")
+            .env("PYTHONWARNINGS", "ignore")
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("openstack {args:?} timed out"))
+            .expect("run openstack");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "openstack {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    async fn json(&self, user: &str, project: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-f", "json"]);
+        let out = self.run(user, project, &a).await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("openstack {args:?}: not JSON ({e}): {out}"))
+    }
+
+    async fn demo(&self, args: &[&str]) -> Value {
+        self.json("provisioner", "demo", args).await
+    }
+}
+
+/// Waits (through the API, cheaper than the CLI) until a volume has `status`.
+async fn volume_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = http
+            .get(format!("{}/volume/v3/volumes/{id}", sim.url()))
+            .header("X-Auth-Token", token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["volume"]["status"] == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "volume {id} never reached {status}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
+    let bin = openstack_cli();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let timings = Timings {
+        boot_mean_ms: 1000,
+        boot_jitter_ms: 200,
+        volume_create_ms: 500,
+        attach_ms: 600,
+        detach_ms: 300,
+        token_lifetime_s: 3600,
+    };
+    let sim = Simulator::start(SimConfig { timings, ..SimConfig::default() }).await.unwrap();
+    let cli = Cli { bin, auth_url: sim.auth_url() };
+    let token = sim.control().issue_token("provisioner", "provisioner", "demo").unwrap();
+
+    let t = cli.demo(&["token", "issue"]).await;
+    assert_eq!(t["project_id"], DEMO_PROJECT_ID);
+    assert!(t["id"].as_str().is_some_and(|s| !s.is_empty()));
+    let catalog = cli.demo(&["catalog", "list"]).await;
+    let types: Vec<&str> = catalog.as_array().unwrap().iter().filter_map(|e| e["Type"].as_str()).collect();
+    for kind in ["identity", "compute", "image", "network", "volumev3"] {
+        assert!(types.contains(&kind), "{kind} in {types:?}");
+    }
+    let images = cli.demo(&["image", "list"]).await;
+    assert!(
+        images.as_array().unwrap().iter().any(|i| i["Name"] == "cirros-0.6.2" && i["Status"] == "active")
+    );
+    let flavors = cli.demo(&["flavor", "list"]).await;
+    assert!(flavors.as_array().unwrap().iter().any(|f| f["Name"] == "m1.tiny"));
+    let networks = cli.demo(&["network", "list"]).await;
+    assert!(networks.as_array().unwrap().iter().any(|n| n["Name"] == "private"));
+
+    let port = cli.demo(&["port", "create", "--network", "private", "p1"]).await;
+    assert_eq!(port["status"], "DOWN");
+    let port_id = port["id"].as_str().unwrap().to_string();
+    let nic = format!("port-id={port_id}");
+    let server = cli
+        .demo(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "cirros-0.6.2",
+            "--nic",
+            &nic,
+            "--wait",
+            "vm1",
+        ])
+        .await;
+    assert_eq!(server["status"], "ACTIVE");
+    assert!(server["addresses"].to_string().contains("10.0."), "{}", server["addresses"]);
+    let port = cli.demo(&["port", "show", "p1"]).await;
+    assert_eq!(port["status"], "ACTIVE");
+
+    let volume = cli.demo(&["volume", "create", "--size", "1", "v1"]).await;
+    let volume_id = volume["id"].as_str().unwrap().to_string();
+    volume_reaches(&sim, &token, &volume_id, "available").await;
+    cli.run("provisioner", "demo", &["server", "add", "volume", "vm1", "v1"]).await;
+    volume_reaches(&sim, &token, &volume_id, "in-use").await;
+    let shown = cli.demo(&["volume", "show", "v1"]).await;
+    assert_eq!(shown["status"], "in-use");
+    cli.run("provisioner", "demo", &["server", "remove", "volume", "vm1", "v1"]).await;
+    volume_reaches(&sim, &token, &volume_id, "available").await;
+    cli.run("provisioner", "demo", &["server", "delete", "--wait", "vm1"]).await;
+    cli.run("provisioner", "demo", &["port", "delete", "p1"]).await;
+    cli.run("provisioner", "demo", &["volume", "delete", "v1"]).await;
+    let left = sim.control().resources();
+    let demo = &left.projects[DEMO_PROJECT_ID];
+    assert_eq!((demo.usage.instances, demo.usage.ports, demo.usage.volumes), (0, 0, 0));
+
+    // Quotas through the services' own quota APIs.
+    let quota = cli.demo(&["quota", "show"]).await;
+    let text = quota.to_string();
+    assert!(text.contains("10000"), "demo's quotas: {text}");
+    cli.run(
+        "admin",
+        "admin",
+        &["quota", "set", "--instances", "7", "--ports", "70", "--volumes", "9", "demo"],
+    )
+    .await;
+    let q = &sim.control().quotas()["demo"];
+    assert_eq!((q.instances, q.ports, q.volumes), (7, 70, 9));
+    let shown = cli.json("admin", "admin", &["quota", "show", "demo"]).await.to_string();
+    assert!(shown.contains('7') && shown.contains("70"), "{shown}");
+
+    let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
+    assert!(errors.is_empty(), "server errors: {errors:?}");
+    sim.shutdown().await;
+}

@@ -307,9 +307,10 @@ pub struct Quota {
     pub subnetpool: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbac_policy: Option<i64>,
-    /// Quotas of other resources (extensions).
+    /// Quotas of other resources (extensions), and request flags such as `check_limit`
+    /// (which openstacksdk sends with an update).
     #[serde(flatten)]
-    pub other: BTreeMap<String, i64>,
+    pub other: BTreeMap<String, serde_json::Value>,
 }
 
 /// `GET /v2.0/quotas/{project_id}/details.json`.
