@@ -110,7 +110,7 @@ pub async fn measure(clients: usize, duration: Duration, servers: usize) -> Benc
                 if i >= servers {
                     break;
                 }
-                let tags = if i % 10 == 0 { json!(["bench-poll"]) } else { json!(["bench"]) };
+                let tags = if i.is_multiple_of(10) { json!(["bench-poll"]) } else { json!(["bench"]) };
                 let body = json!({"server": {"name": format!("bench-{i}"), "imageRef": "9f1c2a3b-4d5e-4f60-8a71-b2c3d4e5f601",
                     "flavorRef": "1", "networks": "none", "tags": tags}});
                 let _ = http
