@@ -162,7 +162,9 @@ async fn dispatch(cli: Cli) -> CliResult {
             crate::amqp::send_admin(&settings, crate::messages::AdminCommandKind::Cancel, args).await
         }
         Command::Demo(args) => {
-            let settings = settings(&cli)?;
+            // The demo's own output is the show: logs only for errors unless RUST_LOG says more.
+            let settings = Settings::load(cli.config.as_deref())?;
+            crate::telemetry::init_with_default(settings.log.format, crate::telemetry::DEMO_FILTER);
             crate::startup::demo(settings, args).await
         }
     }

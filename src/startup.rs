@@ -433,7 +433,7 @@ async fn wait_for_signal() {
     }
 }
 
-/// `provisioner demo`.
-pub async fn demo(_settings: Settings, _args: &DemoArgs) -> CliResult {
-    Err("the demo is not implemented yet".into())
+/// `provisioner demo`: see [`crate::ops::demo`].
+pub async fn demo(settings: Settings, args: &DemoArgs) -> CliResult {
+    crate::ops::demo::demo(settings, args).await
 }

@@ -12,9 +12,18 @@ use crate::config::LogFormat;
 /// Default filter when `RUST_LOG` is unset: our crate at info, chatty libraries at warn.
 pub const DEFAULT_FILTER: &str = "info,sqlx=warn,lapin=warn,amq_protocol=warn,hyper=warn,reqwest=warn";
 
+/// Default filter of `provisioner demo`, whose own output is the show (its expected failures
+/// would otherwise log warnings): errors only.
+pub const DEMO_FILTER: &str = "error";
+
 /// Installs the global subscriber; a second call (tests) is a no-op.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    init_with_default(format, DEFAULT_FILTER)
+}
+
+/// Like [`init`], with another filter when `RUST_LOG` is unset.
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => {

@@ -5,6 +5,7 @@
 //! into tables for people or JSON for scripts. Admin commands (replay, cancel) travel over the
 //! broker: see [`crate::amqp::admin`] and [`crate::store::admin`].
 
+pub mod demo;
 pub mod jobs;
 
 pub use jobs::jobs_command;

@@ -335,6 +335,33 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Drops the database named by `settings` if it exists (the demo recreates its own database
+    /// each run). The name must be free of backticks.
+    pub async fn drop_database(settings: &crate::config::DatabaseSettings) -> Result<()> {
+        use sqlx::Connection as _;
+        let url = settings.url.expose();
+        let Some(name) = super::database_name(url) else { return Ok(()) };
+        if name.contains('`') {
+            return Err(StoreError::Corrupt(format!("database name {name:?} contains a backtick")));
+        }
+        let (head, tail) = url.split_once("://").unwrap_or(("mysql", url));
+        let (authority, path) = tail.split_once('/').unwrap_or((tail, ""));
+        let query = path.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+        let server: sqlx::mysql::MySqlConnectOptions = format!("{head}://{authority}/{query}")
+            .parse()
+            .map_err(|source| StoreError::Db { op: "parse database URL", source })?;
+        let mut conn =
+            sqlx::MySqlConnection::connect_with(&server).await.op("connect to drop the database")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{name}`")))
+            .execute(&mut conn)
+            .await
+            .op("drop database")?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::detail;

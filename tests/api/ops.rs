@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use openstack_provisioner::config::{DatabaseSettings, Secret, SecretUrl};
@@ -867,5 +867,326 @@ async fn ops_cli_replay_and_cancel_publish_commands() {
     .await;
     let d = store.job_detail("B-ops-2").await.unwrap().unwrap();
     assert_eq!(d.history.last().unwrap().actor.as_deref(), Some("guest"));
+    env.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the engine and the simulator: replay after a quota failure, cancel in flight, SIGTERM
+// during a run, and the demo.
+
+use crate::helpers::{TestEnv, settings_env, wait_until};
+use openstack_provisioner::openstack::config::CloudConfig;
+use openstack_provisioner::sim::{
+    ACME_PROJECT_ID, DEMO_PROJECT_ID, QuotaPatch, SimConfig, SimHandle, Simulator, Timings,
+};
+
+fn sim_vars(sim: &SimHandle) -> Vec<(String, String)> {
+    [
+        ("OS_AUTH_URL", sim.auth_url()),
+        ("OS_USERNAME", "provisioner".to_string()),
+        ("OS_PASSWORD", "provisioner".to_string()),
+        ("OS_PROJECT_NAME", "demo".to_string()),
+        ("OS_USER_DOMAIN_NAME", "Default".to_string()),
+        ("OS_PROJECT_DOMAIN_NAME", "Default".to_string()),
+        ("OS_REGION_NAME", "RegionOne".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A worker in-process with the engine on, against `sim`, allowing `guest` admin commands.
+async fn engine_app(env: &TestEnv, sim: &SimHandle) -> App {
+    let mut settings = env.settings.clone();
+    settings.engine.enabled = true;
+    settings.engine.backoff_base_ms = 50;
+    settings.engine.poll_interval_ms = 50;
+    settings.admin.allowed_users = vec!["guest".into()];
+    let vars: HashMap<String, String> = sim_vars(sim).into_iter().collect();
+    let cloud = CloudConfig::from_vars(&vars).unwrap().expect("a cloud");
+    App::build_with_cloud(settings, Some(cloud)).await.expect("build the worker")
+}
+
+fn order(order_id: &str, project: &str, volume_gb: Option<u32>) -> Vec<u8> {
+    let mut body = serde_json::json!({
+        "order_id": order_id,
+        "project_id": project,
+        "server": {"name": format!("vm-{order_id}"), "flavor": "m1.tiny", "image": "cirros-0.6.2", "network": "private"}
+    });
+    if let Some(gb) = volume_gb {
+        body["volume"] = serde_json::json!({"size_gb": gb});
+    }
+    body.to_string().into_bytes()
+}
+
+async fn send_as_guest(env: &TestEnv, kind: AdminCommandKind, id: &str, reason: &str) {
+    let cmd = AdminCommand::new(kind, id, Some(reason.to_string()));
+    publish_admin(&env.amqp, &env.names, &cmd, "guest").await.expect("publish the command");
+}
+
+async fn state_of(store: &Store, id: &str) -> Option<openstack_provisioner::store::status::JobDetail> {
+    store.job_detail(id).await.unwrap()
+}
+
+/// Live (not deleted) servers, ports and volumes of a project, and attached volumes.
+fn live(sim: &SimHandle, project: &str) -> (usize, usize, usize, usize) {
+    let r = sim.control().resources();
+    let p = r.projects.get(project).cloned().unwrap_or_default();
+    let n = |m: &std::collections::BTreeMap<String, usize>| m.values().sum::<usize>();
+    (n(&p.servers), n(&p.ports), n(&p.volumes), p.attached_volumes)
+}
+
+#[tokio::test]
+async fn ops_replay_of_a_quota_failed_job_completes_after_the_quota_is_raised() {
+    let env = TestEnv::new().await;
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let app = engine_app(&env, &sim).await;
+    let store = env.store.clone();
+
+    // 50 GB is over acme's 20 GB: the job fails and rolls back what it created.
+    env.publish(&order("B-quota-1", ACME_PROJECT_ID, Some(50))).await;
+    wait_until(Duration::from_secs(30), "the job failed", || async {
+        state_of(&store, "B-quota-1").await.is_some_and(|d| d.status.state == "failed")
+    })
+    .await;
+    let failed = state_of(&store, "B-quota-1").await.unwrap();
+    assert_eq!(failed.status.error_class.as_deref(), Some("quota_exceeded"));
+    assert_eq!(live(&sim, ACME_PROJECT_ID), (0, 0, 0, 0), "the rollback left nothing");
+
+    sim.control()
+        .set_quotas(ACME_PROJECT_ID, QuotaPatch { gigabytes: Some(100), ..Default::default() })
+        .unwrap();
+    send_as_guest(&env, AdminCommandKind::Replay, "B-quota-1", "quota raised to 100 GB").await;
+    wait_until(Duration::from_secs(30), "the replayed job completed", || async {
+        state_of(&store, "B-quota-1").await.is_some_and(|d| d.status.state == "completed")
+    })
+    .await;
+    let done = state_of(&store, "B-quota-1").await.unwrap();
+    assert_eq!(done.status.job_id, failed.status.job_id, "the same job");
+    assert!(done.status.server_id.is_some() && done.status.volume_id.is_some());
+    assert_eq!(live(&sim, ACME_PROJECT_ID), (1, 1, 1, 1), "one server, port and attached volume");
+    let details: Vec<String> = done.history.iter().filter_map(|h| h.detail.clone()).collect();
+    assert!(details.iter().any(|d| d.contains("replay by guest: quota raised to 100 GB")), "{details:?}");
+    // The failure and the completion were both told to billing.
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT routing_key FROM outbox WHERE job_id = ? ORDER BY id")
+            .bind(&done.status.job_id)
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["job.failed", "job.completed"]);
+    app.stop().await.unwrap();
+    sim.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn ops_cancel_of_an_in_progress_job_leaves_nothing_in_the_cloud() {
+    let env = TestEnv::new().await;
+    // Slow boots: the job is waiting for its server when the cancel arrives.
+    let sim = Simulator::start(SimConfig {
+        timings: Timings { boot_mean_ms: 30_000, boot_jitter_ms: 0, ..Timings::fast() },
+        ..SimConfig::for_tests()
+    })
+    .await
+    .unwrap();
+    let app = engine_app(&env, &sim).await;
+    let store = env.store.clone();
+    env.publish(&order("B-cancel-1", DEMO_PROJECT_ID, Some(1))).await;
+    wait_until(Duration::from_secs(30), "the server was created", || async {
+        state_of(&store, "B-cancel-1").await.is_some_and(|d| d.status.server_id.is_some())
+    })
+    .await;
+    assert_eq!(live(&sim, DEMO_PROJECT_ID).0, 1, "a server is booting");
+
+    send_as_guest(&env, AdminCommandKind::Cancel, "B-cancel-1", "customer withdrew").await;
+    wait_until(Duration::from_secs(30), "the job is cancelled", || async {
+        state_of(&store, "B-cancel-1").await.is_some_and(|d| d.status.state == "cancelled")
+    })
+    .await;
+    let d = state_of(&store, "B-cancel-1").await.unwrap();
+    assert_eq!(d.status.error_class.as_deref(), Some("cancelled"));
+    assert_eq!(live(&sim, DEMO_PROJECT_ID), (0, 0, 0, 0), "nothing left behind");
+    let kinds: Vec<String> = sqlx::query_scalar("SELECT routing_key FROM outbox WHERE job_id = ?")
+        .bind(&d.status.job_id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kinds, ["job.cancelled"]);
+    assert!(d.history.iter().any(|h| h.actor.as_deref() == Some("guest")));
+    app.stop().await.unwrap();
+    sim.shutdown().await;
+    env.cleanup().await;
+}
+
+/// `provisioner run` as a child process against the simulator.
+fn spawn_worker(settings: &Settings, sim: &SimHandle, name: &str) -> tokio::process::Child {
+    let log = std::env::temp_dir().join(format!("{}{name}.log", settings.amqp.prefix));
+    let file = std::fs::File::create(&log).expect("worker log");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .arg("run")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn,lapin=error")
+        .envs(settings_env(settings))
+        .envs(sim_vars(sim))
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker")
+}
+
+#[tokio::test]
+async fn ops_sigterm_during_500_jobs_exits_in_grace_and_a_restart_completes_each_once() {
+    const JOBS: usize = 500;
+    let env = TestEnv::new().await;
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let mut settings = env.settings.clone();
+    settings.engine.enabled = true;
+    settings.shutdown.grace_secs = 10;
+    settings.worker.id = Some(format!("{}a", env.prefix));
+    let store = env.store.clone();
+    let count = |sql: &'static str| {
+        let store = store.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(store.pool()).await.unwrap() }
+    };
+
+    // Billing's event queue, bound before anything runs (unroutable events wait in the outbox).
+    let events_queue = env
+        .channel
+        .queue_declare(
+            ShortString::from(""),
+            lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    env.channel
+        .queue_bind(
+            events_queue.name().clone(),
+            ShortString::from(env.names.events_exchange.as_str()),
+            ShortString::from("job.#"),
+            Default::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let mut worker = spawn_worker(&settings, &sim, "a");
+    let bodies: Vec<Vec<u8>> = (0..JOBS)
+        .map(|i| order(&format!("B-term-{i:04}"), DEMO_PROJECT_ID, (i % 2 == 0).then_some(1)))
+        .collect();
+    env.publish_all(&bodies).await;
+    wait_until(Duration::from_secs(60), "some jobs completed", || async {
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'completed'").await >= 25
+    })
+    .await;
+
+    let pid = worker.id().expect("the worker runs").to_string();
+    let signalled = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(settings.shutdown.grace_secs + 5), worker.wait())
+        .await
+        .expect("the worker exits within the grace period")
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took <= Duration::from_secs(settings.shutdown.grace_secs + 2), "took {took:?}");
+    let done_at_stop = count("SELECT COUNT(*) FROM jobs WHERE state = 'completed'").await;
+    let leased =
+        count("SELECT COUNT(*) FROM jobs WHERE lease_owner IS NOT NULL AND lease_expires_at > NOW(6)").await;
+    eprintln!("SIGTERM: exited in {took:?}; {done_at_stop} of {JOBS} completed; {leased} leases still held");
+
+    settings.worker.id = Some(format!("{}b", env.prefix));
+    let mut worker = spawn_worker(&settings, &sim, "b");
+    wait_until(Duration::from_secs(180), "every job completed", || async {
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'completed'").await == JOBS as i64
+    })
+    .await;
+    wait_until(Duration::from_secs(30), "every event relayed", || async {
+        count("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").await == 0
+    })
+    .await;
+    // Exactly once: one server and one port per job, one volume per job that ordered one, and
+    // exactly one completion event per job.
+    assert_eq!(count("SELECT COUNT(*) FROM jobs").await, JOBS as i64);
+    let resources = live(&sim, DEMO_PROJECT_ID);
+    let doubled: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT job_id, COUNT(*) FROM outbox WHERE routing_key = 'job.completed' GROUP BY job_id HAVING COUNT(*) > 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    if let Some((job, _)) = doubled.first() {
+        let h = store.job_detail(job).await.unwrap().unwrap();
+        for e in &h.history {
+            eprintln!("  {:?}", e);
+        }
+        let rows: Vec<(String, String, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT event_id, body, created_at FROM outbox WHERE job_id = ?")
+                .bind(job)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+        eprintln!("  outbox: {rows:?}");
+    }
+    assert!(
+        doubled.is_empty() && resources == (JOBS, JOBS, JOBS / 2, JOBS / 2),
+        "not exactly once: {} jobs have more than one completion event; the cloud holds \
+         (servers, ports, volumes, attached) = {resources:?} for {JOBS} jobs, half with a volume",
+        doubled.len()
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE routing_key = 'job.completed'").await, JOBS as i64);
+    assert_eq!(count("SELECT COUNT(DISTINCT job_id) FROM outbox").await, JOBS as i64);
+    // What billing received: a completion event for every job (a re-sent one keeps its id).
+    let mut by_job: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    while let Some(msg) =
+        env.channel.basic_get(events_queue.name().clone(), BasicGetOptions { no_ack: true }).await.unwrap()
+    {
+        let event: Value = serde_json::from_slice(&msg.delivery.data).unwrap();
+        assert_eq!(event["type"], "job.completed");
+        by_job
+            .entry(event["job_id"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(event["event_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(by_job.len(), JOBS, "an event for every job");
+    assert!(by_job.values().all(|ids| ids.len() == 1), "one event id per job");
+    let _ = Command::new("kill").args(["-TERM", &worker.id().unwrap().to_string()]).status();
+    let _ = tokio::time::timeout(Duration::from_secs(20), worker.wait()).await;
+    sim.shutdown().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn ops_demo_finishes_with_the_expected_outcomes() {
+    let env = TestEnv::new().await;
+    let place = openstack_provisioner::ops::demo::DemoPlace {
+        database: env.db_name.clone(),
+        prefix: env.prefix.clone(),
+        timings: Timings::fast(),
+    };
+    let started = Instant::now();
+    let result = openstack_provisioner::ops::demo::run_demo(
+        env.settings.clone(),
+        &openstack_provisioner::cli::DemoArgs { extra: 6 },
+        place,
+    )
+    .await;
+    assert!(result.is_ok(), "{:?}", result.err());
+    assert!(started.elapsed() < Duration::from_secs(30), "the demo took {:?}", started.elapsed());
+    // The demo's jobs are in its database, each in its expected final state.
+    let store = Store::connect(&env.settings.database).await.unwrap();
+    let page = store.list_jobs(&JobFilter { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.jobs.len(), 10);
+    let outcome = |order: &str| {
+        let j = page.jobs.iter().find(|j| j.order_id == order).unwrap();
+        (j.state.clone(), j.error_class.clone())
+    };
+    assert_eq!(outcome("DEMO-0001"), ("completed".into(), None));
+    assert_eq!(outcome("DEMO-0003"), ("failed".into(), Some("quota_exceeded".into())));
+    assert_eq!(outcome("DEMO-0004"), ("failed".into(), Some("not_found".into())));
+    store.close().await;
     env.cleanup().await;
 }
