@@ -123,3 +123,24 @@ async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_config_names_every_os_variable_and_cloud() {
+        let c = client_config("http://127.0.0.1:5000/identity");
+        for needle in [
+            "export OS_AUTH_URL=http://127.0.0.1:5000/identity",
+            "OS_USERNAME=provisioner",
+            "OS_PROJECT_NAME=demo",
+            "OS_USER_DOMAIN_NAME=Default",
+            "sim-demo:",
+            "sim-acme:",
+            "sim-admin:",
+        ] {
+            assert!(c.contains(needle), "{needle}");
+        }
+    }
+}

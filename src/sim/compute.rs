@@ -659,6 +659,12 @@ async fn create_server(
             ));
         }
     }
+    // Nova asks Neutron for the ports it will create, within the project's port quota.
+    let new_ports = nics.iter().filter(|n| n.port.is_none()).count() as i64;
+    let port_limit = w.quotas_of(&project).ports;
+    if new_ports > 0 && port_limit >= 0 && w.usage_of(&project).ports + new_ports > port_limit {
+        return Err(ApiError::forbidden(S, "Maximum number of ports exceeded"));
+    }
     let id = new_id();
     let mut ports = Vec::new();
     for nic in &nics {

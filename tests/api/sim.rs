@@ -805,3 +805,63 @@ async fn sim_counters_resources_and_reset() {
     );
     env.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sim_command_prints_client_config_and_serves_a_seed_file() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = std::env::temp_dir().join(format!("sim-seed-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = dir.join("seed.yaml");
+    std::fs::write(
+        &seed,
+        "projects:\n  - {id: 11111111111111111111111111111111, name: solo}\n\
+         users:\n  - {id: 22222222222222222222222222222222, name: alice, password: wonderland, roles: {solo: [member]}}\n\
+         domains:\n  - {id: default, name: Default}\n\
+         flavors:\n  - {id: \"9\", name: x1.only, vcpus: 1, ram: 64, disk: 1}\n",
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(["sim", "--listen", "127.0.0.1:0", "--seed"])
+        .arg(&seed)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let auth_url = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("export OS_AUTH_URL=") {
+                return url.to_string();
+            }
+        }
+        panic!("no OS_AUTH_URL printed");
+    })
+    .await
+    .expect("the simulator prints its configuration");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = Client::new();
+    let r = http
+        .post(format!("{auth_url}/v3/auth/tokens"))
+        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "alice", "domain": {"id": "default"}, "password": "wonderland"}}},
+            "scope": {"project": {"name": "solo", "domain": {"id": "default"}}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let base = auth_url.trim_end_matches("/identity");
+    let flavors: Value = http
+        .get(format!("{base}/compute/v2.1/flavors"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flavors["flavors"][0]["name"], "x1.only");
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
