@@ -82,6 +82,21 @@ fn deploy_compose_has_health_checks_replicas_and_grace() {
     // Every PROVISIONER_* variable it sets is a real setting.
     let unknown = openstack_provisioner::config::Settings::unknown_env_vars(env.keys().cloned());
     assert!(unknown.is_empty(), "unknown settings in compose: {unknown:?}");
+    // Every command given to our image is one the binary accepts.
+    use clap::Parser as _;
+    for (name, svc) in services {
+        if svc["image"] == "openstack-provisioner:local" {
+            let mut argv = vec!["provisioner".to_string()];
+            argv.extend(svc["command"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()));
+            openstack_provisioner::cli::Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("compose service {name}: {argv:?}: {e}"));
+        }
+    }
+    // The worker's OS_* variables make a cloud configuration.
+    let vars: std::collections::HashMap<String, String> =
+        env.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
+    let cloud = openstack_provisioner::openstack::config::CloudConfig::from_vars(&vars).unwrap();
+    assert!(cloud.is_some_and(|c| c.auth_url == "http://sim:5000/identity/v3"));
     // The worker connects to the vhost and as the user that definitions.json declares.
     let defs = read_json(&deploy_dir().join("rabbitmq/definitions.json"));
     let amqp = env["PROVISIONER_AMQP_URL"].as_str().unwrap();
