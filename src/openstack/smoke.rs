@@ -225,14 +225,6 @@ async fn provision(
         .await?;
     created.server = Some(server.id.clone());
     step(report, "create server");
-    let listed = cloud
-        .compute()
-        .list_servers(p, &ServerQuery { tags: tags.clone(), ..ServerQuery::default() })
-        .await?;
-    if !listed.iter().any(|s| s.id == server.id) {
-        return Err(unexpected(Service::Compute, "the new server is not listed by its tags"));
-    }
-    step(report, "list servers by tags");
     wait_until("the server to be ACTIVE", spec.wait, || async {
         let s = cloud.compute().get_server(p, &server.id).await?;
         match s.status.as_str() {
@@ -246,6 +238,16 @@ async fn provision(
     })
     .await?;
     step(report, "wait server ACTIVE");
+    // Below 2.52 the tags may still be on their way (see `compute`): make sure, like the engine.
+    cloud.compute().ensure_server_tags(p, &server.id, &tags).await?;
+    let listed = cloud
+        .compute()
+        .list_servers(p, &ServerQuery { tags: tags.clone(), ..ServerQuery::default() })
+        .await?;
+    if !listed.iter().any(|s| s.id == server.id) {
+        return Err(unexpected(Service::Compute, "the new server is not listed by its tags"));
+    }
+    step(report, "list servers by tags");
 
     let Some(size_gb) = spec.volume_gb else { return Ok(()) };
     let volume = cloud

@@ -4,8 +4,11 @@
 //! project scope (the order's project id) and returns the wire types of [`protocol`]. Every
 //! request carries the microversion the session negotiated (see [`super::microversion`]):
 //! - at 2.52 and above the server is created with its tags;
-//! - from 2.26 to 2.51 it is created untagged, then tagged with `PUT /servers/{id}/tags`
-//!   (a crash in between leaves a server found by its metadata, not by its tags);
+//! - from 2.26 to 2.51 it is created untagged, then tagged with `PUT /servers/{id}/tags`;
+//!   a real Nova refuses that while the server builds (409), so the tags are then set in the
+//!   background as soon as it has left BUILD. Until then (and forever if the worker crashes
+//!   before) the server is found by its metadata, not by its tags: the engine should call
+//!   [`ComputeApi::ensure_server_tags`] once the server is ACTIVE;
 //! - below 2.26 there are no tags: [`ComputeApi::list_servers`] refuses a tag filter rather than
 //!   silently listing every server of the project.
 //!
@@ -153,16 +156,71 @@ impl ComputeApi {
             .json(&ServerCreateRequest { server: create });
         let created = self.session.json::<ServerCreated>(project, req).await?.server;
         if !tags_at_create && !new.tags.is_empty() {
-            if version >= microversion::NOVA_TAGS {
-                self.set_server_tags(project, &created.id, &new.tags).await?;
-            } else {
+            if version < microversion::NOVA_TAGS {
                 tracing::warn!(
                     microversion = %version,
                     "nova is older than 2.26: the server is identified by its metadata only"
                 );
+            } else {
+                match self.set_server_tags(project, &created.id, &new.tags).await {
+                    Ok(()) => {}
+                    // Nova refuses tag updates while the server builds (409 "in vm_state
+                    // building"): tag it as soon as it has left BUILD.
+                    Err(e) if e.class == ErrorClass::Conflict => {
+                        self.tag_when_built(project, &created.id, &new.tags)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(created)
+    }
+
+    /// Adds `tags` to the server if it lacks any (2.26+; a no-op below). Idempotent. On Nova
+    /// older than 2.52 the engine calls it once the server is ACTIVE, in case the background
+    /// tagging of [`ComputeApi::create_server`] was lost with a crash.
+    pub async fn ensure_server_tags(
+        &self,
+        project: &str,
+        id: &str,
+        tags: &[String],
+    ) -> Result<(), OpenStackError> {
+        if tags.is_empty() || self.microversion(project).await? < microversion::NOVA_TAGS {
+            return Ok(());
+        }
+        let server = self.get_server(project, id).await?;
+        let mut all = server.tags.unwrap_or_default();
+        if tags.iter().all(|t| all.contains(t)) {
+            return Ok(());
+        }
+        for t in tags {
+            if !all.contains(t) {
+                all.push(t.clone());
+            }
+        }
+        self.set_server_tags(project, id, &all).await
+    }
+
+    /// Background tagging of a server still in BUILD: every 2 s, for at most 15 minutes, until
+    /// the tags are set, the server is gone, or Nova refuses for another reason.
+    fn tag_when_built(&self, project: &str, id: &str, tags: &[String]) {
+        let (api, project, id, tags) = (self.clone(), project.to_string(), id.to_string(), tags.to_vec());
+        tracing::info!(server_id = %id, "nova refuses tags while building; tagging when built");
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                match api.ensure_server_tags(&project, &id, &tags).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_retryable() => continue,
+                    Err(e) => {
+                        tracing::warn!(server_id = %id, error = %e, "could not tag the server");
+                        return;
+                    }
+                }
+            }
+            tracing::warn!(server_id = %id, "gave up tagging the server after 15 minutes");
+        });
     }
 
     /// `PUT /servers/{id}/tags` (2.26+): replaces the server's tags.

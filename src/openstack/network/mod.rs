@@ -4,8 +4,10 @@
 //! project scope (the order's project id) and returns the wire types of [`protocol`].
 //!
 //! Ports are created with their tags in the create request (the `tag-creation` extension);
-//! on a Neutron without it (a 400 naming `tags`) the port is created untagged and tagged right
-//! after with `PUT /ports/{id}/tags`. Deleting is idempotent: a port already gone is success.
+//! on a Neutron without it (a 400 naming `tags`), or one that accepts the tags and drops them
+//! (the answer has none), the port is tagged right after with `PUT /ports/{id}/tags`, so a
+//! crash in between can leave an untagged port (found by name, or by the engine's own records).
+//! Deleting is idempotent: a port already gone is success.
 
 pub mod protocol;
 
@@ -100,7 +102,16 @@ impl NetworkApi {
         let tags = (!new.tags.is_empty()).then(|| new.tags.clone());
         let req = Request::new(SERVICE, Method::POST, "/ports", "/ports").json(&body(tags.clone()));
         match self.session.json::<PortBody>(project, req).await {
-            Ok(created) => Ok(created.port),
+            Ok(created) => {
+                let mut port = created.port;
+                // Some Neutrons take `tags` on create and drop them (seen on a real 2025.x
+                // deployment with `tag-creation` listed): check, and tag now if needed.
+                if !new.tags.iter().all(|t| port.tags.contains(t)) {
+                    tracing::info!("neutron dropped the tags given at create; tagging the port after create");
+                    port.tags = self.set_port_tags(project, &port.id, &new.tags).await?;
+                }
+                Ok(port)
+            }
             Err(e) if tags.is_some() && e.status == Some(400) && e.message.contains("tags") => {
                 tracing::info!("neutron does not take tags at create; tagging the port after create");
                 let req = Request::new(SERVICE, Method::POST, "/ports", "/ports").json(&body(None));
