@@ -622,6 +622,20 @@ mod tests {
     }
 
     #[test]
+    fn lookups_need_exactly_one_match() {
+        let one = exactly_one(Service::Image, "/images", "active image", "cirros", vec!["a"], |s| s).unwrap();
+        assert_eq!(one, "a");
+        let none =
+            exactly_one(Service::Image, "/images", "active image", "cirros", Vec::<&str>::new(), |s| s);
+        assert_eq!(none.unwrap_err().class, ErrorClass::NotFound);
+        let two = exactly_one(Service::Network, "/networks", "network", "public", vec!["n1", "n2"], |s| s)
+            .unwrap_err();
+        assert_eq!(two.class, ErrorClass::Ambiguous);
+        assert!(two.message.contains("n1, n2"), "{two}");
+        assert_eq!(two.event_class(), crate::messages::event::ErrorClass::InvalidOrder);
+    }
+
+    #[test]
     fn the_error_says_where_and_what() {
         let mut headers = HeaderMap::new();
         headers.insert("x-openstack-request-id", HeaderValue::from_static("req-5c6b"));
