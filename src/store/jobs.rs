@@ -254,31 +254,40 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool().begin().await.op("begin claim")?;
-        let mut update: QueryBuilder<MySql> =
-            QueryBuilder::new("UPDATE jobs SET fence = fence + 1, lease_expires_at = NOW(6) + INTERVAL ");
-        update.push_bind(micros(lease)).push(" MICROSECOND, lease_owner = ").push_bind(owner);
-        update.push(
-            " WHERE state IN ('queued', 'in_progress', 'rolling_back') \
+        // Lock exactly the rows still claimable at the fence we knew, as `claim_due` does. The
+        // ids come from this SELECT, not from the UPDATE's outcome: a job this same worker claimed
+        // meanwhile by another path (its recheck came due) has the same owner and fence + 1, and
+        // must not be driven a second time under that fence.
+        let mut select: QueryBuilder<MySql> = QueryBuilder::new(
+            "SELECT id FROM jobs WHERE state IN ('queued', 'in_progress', 'rolling_back') \
              AND (lease_expires_at IS NULL OR lease_expires_at < NOW(6)) AND (",
         );
         for (i, (id, fence)) in jobs.iter().enumerate() {
             if i > 0 {
-                update.push(" OR ");
+                select.push(" OR ");
             }
-            update.push("(id = ").push_bind(id.to_string()).push(" AND fence = ").push_bind(*fence).push(")");
+            select.push("(id = ").push_bind(id.to_string()).push(" AND fence = ").push_bind(*fence).push(")");
+        }
+        select.push(") FOR UPDATE SKIP LOCKED");
+        let ids: Vec<String> =
+            select.build_query_scalar().fetch_all(&mut *tx).await.op("lock settled jobs")?;
+        if ids.is_empty() {
+            tx.commit().await.op("commit claim")?;
+            return Ok(Vec::new());
+        }
+        let mut update: QueryBuilder<MySql> =
+            QueryBuilder::new("UPDATE jobs SET fence = fence + 1, lease_expires_at = NOW(6) + INTERVAL ");
+        update.push_bind(micros(lease)).push(" MICROSECOND, lease_owner = ").push_bind(owner);
+        update.push(" WHERE id IN (");
+        let mut list = update.separated(", ");
+        for id in &ids {
+            list.push_bind(id.as_str());
         }
         update.push(")");
         update.build().execute(&mut *tx).await.op("lease jobs")?;
-        let ids: Vec<String> = jobs.iter().map(|(id, _)| id.to_string()).collect();
         let rows = select_jobs(&mut tx, &ids).await?;
         tx.commit().await.op("commit claim")?;
-        Ok(rows
-            .into_iter()
-            .filter(|row| {
-                row.lease_owner.as_deref() == Some(owner)
-                    && jobs.iter().any(|(id, fence)| *id == row.id && fence + 1 == row.fence)
-            })
-            .collect())
+        Ok(rows)
     }
 
     /// Extends the leases `owner` holds on these jobs (the lease keeper, for steps that run
