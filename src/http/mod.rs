@@ -301,6 +301,12 @@ pub fn describe_metrics() {
     describe(OUTBOX_BACKLOG, "Completion events not yet confirmed by the broker, from the database.");
     describe(EVENTS_PUBLISHED, "Completion events published and confirmed.");
     describe(ADMIN_COMMANDS, "Admin commands, by command and outcome.");
+    describe("provisioner_engine_retries_total", "Retries the engine scheduled, by step.");
+    describe("provisioner_engine_commits_total", "Group commits of job transitions.");
+    describe(
+        crate::amqp::intake::DIFFERING_RESENDS,
+        "Re-sent orders whose body differs from the stored one.",
+    );
 }
 
 #[cfg(test)]

@@ -1193,3 +1193,37 @@ async fn ops_demo_finishes_with_the_expected_outcomes() {
     store.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn ops_demo_says_how_to_start_missing_services() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let run = |db: String, amqp: String| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_provisioner"))
+                .arg("demo")
+                .env("PROVISIONER_DATABASE_URL", db)
+                .env("PROVISIONER_AMQP_URL", amqp)
+                .output()
+                .expect("run provisioner demo")
+        })
+    };
+    let out =
+        run(format!("mysql://root@127.0.0.1:{closed}/x"), "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+            .await
+            .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("MariaDB/MySQL is not reachable at 127.0.0.1:{closed}")), "{err}");
+    assert!(err.contains("Start MariaDB or MySQL"), "{err}");
+    let out =
+        run("mysql://root@127.0.0.1:3306/x".into(), format!("amqp://guest:guest@127.0.0.1:{closed}/%2f"))
+            .await
+            .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("RabbitMQ is not reachable at 127.0.0.1:{closed}")), "{err}");
+    assert!(err.contains("Start RabbitMQ"), "{err}");
+}
