@@ -70,7 +70,9 @@ impl EngineConfig {
             max_in_flight: e.max_in_flight,
             claim_batch: e.claim_batch,
             poll_interval,
-            recheck: (poll_interval * 40).clamp(Duration::from_secs(2), Duration::from_secs(30)),
+            // Longer than a typical boot, so that the safety net does not cost a GET per VM;
+            // short enough that the waits of a worker that died resume soon on another one.
+            recheck: (poll_interval * 120).clamp(Duration::from_secs(5), Duration::from_secs(60)),
             wait_timeout: Duration::from_secs(e.wait_timeout_secs),
             job_deadline: Duration::from_secs(e.job_deadline_secs),
             retry: RetryPolicy {
@@ -171,7 +173,7 @@ impl Engine {
 
     async fn claim_loop(self) {
         let inner = &self.inner;
-        let idle = inner.cfg.poll_interval.min(Duration::from_millis(50));
+        let idle = inner.cfg.poll_interval.min(Duration::from_millis(20));
         let mut failures = 0u32;
         loop {
             if inner.shutdown.is_cancelled() {

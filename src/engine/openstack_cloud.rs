@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use reqwest::Method;
 use tokio::sync::OnceCell;
 
 use super::cloud::{
@@ -23,12 +22,12 @@ use super::cloud::{
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
 use crate::openstack::compute::{ComputeApi, NewServer, ServerQuery};
-use crate::openstack::error::{ErrorClass, OpenStackError, Service};
+use crate::openstack::error::{ErrorClass, OpenStackError};
 use crate::openstack::image::ImageApi;
 use crate::openstack::network::{NetworkApi, NewPort};
-use crate::openstack::session::{Request, Session};
-use crate::openstack::volume::protocol::{Volume, VolumeList};
-use crate::openstack::volume::{NewVolume, VolumeApi};
+use crate::openstack::session::Session;
+use crate::openstack::volume::protocol::Volume;
+use crate::openstack::volume::{NewVolume, VolumeApi, VolumeQuery};
 
 /// How long a resolved name is trusted.
 pub const RESOLVE_TTL: Duration = Duration::from_secs(300);
@@ -40,7 +39,6 @@ type Cell = Arc<OnceCell<Result<(Resolved, Instant), CloudError>>>;
 
 /// The OpenStack client behind the engine's [`Cloud`].
 pub struct OpenStackCloud {
-    session: Arc<Session>,
     compute: ComputeApi,
     network: NetworkApi,
     volume: VolumeApi,
@@ -60,8 +58,7 @@ impl OpenStackCloud {
             compute: ComputeApi::new(session.clone()),
             network: NetworkApi::new(session.clone()),
             volume: VolumeApi::new(session.clone()),
-            image: ImageApi::new(session.clone()),
-            session,
+            image: ImageApi::new(session),
             resolved: Mutex::new(HashMap::new()),
         }
     }
@@ -83,27 +80,11 @@ impl OpenStackCloud {
     }
 
     async fn volumes_with_status(&self, project: &str, status: &str) -> CloudResult<Vec<VolumeInfo>> {
-        let mut mark = BTreeMap::new();
-        mark.insert(VOLUME_MARK.0.to_string(), VOLUME_MARK.1.to_string());
-        let filter = serde_json::to_string(&mark).unwrap_or_default();
-        let mut req = Request::new(Service::Volume, Method::GET, "/volumes/detail", "/volumes/detail")
-            .query("status", status)
-            .query("metadata", filter);
-        let mut out = Vec::new();
-        loop {
-            let page: VolumeList = self.session.json(project, req.clone()).await.map_err(kind)?;
-            let next = page
-                .volumes_links
-                .as_ref()
-                .and_then(|l| l.iter().find(|l| l.rel == "next"))
-                .map(|l| l.href.clone());
-            out.extend(page.volumes.into_iter().filter(|v| v.status == status).map(volume_info));
-            match next {
-                Some(link) => req = req.query_from_link(&link),
-                None => break,
-            }
-        }
-        Ok(out)
+        let mut metadata = BTreeMap::new();
+        metadata.insert(VOLUME_MARK.0.to_string(), VOLUME_MARK.1.to_string());
+        let query = VolumeQuery { metadata, status: Some(status.to_string()) };
+        let volumes = self.volume.list_volumes(project, &query).await.map_err(kind)?;
+        Ok(volumes.into_iter().filter(|v| v.status == status).map(volume_info).collect())
     }
 }
 
@@ -363,14 +344,8 @@ impl Cloud for OpenStackCloud {
         volume_id: &'a str,
     ) -> BoxFuture<'a, CloudResult<()>> {
         Box::pin(async move {
-            let req = Request::new(
-                Service::Compute,
-                Method::DELETE,
-                "/servers/{id}/os-volume_attachments/{volume_id}",
-                format!("/servers/{server_id}/os-volume_attachments/{volume_id}"),
-            );
-            match self.session.send(project, req).await {
-                Ok(_) => Ok(()),
+            match self.compute.detach_volume(project, server_id, volume_id).await {
+                Ok(()) => Ok(()),
                 Err(e) if e.class == ErrorClass::NotFound => Ok(()),
                 Err(e) => Err(kind(e)),
             }

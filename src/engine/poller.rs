@@ -21,7 +21,7 @@ use super::kind::{Observation, Watch};
 
 /// How far back of the last poll a list looks, to cover clock skew between us and the cloud
 /// and changes committed while the previous list was being answered.
-pub const SLACK: Duration = Duration::from_secs(2);
+pub const SLACK: Duration = Duration::from_secs(1);
 
 /// A job waiting for its resource.
 #[derive(Debug, Clone)]

@@ -498,8 +498,14 @@ struct Pending {
 /// round (whatever arrived while the previous round was committing). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Pending>,
+    /// One channel per committer task; a job always goes to the same one (by its id), so its
+    /// saves stay in order, while two transactions can be in flight at once (one waits for its
+    /// log flush while the other is built).
+    lanes: Vec<mpsc::UnboundedSender<Pending>>,
 }
+
+/// Committer tasks running side by side.
+const LANES: usize = 2;
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -510,9 +516,21 @@ impl std::fmt::Debug for Pending {
 impl Committer {
     /// Starts the committer task; it runs until every [`Committer`] clone is dropped. `on_event`
     /// is called after a commit that wrote at least one outbox row (it wakes the relay).
-    pub fn start(store: Store, on_event: impl Fn() + Send + 'static) -> Committer {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
-        tokio::spawn(async move {
+    pub fn start(store: Store, on_event: impl Fn() + Send + Sync + 'static) -> Committer {
+        let on_event = std::sync::Arc::new(on_event);
+        let lanes = (0..LANES)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel::<Pending>();
+                let on_event = on_event.clone();
+                tokio::spawn(Self::lane(store.clone(), rx, move || on_event()));
+                tx
+            })
+            .collect();
+        Committer { lanes }
+    }
+
+    async fn lane(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, on_event: impl Fn()) {
+        {
             let mut batch: Vec<Pending> = Vec::new();
             while let Some(first) = rx.recv().await {
                 batch.push(first);
@@ -562,14 +580,14 @@ impl Committer {
                     }
                 }
             }
-        });
-        Committer { tx }
+        }
     }
 
     /// Writes `save` with the next group; resolves when it is committed (or refused).
     pub async fn save(&self, save: JobSave) -> Result<(), SaveError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Pending { save, reply }).map_err(|_| SaveError::Stopped)?;
+        let lane = &self.lanes[(save.id.as_u128() % self.lanes.len() as u128) as usize];
+        lane.send(Pending { save, reply }).map_err(|_| SaveError::Stopped)?;
         answer.await.map_err(|_| SaveError::Stopped)?
     }
 }

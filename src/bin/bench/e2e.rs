@@ -106,7 +106,7 @@ impl World {
         Ok(World { db, store, names, conn, channel, events_queue, sim, workers: Vec::new() })
     }
 
-    fn start_worker(&mut self, i: usize, max_in_flight: usize) -> Result<(), String> {
+    fn start_worker(&mut self, i: usize, max_in_flight: usize, poll_ms: u64) -> Result<(), String> {
         let child = tokio::process::Command::new(provisioner_binary())
             .arg("run")
             .env("PROVISIONER_DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{}", self.db))
@@ -118,7 +118,7 @@ impl World {
             .env("PROVISIONER_ENGINE_PROJECT_RATE", "0")
             .env("PROVISIONER_ENGINE_CLOUD_RATE", "0")
             .env("PROVISIONER_ENGINE_MAX_IN_FLIGHT", max_in_flight.to_string())
-            .env("PROVISIONER_ENGINE_POLL_INTERVAL_MS", "100")
+            .env("PROVISIONER_ENGINE_POLL_INTERVAL_MS", poll_ms.to_string())
             .env("PROVISIONER_DATABASE_MAX_CONNECTIONS", "24")
             .env("RUST_LOG", "warn,lapin=error")
             .env("OS_AUTH_URL", self.sim.auth_url())
@@ -234,9 +234,13 @@ impl World {
         for x in self.names.exchanges() {
             let _ = self.channel.exchange_delete(ShortString::from(x), Default::default()).await;
         }
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{}`", self.db)))
-            .execute(self.store.pool())
-            .await;
+        if std::env::var_os("E2E_KEEP").is_none() {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS `{}`", self.db)))
+                .execute(self.store.pool())
+                .await;
+        } else {
+            println!("  (kept database {})", self.db);
+        }
         self.store.close().await;
         let _ = self.conn.close(200, "bench done".into()).await;
         self.sim.shutdown().await;
@@ -255,7 +259,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn throughput(workers: usize, jobs: usize) -> Result<(f64, f64), String> {
     let mut w = World::new(zero()).await?;
     for i in 0..workers {
-        w.start_worker(i, 256)?;
+        w.start_worker(i, 256, 250)?;
     }
     // Warm up: the workers are ready (topology, Keystone token, resolve cache) before timing.
     let _ = w.publish("warm", 20, true).await;
@@ -290,7 +294,7 @@ async fn realistic(jobs: usize) -> Result<(f64, f64, f64, f64), String> {
     };
     let simulated = Duration::from_millis(8000 + 3000 + 500).as_secs_f64();
     let mut w = World::new(timings).await?;
-    w.start_worker(0, 256)?;
+    w.start_worker(0, 256, 100)?;
     let _ = w.publish("warm", 1, true).await;
     let _ = w.events(1, Duration::from_secs(60)).await;
     w.sim.control().reset_counters();
@@ -326,7 +330,7 @@ async fn in_flight(jobs: usize) -> Result<(usize, f64), String> {
             ..FaultRule::default()
         })
         .map_err(|e| e.to_string())?;
-    w.start_worker(0, 256)?;
+    w.start_worker(0, 256, 250)?;
     let _ = w.publish("f", jobs, true).await;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut waiting = 0usize;
