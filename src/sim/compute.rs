@@ -802,6 +802,20 @@ fn with_server<T>(
 
 const TAGS: Option<Microversion> = Some(Microversion(2, 26));
 
+/// Nova changes tags only in settled states (ACTIVE here): 409 while building or in error.
+fn tags_changeable(s: &ServerRec, action: &str) -> Result<(), ApiError> {
+    let v = s.view(Utc::now());
+    if v.status == "ACTIVE" {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            S,
+            409,
+            format!("Cannot '{action}' instance {} while it is in vm_state {}", s.id, v.vm_state),
+        ))
+    }
+}
+
 async fn get_tags(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
@@ -830,6 +844,7 @@ async fn replace_tags(
         return Err(ApiError::bad_request(S, "Invalid input for field/attribute tags. Too many tags"));
     }
     let tags = with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
+        tags_changeable(s, "update tags")?;
         s.tags = tags;
         s.modified = Utc::now();
         Ok(s.tags.clone())
@@ -844,6 +859,7 @@ async fn clear_tags(
     v: Option<Extension<Microversion>>,
 ) -> ApiResult {
     with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
+        tags_changeable(s, "delete tags")?;
         s.tags.clear();
         s.modified = Utc::now();
         Ok(())
@@ -874,6 +890,7 @@ async fn add_tag(
     v: Option<Extension<Microversion>>,
 ) -> ApiResult {
     let created = with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
+        tags_changeable(s, "update tag")?;
         if s.tags.contains(&tag) {
             return Ok(false);
         }
@@ -895,6 +912,7 @@ async fn remove_tag(
     v: Option<Extension<Microversion>>,
 ) -> ApiResult {
     with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
+        tags_changeable(s, "delete tag")?;
         let before = s.tags.len();
         s.tags.retain(|t| t != &tag);
         if s.tags.len() == before {
