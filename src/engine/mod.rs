@@ -575,6 +575,7 @@ impl Engine {
                 match delay {
                     Some(d) if in_time(d) => {
                         crate::metrics::inc("provisioner_engine_retries_total", &[("step", step.name)]);
+                        crate::metrics::inc(crate::metrics::RETRIES, &[("class", retry_class(&e.kind))]);
                         let detail = format!(
                             "attempt {} failed ({:?}): {}; retry in {}ms",
                             job.step_attempts,
@@ -825,6 +826,7 @@ impl Engine {
             Some((c, s, m)) => (Some(c.as_str().to_string()), Some(s.clone()), Some(m.clone())),
             None => (None, None, None),
         };
+        record_transition(job, &history);
         JobSave {
             id: job.id,
             fence: job.fence,
@@ -863,6 +865,36 @@ fn history(from: (JobState, String, u32), clock: std::time::Instant, actor: &str
         duration_ms: Some(clock.elapsed().as_millis() as u64),
         actor: Some(actor.to_string()),
         detail: (!detail.is_empty()).then(|| detail.to_string()),
+    }
+}
+
+/// Process metrics of one transition (served by `GET /metrics`): the run of the step it ends,
+/// with its duration, and the job's end if it is one.
+fn record_transition(job: &Job, history: &History) {
+    use crate::metrics;
+    if let Some(from_step) = history.from_step.as_deref() {
+        let labels = [("kind", job.kind.as_str()), ("step", from_step), ("outcome", job.state.as_str())];
+        metrics::inc(metrics::STEP_RUNS, &labels);
+        if let Some(ms) = history.duration_ms {
+            metrics::observe(metrics::STEP_DURATION, &labels[..2], ms as f64 / 1000.0);
+        }
+    }
+    if job.state.is_final() {
+        metrics::inc(metrics::JOBS_FINISHED, &[("state", job.state.as_str())]);
+    }
+}
+
+/// The `class` label of a retry: the kind of error that is retried.
+fn retry_class(kind: &self::cloud::ErrorKind) -> &'static str {
+    use self::cloud::ErrorKind;
+    match kind {
+        ErrorKind::Transient => "transient",
+        ErrorKind::RateLimited(_) => "rate_limited",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::Quota => "quota",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::Auth => "auth",
+        ErrorKind::Permanent => "permanent",
     }
 }
 

@@ -975,6 +975,16 @@ async fn ops_replay_of_a_quota_failed_job_completes_after_the_quota_is_raised() 
             .await
             .unwrap();
     assert_eq!(kinds, ["job.failed", "job.completed"]);
+    // The engine's transitions show in the process metrics served by /metrics.
+    use openstack_provisioner::metrics;
+    assert!(metrics::counter_sum(metrics::STEP_RUNS, &[("kind", "create"), ("step", "create_volume")]) >= 2);
+    assert!(metrics::counter_sum(metrics::JOBS_FINISHED, &[("state", "failed")]) >= 1);
+    assert!(metrics::counter_sum(metrics::JOBS_FINISHED, &[("state", "completed")]) >= 1);
+    let text = metrics::render();
+    assert!(
+        text.contains("provisioner_step_duration_seconds_bucket{kind=\"create\",step=\"create_port\""),
+        "{text}"
+    );
     app.stop().await.unwrap();
     sim.shutdown().await;
     env.cleanup().await;
