@@ -162,14 +162,16 @@ impl ComputeApi {
                     "nova is older than 2.26: the server is identified by its metadata only"
                 );
             } else {
+                // The server exists now: whatever happens to the tags, the create succeeded (an
+                // error here would make the caller create a second server).
                 match self.set_server_tags(project, &created.id, &new.tags).await {
                     Ok(()) => {}
                     // Nova refuses tag updates while the server builds (409 "in vm_state
                     // building"): tag it as soon as it has left BUILD.
-                    Err(e) if e.class == ErrorClass::Conflict => {
-                        self.tag_when_built(project, &created.id, &new.tags)
+                    Err(e) if e.is_retryable() => self.tag_when_built(project, &created.id, &new.tags),
+                    Err(e) => {
+                        tracing::warn!(server_id = %created.id, error = %e, "could not tag the new server")
                     }
-                    Err(e) => return Err(e),
                 }
             }
         }
