@@ -388,17 +388,20 @@ async fn round_trip(cloud: &OpenStack, sim: &SimHandle, order: &str) {
         )
         .await
         .expect("server");
-    let listed = cloud
-        .compute()
-        .list_servers(p, &ServerQuery { tags: tags.clone(), limit: Some(1), ..ServerQuery::default() })
-        .await
-        .expect("servers by tags");
-    assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec![created.id.as_str()]);
     let server = wait_for("server ACTIVE", || async {
         let s = cloud.compute().get_server(p, &created.id).await.expect("get server");
         (s.status == "ACTIVE").then_some(s)
     })
     .await;
+    // Below 2.52 the tags arrive once the server has left BUILD; the engine makes sure.
+    cloud.compute().ensure_server_tags(p, &server.id, &tags).await.expect("tags");
+    let server = cloud.compute().get_server(p, &server.id).await.expect("get server");
+    let listed = cloud
+        .compute()
+        .list_servers(p, &ServerQuery { tags: tags.clone(), limit: Some(1), ..ServerQuery::default() })
+        .await
+        .expect("servers by tags");
+    assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec![server.id.as_str()]);
     assert_eq!(server.metadata, metadata);
     assert!(server.tags.as_ref().is_some_and(|t| tags.iter().all(|w| t.contains(w))), "{:?}", server.tags);
 
