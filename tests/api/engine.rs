@@ -633,3 +633,45 @@ async fn tokens_expiring_during_the_run_cause_no_failure() {
     run.await.unwrap();
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_crashing_its_worker_is_failed_not_cycled() {
+    let mut stack = Stack::new(fast()).await;
+    stack.env.settings.engine.max_crashes = 3;
+    stack.env.publish(&order("crashy-1", DEMO_PROJECT_ID, false)).await;
+    // Intake only: the job is queued. Then four workers "die" holding it: claims whose lease
+    // expires without a release.
+    let intake_only = {
+        let mut s = stack.env.settings.clone();
+        s.engine.enabled = false;
+        openstack_provisioner::startup::App::build(s).await.expect("intake app")
+    };
+    let store = stack.env.store.clone();
+    let queued = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if store.count_jobs().await.unwrap() == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(queued.is_ok(), "the order did not become a job");
+    intake_only.stop().await.expect("stop the intake app");
+    for _ in 0..4 {
+        let claimed = store.claim_due("doomed-worker", Duration::from_millis(1), 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (token, run) = run_app(&stack).await;
+    stack.wait_events(1, Duration::from_secs(30)).await;
+    let e = stack.events.values().next().unwrap().clone();
+    assert_eq!(e.event_type, EventType::Failed, "{e:?}");
+    let err = e.error.unwrap();
+    assert_eq!(err.class.as_str(), "internal");
+    assert!(err.message.contains("without progress"), "{}", err.message);
+    assert_eq!(store.job(e.job_id).await.unwrap().unwrap().state, JobState::Failed);
+    token.cancel();
+    run.await.unwrap();
+    stack.cleanup().await;
+}
