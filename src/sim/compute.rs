@@ -447,6 +447,7 @@ fn list(sim: &Sim, headers: &HeaderMap, q: &QueryPairs, mv: Microversion, detail
     let not_tags_any = split_tags(q, "not-tags-any");
     let all_tenants = tok.is_admin() && (q.flag("all_tenants") || q.get("all_tenants") == Some(""));
     let project_filter = if tok.is_admin() { q.get("project_id").or(q.get("tenant_id")) } else { None };
+    let (flavor, image) = (q.get("flavor"), q.get("image"));
     let now = Utc::now();
     let w = sim.world();
     let upper = match q.get("marker") {
@@ -466,24 +467,25 @@ fn list(sim: &Sim, headers: &HeaderMap, q: &QueryPairs, mv: Microversion, detail
         if !scope_ok {
             continue;
         }
-        let view = s.view(now);
-        let updated_secs = view.updated.timestamp();
         if s.deleted.is_some() && since.is_none() {
             continue;
         }
-        if since.is_some_and(|t| updated_secs < t.timestamp())
-            || before.is_some_and(|t| updated_secs > t.timestamp())
-        {
-            continue;
-        }
-        if status.as_deref().is_some_and(|st| st != view.status)
-            || name.as_ref().is_some_and(|r| !r.is_match(&s.name))
-            || !tags.iter().all(|t| s.tags.contains(t))
+        // The stored filters first (cheap), then those on the derived state.
+        if !tags.iter().all(|t| s.tags.contains(t))
             || !(tags_any.is_empty() || tags_any.iter().any(|t| s.tags.contains(t)))
             || (!not_tags.is_empty() && not_tags.iter().all(|t| s.tags.contains(t)))
             || not_tags_any.iter().any(|t| s.tags.contains(t))
-            || q.get("flavor").is_some_and(|f| f != s.flavor_id)
-            || q.get("image").is_some_and(|i| Some(i) != s.image_id.as_deref())
+            || flavor.is_some_and(|f| f != s.flavor_id)
+            || image.is_some_and(|i| Some(i) != s.image_id.as_deref())
+            || name.as_ref().is_some_and(|r| !r.is_match(&s.name))
+        {
+            continue;
+        }
+        let view = s.view(now);
+        let updated_secs = view.updated.timestamp();
+        if since.is_some_and(|t| updated_secs < t.timestamp())
+            || before.is_some_and(|t| updated_secs > t.timestamp())
+            || status.as_deref().is_some_and(|st| st != view.status)
         {
             continue;
         }
@@ -802,20 +804,6 @@ fn with_server<T>(
 
 const TAGS: Option<Microversion> = Some(Microversion(2, 26));
 
-/// Nova changes tags only in settled states (ACTIVE here): 409 while building or in error.
-fn tags_changeable(s: &ServerRec, action: &str) -> Result<(), ApiError> {
-    let v = s.view(Utc::now());
-    if v.status == "ACTIVE" {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            S,
-            409,
-            format!("Cannot '{action}' instance {} while it is in vm_state {}", s.id, v.vm_state),
-        ))
-    }
-}
-
 async fn get_tags(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
@@ -844,7 +832,6 @@ async fn replace_tags(
         return Err(ApiError::bad_request(S, "Invalid input for field/attribute tags. Too many tags"));
     }
     let tags = with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
-        tags_changeable(s, "update tags")?;
         s.tags = tags;
         s.modified = Utc::now();
         Ok(s.tags.clone())
@@ -859,7 +846,6 @@ async fn clear_tags(
     v: Option<Extension<Microversion>>,
 ) -> ApiResult {
     with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
-        tags_changeable(s, "delete tags")?;
         s.tags.clear();
         s.modified = Utc::now();
         Ok(())
@@ -890,7 +876,6 @@ async fn add_tag(
     v: Option<Extension<Microversion>>,
 ) -> ApiResult {
     let created = with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
-        tags_changeable(s, "update tag")?;
         if s.tags.contains(&tag) {
             return Ok(false);
         }
@@ -912,7 +897,6 @@ async fn remove_tag(
     v: Option<Extension<Microversion>>,
 ) -> ApiResult {
     with_server(&sim, &headers, &id, TAGS, mv(v), |s| {
-        tags_changeable(s, "delete tag")?;
         let before = s.tags.len();
         s.tags.retain(|t| t != &tag);
         if s.tags.len() == before {
