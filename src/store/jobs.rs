@@ -530,53 +530,51 @@ impl Committer {
     }
 
     async fn lane(store: Store, mut rx: mpsc::UnboundedReceiver<Pending>, on_event: impl Fn()) {
-        {
-            let mut batch: Vec<Pending> = Vec::new();
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < MAX_GROUP {
-                    match rx.try_recv() {
-                        Ok(p) => batch.push(p),
-                        Err(_) => break,
+        let mut batch: Vec<Pending> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let saves: Vec<JobSave> = batch.iter().map(|p| p.save.clone()).collect();
+            let had_event = saves.iter().any(|s| s.event.is_some());
+            let mut outcome = store.save_batch(&saves).await;
+            // A deadlock or a lost connection aborts the whole transaction; try again once,
+            // then each save on its own, so that one bad save cannot fail the whole group.
+            if outcome.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                outcome = store.save_batch(&saves).await;
+            }
+            if outcome.is_err() && saves.len() > 1 {
+                let mut each = Vec::with_capacity(saves.len());
+                for s in &saves {
+                    each.push(match store.save_batch(std::slice::from_ref(s)).await {
+                        Ok(mut r) => r.pop().unwrap_or(Err(SaveError::LeaseLost)),
+                        Err(e) => Err(SaveError::Commit(e.to_string())),
+                    });
+                }
+                outcome = Ok(each);
+            }
+            crate::metrics::inc("provisioner_engine_commits_total", &[]);
+            match outcome {
+                Ok(results) => {
+                    let wrote_event =
+                        had_event && results.iter().zip(&saves).any(|(r, s)| r.is_ok() && s.event.is_some());
+                    for (p, r) in batch.drain(..).zip(results) {
+                        let _ = p.reply.send(r);
+                    }
+                    if wrote_event {
+                        on_event();
                     }
                 }
-                let saves: Vec<JobSave> = batch.iter().map(|p| p.save.clone()).collect();
-                let had_event = saves.iter().any(|s| s.event.is_some());
-                let mut outcome = store.save_batch(&saves).await;
-                // A deadlock or a lost connection aborts the whole transaction; try again once,
-                // then each save on its own, so that one bad save cannot fail the whole group.
-                if outcome.is_err() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    outcome = store.save_batch(&saves).await;
-                }
-                if outcome.is_err() && saves.len() > 1 {
-                    let mut each = Vec::with_capacity(saves.len());
-                    for s in &saves {
-                        each.push(match store.save_batch(std::slice::from_ref(s)).await {
-                            Ok(mut r) => r.pop().unwrap_or(Err(SaveError::LeaseLost)),
-                            Err(e) => Err(SaveError::Commit(e.to_string())),
-                        });
-                    }
-                    outcome = Ok(each);
-                }
-                crate::metrics::inc("provisioner_engine_commits_total", &[]);
-                match outcome {
-                    Ok(results) => {
-                        let wrote_event = had_event
-                            && results.iter().zip(&saves).any(|(r, s)| r.is_ok() && s.event.is_some());
-                        for (p, r) in batch.drain(..).zip(results) {
-                            let _ = p.reply.send(r);
-                        }
-                        if wrote_event {
-                            on_event();
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, saves = batch.len(), "group commit failed");
-                        let msg = e.to_string();
-                        for p in batch.drain(..) {
-                            let _ = p.reply.send(Err(SaveError::Commit(msg.clone())));
-                        }
+                Err(e) => {
+                    tracing::warn!(error = %e, saves = batch.len(), "group commit failed");
+                    let msg = e.to_string();
+                    for p in batch.drain(..) {
+                        let _ = p.reply.send(Err(SaveError::Commit(msg.clone())));
                     }
                 }
             }
