@@ -502,13 +502,17 @@ async fn transient_faults_are_retried_until_every_job_completes() {
             ..FaultRule::default()
         }))
         .unwrap();
+    // On another call than the 503s, so that one of them cannot shadow it.
     control
-        .add_fault(nova_create(FaultRule {
+        .add_fault(FaultRule {
+            service: Some("volume".into()),
+            method: Some("POST".into()),
+            path: Some("/volumes$".into()),
             status: Some(429),
             retry_after: Some("1".into()),
             times: Some(1),
             ..FaultRule::default()
-        }))
+        })
         .unwrap();
     control
         .add_fault(FaultRule {
