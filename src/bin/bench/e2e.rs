@@ -144,9 +144,24 @@ impl World {
 
     /// Publishes `n` orders (`volume`: each with a 1 GB volume); their publish instants by order id.
     async fn publish(&self, tag: &str, n: usize, volume: bool) -> HashMap<String, Instant> {
+        self.publish_paced(tag, n, volume, None).await
+    }
+
+    /// Like [`World::publish`], at `rate` orders per second when given (steady arrivals).
+    async fn publish_paced(
+        &self,
+        tag: &str,
+        n: usize,
+        volume: bool,
+        rate: Option<f64>,
+    ) -> HashMap<String, Instant> {
         let mut sent = HashMap::with_capacity(n);
         let mut confirms = Vec::with_capacity(n);
+        let start = tokio::time::Instant::now();
         for i in 0..n {
+            if let Some(rate) = rate {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+            }
             let order_id = format!("{tag}-{i}");
             let mut o = serde_json::json!({
                 "order_id": order_id,
@@ -317,6 +332,45 @@ async fn realistic(jobs: usize) -> Result<(f64, f64, f64, f64), String> {
     Ok((p50, p99, calls, rss))
 }
 
+/// Scenario 2b: realistic timings with steady arrivals at `rate` orders/s, so that about
+/// `rate` × 11.5 s jobs are in flight at once (1,000 at 87/s) without a burst queueing at the
+/// door: the order-to-event time above the simulated time (p50, p99), API calls per VM.
+async fn steady(jobs: usize, rate: f64) -> Result<(f64, f64, f64, f64), String> {
+    let timings = Timings {
+        boot_mean_ms: 8000,
+        boot_jitter_ms: 0,
+        volume_create_ms: 3000,
+        attach_ms: 500,
+        detach_ms: 500,
+        token_lifetime_s: 3600,
+    };
+    let simulated = Duration::from_millis(8000 + 3000 + 500).as_secs_f64();
+    let mut w = World::new(timings).await?;
+    w.start_worker(0, 256, 100)?;
+    let _ = w.publish("warm", 1, true).await;
+    let _ = w.events(1, Duration::from_secs(60)).await;
+    w.sim.control().reset_counters();
+    // Events are consumed while orders are still being published, so that each arrival time
+    // is when the event came out, not when the bench got round to reading it.
+    let (sent, got) =
+        tokio::join!(w.publish_paced("s", jobs, true, Some(rate)), w.events(jobs, Duration::from_secs(600)));
+    let mut overhead: Vec<f64> = got
+        .iter()
+        .filter(|(_, (_, e))| e.error.is_none())
+        .filter_map(|(id, (t, _))| sent.get(id).map(|s| t.duration_since(*s).as_secs_f64() - simulated))
+        .collect();
+    overhead.sort_by(|a, b| a.total_cmp(b));
+    let calls = w.api_calls() as f64 / overhead.len().max(1) as f64;
+    let rss = w.peak_rss_mb();
+    let done = overhead.len();
+    let (p50, p99) = (percentile(&overhead, 0.5), percentile(&overhead, 0.99));
+    w.close().await;
+    if done < jobs {
+        return Err(format!("only {done} of {jobs} completed"));
+    }
+    Ok((p50, p99, calls, rss))
+}
+
 /// Scenario 3: `jobs` in flight at once (servers stuck building); the worker's peak RSS.
 async fn in_flight(jobs: usize) -> Result<(usize, f64), String> {
     let mut w = World::new(zero()).await?;
@@ -351,16 +405,38 @@ async fn in_flight(jobs: usize) -> Result<(usize, f64), String> {
     Ok((waiting, rss))
 }
 
+/// What `bench e2e` measured; `None` where a scenario was skipped or failed.
+#[derive(Debug, Default, Clone)]
+pub struct E2eFigures {
+    /// (workers, jobs/s, peak RSS MB) at zero latency.
+    pub throughput: Vec<(usize, f64, f64)>,
+    /// (p50 s, p99 s, API calls per VM, peak RSS MB): 1,000 jobs published at once.
+    pub burst: Option<(f64, f64, f64, f64)>,
+    /// The same with steady arrivals keeping about 1,000 jobs in flight.
+    pub steady: Option<(f64, f64, f64, f64)>,
+    /// (jobs waiting, peak RSS MB) with 10,000 jobs in flight.
+    pub in_flight: Option<(usize, f64)>,
+}
+
 pub async fn run() {
+    let _ = measure().await;
+}
+
+/// Runs the scenarios (`E2E_SKIP` skips some), printing each figure as it comes.
+pub async fn measure() -> E2eFigures {
+    let mut figures = E2eFigures::default();
     let skip = std::env::var("E2E_SKIP").unwrap_or_default();
     let jobs = env_usize("E2E_JOBS", 2000);
     println!("e2e: orders → worker process(es) → simulator → events (VM + 1 GB volume each)");
     if !skip.contains('1') {
         for workers in 1..=3 {
             match throughput(workers, jobs).await {
-                Ok((rate, rss)) => println!(
-                    "  zero latency, {workers} worker(s), {jobs} jobs: {rate:>7.1} jobs/s end to end  (peak RSS {rss:.0} MB)"
-                ),
+                Ok((rate, rss)) => {
+                    println!(
+                        "  zero latency, {workers} worker(s), {jobs} jobs: {rate:>7.1} jobs/s end to end  (peak RSS {rss:.0} MB)"
+                    );
+                    figures.throughput.push((workers, rate, rss));
+                }
                 Err(e) => println!("  zero latency, {workers} worker(s): FAILED: {e}"),
             }
         }
@@ -368,22 +444,41 @@ pub async fn run() {
     if !skip.contains('2') {
         let n = env_usize("E2E_REALISTIC", 1000);
         match realistic(n).await {
-            Ok((p50, p99, calls, rss)) => println!(
-                "  realistic (boot 8 s, volume 3 s, attach 0.5 s), {n} jobs at once: overhead p50 {:.0} ms, p99 {:.0} ms; \
-                 {calls:.2} API calls per VM; peak RSS {rss:.0} MB",
-                p50 * 1000.0,
-                p99 * 1000.0
-            ),
+            Ok((p50, p99, calls, rss)) => {
+                println!(
+                    "  realistic (boot 8 s, volume 3 s, attach 0.5 s), {n} jobs at once: overhead p50 {:.0} ms, p99 {:.0} ms; \
+                     {calls:.2} API calls per VM; peak RSS {rss:.0} MB",
+                    p50 * 1000.0,
+                    p99 * 1000.0
+                );
+                figures.burst = Some((p50, p99, calls, rss));
+            }
             Err(e) => println!("  realistic: FAILED: {e}"),
+        }
+        let n = env_usize("E2E_STEADY", 2000);
+        let rate = 87.0;
+        match steady(n, rate).await {
+            Ok((p50, p99, calls, rss)) => {
+                println!(
+                    "  realistic, steady {rate:.0} orders/s (~1,000 in flight), {n} jobs: overhead p50 {:.0} ms, p99 {:.0} ms; \
+                     {calls:.2} API calls per VM; peak RSS {rss:.0} MB",
+                    p50 * 1000.0,
+                    p99 * 1000.0
+                );
+                figures.steady = Some((p50, p99, calls, rss));
+            }
+            Err(e) => println!("  realistic steady: FAILED: {e}"),
         }
     }
     if !skip.contains('3') {
         let n = env_usize("E2E_INFLIGHT", 10_000);
         match in_flight(n).await {
             Ok((waiting, rss)) => {
-                println!("  {waiting} jobs in flight (waiting on boot): worker peak RSS {rss:.0} MB")
+                println!("  {waiting} jobs in flight (waiting on boot): worker peak RSS {rss:.0} MB");
+                figures.in_flight = Some((waiting, rss));
             }
             Err(e) => println!("  in flight: FAILED: {e}"),
         }
     }
+    figures
 }
