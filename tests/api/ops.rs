@@ -977,7 +977,7 @@ async fn ops_replay_of_a_quota_failed_job_completes_after_the_quota_is_raised() 
     assert_eq!(kinds, ["job.failed", "job.completed"]);
     // The engine's transitions show in the process metrics served by /metrics.
     use openstack_provisioner::metrics;
-    assert!(metrics::counter_sum(metrics::STEP_RUNS, &[("kind", "create"), ("step", "create_volume")]) >= 2);
+    assert!(metrics::counter_sum(metrics::STEP_RUNS, &[("kind", "create"), ("step", "create_port")]) >= 2);
     assert!(metrics::counter_sum(metrics::JOBS_FINISHED, &[("state", "failed")]) >= 1);
     assert!(metrics::counter_sum(metrics::JOBS_FINISHED, &[("state", "completed")]) >= 1);
     let text = metrics::render();
@@ -1236,4 +1236,57 @@ async fn ops_demo_says_how_to_start_missing_services() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("RabbitMQ is not reachable at 127.0.0.1:{closed}")), "{err}");
     assert!(err.contains("Start RabbitMQ"), "{err}");
+}
+
+#[tokio::test]
+async fn ops_a_second_signal_exits_at_once_and_a_restart_still_completes_each_once() {
+    const JOBS: usize = 200;
+    let env = TestEnv::new().await;
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let mut settings = env.settings.clone();
+    settings.engine.enabled = true;
+    settings.engine.lease_secs = 3;
+    settings.shutdown.grace_secs = 30;
+    settings.worker.id = Some(format!("{}a", env.prefix));
+    let store = env.store.clone();
+    let count = |sql: &'static str| {
+        let store = store.clone();
+        async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(store.pool()).await.unwrap() }
+    };
+    let mut worker = spawn_worker(&settings, &sim, "a");
+    let bodies: Vec<Vec<u8>> =
+        (0..JOBS).map(|i| order(&format!("B-twice-{i:04}"), DEMO_PROJECT_ID, None)).collect();
+    env.publish_all(&bodies).await;
+    wait_until(Duration::from_secs(60), "some jobs completed", || async {
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'completed'").await >= 10
+    })
+    .await;
+    let pid = worker.id().expect("the worker runs").to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = Instant::now();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), worker.wait())
+        .await
+        .expect("the worker exits after the second signal")
+        .unwrap();
+    let took = second.elapsed();
+    // Either the first signal's shutdown had already finished (0), or the second cut it short.
+    assert!(matches!(status.code(), Some(130) | Some(0)), "exit status {status:?}");
+    assert!(took < Duration::from_secs(3), "exited {took:?} after the second signal");
+    eprintln!("second signal: exit {:?} after {took:?}", status.code());
+
+    // Whatever the cut left (leases expire after 3 s), another worker finishes, exactly once.
+    settings.worker.id = Some(format!("{}b", env.prefix));
+    let mut worker = spawn_worker(&settings, &sim, "b");
+    wait_until(Duration::from_secs(120), "every job completed", || async {
+        count("SELECT COUNT(*) FROM jobs WHERE state = 'completed'").await == JOBS as i64
+    })
+    .await;
+    assert_eq!(live(&sim, DEMO_PROJECT_ID), (JOBS, JOBS, 0, 0));
+    assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE routing_key = 'job.completed'").await, JOBS as i64);
+    let _ = Command::new("kill").args(["-TERM", &worker.id().unwrap().to_string()]).status();
+    let _ = tokio::time::timeout(Duration::from_secs(20), worker.wait()).await;
+    sim.shutdown().await;
+    env.cleanup().await;
 }
