@@ -99,3 +99,17 @@ async fn contracts_topology_has_the_contract_names_and_is_idempotent() {
     assert!(err.to_string().contains("PRECONDITION_FAILED"), "{err}");
     env.cleanup().await;
 }
+
+/// The README's configuration table lists every setting the worker reads, so it cannot fall
+/// behind the code.
+#[test]
+fn contracts_readme_lists_every_environment_variable() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let missing: Vec<&str> = openstack_provisioner::config::ENV_VARS
+        .iter()
+        .map(|(var, _)| *var)
+        .filter(|var| !readme.contains(&format!("`{var}`")))
+        .collect();
+    assert!(missing.is_empty(), "README.md does not document {missing:?}");
+}
