@@ -33,13 +33,13 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{Broker, connect_once, reconnect_backoff};
-use super::intake::{ERROR_AT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
+use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
 use super::{AmqpError, AmqpOp};
@@ -277,70 +277,9 @@ impl AdminConsumer {
         delivery: &Delivery,
         refusal: &Refusal,
     ) -> Result<lapin::PublisherConfirm, AmqpError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        let text = |s: String| AMQPValue::LongString(LongString::from(s));
-        headers.insert(ERROR_HEADER.into(), text(refusal.to_string()));
-        headers.insert(ERROR_KIND_HEADER.into(), text(refusal.kind().to_string()));
-        headers.insert(
-            ERROR_AT_HEADER.into(),
-            text(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
-        headers.insert("x-provisioner-source-queue".into(), text(self.names.admin_queue.clone()));
-        // The copy is published by the worker's user: a user_id naming someone else would be
-        // refused by the broker, so the sender moves to a header.
-        let mut properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-        if let Some(user) = delivery.properties.user_id().clone() {
-            let mut h = properties.headers().clone().unwrap_or_default();
-            h.insert("x-provisioner-original-user-id".into(), text(user.to_string()));
-            properties = properties.with_headers(h);
-        }
-        let properties = without_user_id(properties);
-        dead.basic_publish(
-            ShortString::from(self.names.dlx.as_str()),
-            delivery.routing_key.clone(),
-            BasicPublishOptions::default(),
-            &delivery.data,
-            properties,
-        )
-        .await
-        .op("basic.publish dead letter")
+        let (dlx, queue) = (&self.names.dlx, &self.names.admin_queue);
+        dead_letter::publish_copy(dead, dlx, queue, delivery, refusal.to_string(), refusal.kind()).await
     }
-}
-
-/// The same properties without `user_id` (lapin has no setter that clears it).
-fn without_user_id(p: BasicProperties) -> BasicProperties {
-    let mut out = BasicProperties::default();
-    if let Some(v) = p.content_type() {
-        out = out.with_content_type(v.clone());
-    }
-    if let Some(v) = p.content_encoding() {
-        out = out.with_content_encoding(v.clone());
-    }
-    if let Some(v) = p.headers() {
-        out = out.with_headers(v.clone());
-    }
-    if let Some(v) = p.delivery_mode() {
-        out = out.with_delivery_mode(*v);
-    }
-    if let Some(v) = p.correlation_id() {
-        out = out.with_correlation_id(v.clone());
-    }
-    if let Some(v) = p.reply_to() {
-        out = out.with_reply_to(v.clone());
-    }
-    if let Some(v) = p.message_id() {
-        out = out.with_message_id(v.clone());
-    }
-    if let Some(v) = p.timestamp() {
-        out = out.with_timestamp(*v);
-    }
-    if let Some(v) = p.kind() {
-        out = out.with_type(v.clone());
-    }
-    if let Some(v) = p.app_id() {
-        out = out.with_app_id(v.clone());
-    }
-    out
 }
 
 fn command_name(kind: AdminCommandKind) -> &'static str {

@@ -42,15 +42,15 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{Broker, reconnect_backoff};
+use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
 use super::{AmqpError, AmqpOp};
@@ -60,12 +60,7 @@ use crate::metrics;
 use crate::store::Store;
 use crate::store::intake::NewJob;
 
-/// Header of a dead-lettered copy: every reason, one human-readable line.
-pub const ERROR_HEADER: &str = "x-provisioner-error";
-/// Header of a dead-lettered copy: the kind of the first reason (`not_json`, `schema`, ...).
-pub const ERROR_KIND_HEADER: &str = "x-provisioner-error-kind";
-/// Header of a dead-lettered copy: when it was rejected, RFC 3339 UTC.
-pub const ERROR_AT_HEADER: &str = "x-provisioner-error-at";
+pub use super::dead_letter::{ERROR_AT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 
 /// Resends whose body differs from the stored order (a billing bug worth a look).
 pub const DIFFERING_RESENDS: &str = "provisioner_intake_differing_resends_total";
@@ -343,25 +338,8 @@ impl Intake {
         delivery: &Delivery,
         rejection: &Rejection,
     ) -> Result<lapin::PublisherConfirm, AmqpError> {
-        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        let text = |s: String| AMQPValue::LongString(LongString::from(s));
-        headers.insert(ERROR_HEADER.into(), text(rejection.to_string()));
-        headers.insert(ERROR_KIND_HEADER.into(), text(rejection.kind().to_string()));
-        headers.insert(
-            ERROR_AT_HEADER.into(),
-            text(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
-        headers.insert("x-provisioner-source-queue".into(), text(self.names.orders_queue.clone()));
-        let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-        dead.basic_publish(
-            ShortString::from(self.names.dlx.as_str()),
-            delivery.routing_key.clone(),
-            BasicPublishOptions::default(),
-            &delivery.data,
-            properties,
-        )
-        .await
-        .op("basic.publish dead letter")
+        let (dlx, queue) = (&self.names.dlx, &self.names.orders_queue);
+        dead_letter::publish_copy(dead, dlx, queue, delivery, rejection.to_string(), rejection.kind()).await
     }
 }
 

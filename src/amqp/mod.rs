@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod connection;
+pub mod dead_letter;
 pub mod intake;
 pub mod publisher;
 pub mod relay;
