@@ -38,7 +38,7 @@ use lapin::{BasicProperties, Confirmation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Broker, connect_once, reconnect_backoff};
+use super::connection::{Broker, connect_once, consume_until_stopped};
 use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
@@ -107,24 +107,7 @@ impl AdminConsumer {
         if self.allowed_users.is_empty() {
             tracing::warn!("admin.allowed_users is empty: every admin command will be refused");
         }
-        let mut delays = reconnect_backoff();
-        loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            match self.session(&shutdown).await {
-                Ok(()) | Err(AmqpError::Cancelled) => return Ok(()),
-                Err(e) => {
-                    let delay = delays.next().unwrap_or(DB_RETRY_MAX);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
-                        "admin consumer lost its broker channel; unacked commands will be redelivered");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        consume_until_stopped("the admin consumer", &shutdown, || self.session(&shutdown)).await
     }
 
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {

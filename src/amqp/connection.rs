@@ -54,6 +54,39 @@ pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Runs a consumer's `session` (one channel's life) again and again until `shutdown` fires:
+/// after a broker failure it waits with [`reconnect_backoff`] and starts a new session. What the
+/// lost channel had not acked is redelivered by the broker; every consumer is idempotent.
+/// `Ok` or [`AmqpError::Cancelled`] from a session is a clean stop.
+pub async fn consume_until_stopped<F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut session: F,
+) -> Result<(), AmqpError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AmqpError>>,
+{
+    let mut delays = reconnect_backoff();
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        match session().await {
+            Ok(()) | Err(AmqpError::Cancelled) => return Ok(()),
+            Err(e) => {
+                let delay = delays.next().unwrap_or(RETRY_MAX);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "{what} lost its broker channel; what it had not acked will be redelivered");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
 impl Broker {
     /// A broker handle; nothing is connected until the first [`Broker::channel`].
     pub fn new(url: SecretUrl, name: impl Into<String>, shutdown: CancellationToken) -> Broker {

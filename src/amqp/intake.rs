@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Broker, reconnect_backoff};
+use super::connection::{Broker, consume_until_stopped};
 use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
@@ -101,24 +101,7 @@ pub struct BatchOutcome {
 impl Intake {
     /// Consumes until `shutdown` fires, reconnecting after every broker failure.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), AmqpError> {
-        let mut delays = reconnect_backoff();
-        loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            match self.session(&shutdown).await {
-                Ok(()) | Err(AmqpError::Cancelled) => return Ok(()),
-                Err(e) => {
-                    let delay = delays.next().unwrap_or(DB_RETRY_MAX);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
-                        "intake lost its broker channel; unacked orders will be redelivered");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        consume_until_stopped("intake", &shutdown, || self.session(&shutdown)).await
     }
 
     /// One channel's life: declare, consume, settle batches; `Ok` only after a clean shutdown.
