@@ -139,6 +139,31 @@ async fn record(tx: &mut sqlx::MySqlConnection, h: AdminHistory<'_>) -> Result<(
 }
 
 /// `"<what> by <actor>"`, plus `": <reason>"` when one was given.
+/// Records a refused admin action in the job's history (nothing else changes) and commits.
+async fn refuse(
+    mut tx: sqlx::Transaction<'_, sqlx::MySql>,
+    job: Locked,
+    action: &str,
+    actor: &str,
+    reason: Option<&str>,
+    why: String,
+) -> Result<AdminOutcome> {
+    record(
+        &mut tx,
+        AdminHistory {
+            job_id: &job.id,
+            from: (&job.state, &job.step),
+            to: (&job.state, &job.step),
+            attempt: job.step_attempts,
+            actor,
+            detail: format!("{} refused: {why}", detail(action, actor, reason)),
+        },
+    )
+    .await?;
+    tx.commit().await.op("commit refused admin action")?;
+    Ok(AdminOutcome::Refused { job_id: job.id, reason: why })
+}
+
 fn detail(what: &str, actor: &str, reason: Option<&str>) -> String {
     match reason.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) => format!("{what} by {actor}: {r}"),
@@ -163,20 +188,7 @@ impl Store {
         };
         if job.state != "failed" {
             let why = format!("the job is {}, not failed", job.state);
-            record(
-                &mut tx,
-                AdminHistory {
-                    job_id: &job.id,
-                    from: (&job.state, &job.step),
-                    to: (&job.state, &job.step),
-                    attempt: job.step_attempts,
-                    actor,
-                    detail: format!("{} refused: {why}", detail("replay", actor, reason)),
-                },
-            )
-            .await?;
-            tx.commit().await.op("commit refused replay")?;
-            return Ok(AdminOutcome::Refused { job_id: job.id, reason: why });
+            return refuse(tx, job, "replay", actor, reason, why).await;
         }
         let previous = format!(
             "previous error: {} at {}: {}",
@@ -234,20 +246,7 @@ impl Store {
             _ => None,
         };
         if let Some(why) = refusal {
-            record(
-                &mut tx,
-                AdminHistory {
-                    job_id: &job.id,
-                    from: (&job.state, &job.step),
-                    to: (&job.state, &job.step),
-                    attempt: job.step_attempts,
-                    actor,
-                    detail: format!("{} refused: {why}", detail("cancel", actor, reason)),
-                },
-            )
-            .await?;
-            tx.commit().await.op("commit refused cancel")?;
-            return Ok(AdminOutcome::Refused { job_id: job.id, reason: why });
+            return refuse(tx, job, "cancel", actor, reason, why).await;
         }
 
         let text = detail("cancelled", actor, reason);
