@@ -297,45 +297,11 @@ async fn throughput(workers: usize, jobs: usize) -> Result<(f64, f64), String> {
     Ok((rate, rss))
 }
 
-/// Scenario 2: realistic timings, `jobs` at once.
-async fn realistic(jobs: usize) -> Result<(f64, f64, f64, f64), String> {
-    let timings = Timings {
-        boot_mean_ms: 8000,
-        boot_jitter_ms: 0,
-        volume_create_ms: 3000,
-        attach_ms: 500,
-        detach_ms: 500,
-        token_lifetime_s: 3600,
-    };
-    let simulated = Duration::from_millis(8000 + 3000 + 500).as_secs_f64();
-    let mut w = World::new(timings).await?;
-    w.start_worker(0, 256, 100)?;
-    let _ = w.publish("warm", 1, true).await;
-    let _ = w.events(1, Duration::from_secs(60)).await;
-    w.sim.control().reset_counters();
-    let sent = w.publish("r", jobs, true).await;
-    let got = w.events(jobs, Duration::from_secs(600)).await;
-    let mut overhead: Vec<f64> = got
-        .iter()
-        .filter(|(_, (_, e))| e.error.is_none())
-        .filter_map(|(id, (t, _))| sent.get(id).map(|s| t.duration_since(*s).as_secs_f64() - simulated))
-        .collect();
-    overhead.sort_by(|a, b| a.total_cmp(b));
-    let calls = w.api_calls() as f64 / overhead.len().max(1) as f64;
-    let rss = w.peak_rss_mb();
-    let done = overhead.len();
-    let (p50, p99) = (percentile(&overhead, 0.5), percentile(&overhead, 0.99));
-    w.close().await;
-    if done < jobs {
-        return Err(format!("only {done} of {jobs} completed"));
-    }
-    Ok((p50, p99, calls, rss))
-}
-
-/// Scenario 2b: realistic timings with steady arrivals at `rate` orders/s, so that about
-/// `rate` × 11.5 s jobs are in flight at once (1,000 at 87/s) without a burst queueing at the
-/// door: the order-to-event time above the simulated time (p50, p99), API calls per VM.
-async fn steady(jobs: usize, rate: f64) -> Result<(f64, f64, f64, f64), String> {
+/// Scenario 2: realistic timings (boot 8 s, volume 3 s, attach 0.5 s): the order-to-event time
+/// above the simulated time (p50, p99), API calls per VM, the worker's peak RSS. `rate: None`
+/// publishes all `jobs` at once (a burst); `Some(r)` publishes r orders/s, so that about
+/// r × 11.5 s jobs are in flight at once (1,000 at 87/s) without a burst queueing at the door.
+async fn realistic(jobs: usize, rate: Option<f64>) -> Result<(f64, f64, f64, f64), String> {
     let timings = Timings {
         boot_mean_ms: 8000,
         boot_jitter_ms: 0,
@@ -353,7 +319,7 @@ async fn steady(jobs: usize, rate: f64) -> Result<(f64, f64, f64, f64), String> 
     // Events are consumed while orders are still being published, so that each arrival time
     // is when the event came out, not when the bench got round to reading it.
     let (sent, got) =
-        tokio::join!(w.publish_paced("s", jobs, true, Some(rate)), w.events(jobs, Duration::from_secs(600)));
+        tokio::join!(w.publish_paced("r", jobs, true, rate), w.events(jobs, Duration::from_secs(600)));
     let mut overhead: Vec<f64> = got
         .iter()
         .filter(|(_, (_, e))| e.error.is_none())
@@ -443,7 +409,7 @@ pub async fn measure() -> E2eFigures {
     }
     if !skip.contains('2') {
         let n = env_usize("E2E_REALISTIC", 1000);
-        match realistic(n).await {
+        match realistic(n, None).await {
             Ok((p50, p99, calls, rss)) => {
                 println!(
                     "  realistic (boot 8 s, volume 3 s, attach 0.5 s), {n} jobs at once: overhead p50 {:.0} ms, p99 {:.0} ms; \
@@ -457,7 +423,7 @@ pub async fn measure() -> E2eFigures {
         }
         let n = env_usize("E2E_STEADY", 2000);
         let rate = 87.0;
-        match steady(n, rate).await {
+        match realistic(n, Some(rate)).await {
             Ok((p50, p99, calls, rss)) => {
                 println!(
                     "  realistic, steady {rate:.0} orders/s (~1,000 in flight), {n} jobs: overhead p50 {:.0} ms, p99 {:.0} ms; \
