@@ -148,7 +148,7 @@ impl Relay {
         let (ok, postponed) = (sent.len(), failed.len());
         batch.finish(&sent, &failed).await?;
         if ok > 0 {
-            crate::metrics::add("provisioner_events_published_total", &[], ok as u64);
+            crate::metrics::add(crate::metrics::EVENTS_PUBLISHED, &[], ok as u64);
         }
         if postponed > 0 {
             tracing::info!(postponed, "events not confirmed; they wait in the outbox");

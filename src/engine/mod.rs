@@ -574,7 +574,7 @@ impl Engine {
                 };
                 match delay {
                     Some(d) if in_time(d) => {
-                        crate::metrics::inc("provisioner_engine_retries_total", &[("step", step.name)]);
+                        crate::metrics::inc(crate::metrics::ENGINE_RETRIES, &[("step", step.name)]);
                         crate::metrics::inc(crate::metrics::RETRIES, &[("class", retry_class(&e.kind))]);
                         let detail = format!(
                             "attempt {} failed ({:?}): {}; retry in {}ms",
@@ -881,6 +881,12 @@ fn record_transition(job: &Job, history: &History) {
     }
     if job.state.is_final() {
         metrics::inc(metrics::JOBS_FINISHED, &[("state", job.state.as_str())]);
+        let seconds = (Utc::now() - job.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::observe(
+            metrics::ORDER_TO_EVENT,
+            &[("kind", job.kind.as_str()), ("state", job.state.as_str())],
+            seconds,
+        );
     }
 }
 

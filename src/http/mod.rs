@@ -117,7 +117,6 @@ pub async fn serve(
     state: HttpState,
     shutdown: CancellationToken,
 ) -> Result<(), HttpError> {
-    describe_metrics();
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, auth = state.token.is_some(), "HTTP status API listening");
     }
@@ -265,7 +264,7 @@ async fn list_jobs(
     Ok(Json(state.store.list_jobs(&filter).await?).into_response())
 }
 
-async fn metrics_text(State(state): State<HttpState>) -> Response {
+async fn metrics_text(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     // The DB-derived gauges are refreshed at each scrape; if the database is down, the counters
     // are still worth serving, so that failure only shows as a stale gauge and a log line.
     match state.store.active_job_counts().await {
@@ -280,33 +279,9 @@ async fn metrics_text(State(state): State<HttpState>) -> Response {
         Ok(n) => metrics::set(metrics::OUTBOX_BACKLOG, &[], n as f64),
         Err(e) => tracing::warn!(error = %e, "metrics: cannot count the outbox backlog"),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::render()).into_response()
-}
-
-/// Help texts of the metrics the crate records (see the names in [`crate::metrics`]).
-pub fn describe_metrics() {
-    use metrics::*;
-    describe(INTAKE_ORDERS, "Orders taken off the queue, by outcome (queued, duplicate, rejected).");
-    describe(DEAD_LETTERED, "Messages dead-lettered by this worker, by queue and reason kind.");
-    describe(OPENSTACK_CALLS, "OpenStack API calls, by service, method, path and status.");
-    describe(OPENSTACK_AUTHS, "Keystone authentications, by outcome.");
-    describe(STEP_RUNS, "Step runs, by kind, step and outcome.");
-    describe(STEP_DURATION, "Duration of step runs in seconds, by kind and step.");
-    describe(RETRIES, "Retries scheduled, by error class.");
-    describe(JOBS_FINISHED, "Jobs that reached a final state in this worker, by state.");
-    describe(
-        JOBS_BY_STATE,
-        "Jobs in an active state (queued, in_progress, rolling_back), from the database.",
-    );
-    describe(OUTBOX_BACKLOG, "Completion events not yet confirmed by the broker, from the database.");
-    describe(EVENTS_PUBLISHED, "Completion events published and confirmed.");
-    describe(ADMIN_COMMANDS, "Admin commands, by command and outcome.");
-    describe("provisioner_engine_retries_total", "Retries the engine scheduled, by step.");
-    describe("provisioner_engine_commits_total", "Group commits of job transitions.");
-    describe(
-        crate::amqp::intake::DIFFERING_RESENDS,
-        "Re-sent orders whose body differs from the stored one.",
-    );
+    // Prometheus asks for OpenMetrics first; curl and older tools get the 0.0.4 text format.
+    let format = metrics::Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    ([(header::CONTENT_TYPE, format.content_type())], metrics::render_as(format)).into_response()
 }
 
 #[cfg(test)]

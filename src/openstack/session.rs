@@ -414,11 +414,18 @@ impl Session {
         self.stats.authentications.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let sent = self.http.post(&url).json(&body).send().await;
-        let outcome = |o: &str| metrics::inc(metrics::OPENSTACK_AUTHS, &[("outcome", o)]);
+        let outcome = |o: &str, class: &str| {
+            metrics::inc(metrics::OPENSTACK_AUTHS, &[("outcome", o)]);
+            metrics::observe(
+                metrics::OPENSTACK_DURATION,
+                &[("service", Service::Identity.name()), ("method", "POST"), ("status_class", class)],
+                started.elapsed().as_secs_f64(),
+            );
+        };
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                outcome("error");
+                outcome("error", "error");
                 return Err(OpenStackError::transport(Service::Identity, "POST", PATH, &e));
             }
         };
@@ -427,12 +434,12 @@ impl Session {
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                outcome("error");
+                outcome("error", "error");
                 return Err(OpenStackError::transport(Service::Identity, "POST", PATH, &e));
             }
         };
         if !status.is_success() {
-            outcome("rejected");
+            outcome("rejected", status_class(status.as_str()));
             let err =
                 OpenStackError::from_response(Service::Identity, "POST", PATH, status, &headers, &bytes);
             tracing::warn!(error = %err, "keystone authentication failed");
@@ -464,7 +471,7 @@ impl Session {
                 version_roots.insert(service, root);
             }
         }
-        outcome("ok");
+        outcome("ok", "2xx");
         tracing::info!(
             project_id = %project_id,
             lifetime_secs = lifetime.as_secs(),
@@ -631,6 +638,15 @@ impl Session {
                         ("status", status),
                     ],
                 );
+                metrics::observe(
+                    metrics::OPENSTACK_DURATION,
+                    &[
+                        ("service", req.service.name()),
+                        ("method", &method),
+                        ("status_class", status_class(status)),
+                    ],
+                    started.elapsed().as_secs_f64(),
+                );
             };
             let resp = match builder.send().await {
                 Ok(r) => r,
@@ -687,6 +703,18 @@ impl Session {
         let (service, method, path) = (req.service, req.method.as_str().to_string(), req.path.clone());
         let resp = self.send(project_id, req).await?;
         serde_json::from_slice(&resp.body).map_err(|e| OpenStackError::decode(service, &method, &path, e))
+    }
+}
+
+/// The `status_class` label of a request duration: `2xx` ... `5xx`, or `error` (no answer).
+fn status_class(status: &str) -> &'static str {
+    match status.as_bytes().first() {
+        Some(b'1') => "1xx",
+        Some(b'2') => "2xx",
+        Some(b'3') => "3xx",
+        Some(b'4') => "4xx",
+        Some(b'5') => "5xx",
+        _ => "error",
     }
 }
 

@@ -558,7 +558,7 @@ impl Committer {
                 }
                 outcome = Ok(each);
             }
-            crate::metrics::inc("provisioner_engine_commits_total", &[]);
+            crate::metrics::inc(crate::metrics::ENGINE_COMMITS, &[]);
             match outcome {
                 Ok(results) => {
                     let wrote_event =

@@ -113,3 +113,17 @@ fn contracts_readme_lists_every_environment_variable() {
         .collect();
     assert!(missing.is_empty(), "README.md does not document {missing:?}");
 }
+
+/// docs/operations.md's metrics table lists every metric the worker declares, so an operator's
+/// dashboard can rely on it.
+#[test]
+fn contracts_operations_doc_lists_every_metric() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .expect("docs/operations.md");
+    let missing: Vec<&str> = openstack_provisioner::metrics::DEFS
+        .iter()
+        .map(|d| d.name)
+        .filter(|name| !doc.contains(&format!("| `{name}` |")))
+        .collect();
+    assert!(missing.is_empty(), "docs/operations.md does not document {missing:?}");
+}

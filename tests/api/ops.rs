@@ -344,84 +344,49 @@ async fn ops_bearer_token_is_enforced() {
     assert!(e.to_string().contains("PROVISIONER_HTTP_TOKEN"), "{e}");
 }
 
-/// Checks the Prometheus text exposition format: comments, families declared before their
-/// samples, sample names belonging to their family, well-formed labels and numeric values.
-/// Returns the samples as `name{labels}` → value.
-pub fn parse_prometheus(text: &str) -> Result<HashMap<String, f64>, String> {
-    let name_re = regex::Regex::new(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$").unwrap();
-    let sample_re = regex::Regex::new(
-        r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})? (\S+)( -?\d+)?$"#,
-    )
-    .unwrap();
-    let mut types: HashMap<String, String> = HashMap::new();
-    let mut samples = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let at = |m: &str| format!("line {}: {m}: {line:?}", n + 1);
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some("TYPE"), Some(name), Some(kind)) => {
-                    if !name_re.is_match(name) {
-                        return Err(at("bad metric name"));
-                    }
-                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
-                        return Err(at("bad type"));
-                    }
-                    if types.insert(name.to_string(), kind.to_string()).is_some() {
-                        return Err(at("family declared twice"));
-                    }
-                }
-                (Some("HELP"), Some(name), _) if name_re.is_match(name) => {}
-                _ => return Err(at("bad comment")),
-            }
-            continue;
-        }
-        let caps = sample_re.captures(line).ok_or_else(|| at("not a sample"))?;
-        let name = &caps[1];
-        let family = types
-            .iter()
-            .find(|(f, kind)| {
-                name == f.as_str()
-                    || (kind.as_str() == "histogram"
-                        && [format!("{f}_bucket"), format!("{f}_sum"), format!("{f}_count")]
-                            .iter()
-                            .any(|s| s == name))
-            })
-            .ok_or_else(|| at("sample before its # TYPE"))?;
-        if family.1 == "histogram"
-            && name.ends_with("_bucket")
-            && !caps.get(3).is_some_and(|l| l.as_str().contains("le=\""))
-        {
-            return Err(at("bucket without le"));
-        }
-        let value = match &caps[4] {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            "NaN" => f64::NAN,
-            v => v.parse::<f64>().map_err(|_| at("value is not a number"))?,
-        };
-        let key = format!("{name}{}", caps.get(2).map(|m| m.as_str()).unwrap_or(""));
-        if samples.insert(key, value).is_some() {
-            return Err(at("duplicate sample"));
-        }
-    }
-    Ok(samples)
+use openmetrics_parser::{PrometheusValue, Sample};
+
+/// The value of the sample of `family` whose labels include `labels`, from the Prometheus text
+/// format as parsed by `openmetrics-parser` (`None` if there is no such sample).
+fn prom_value(text: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(text).ok()?;
+    let family = exposition.families.get(family)?;
+    let found = family.iter_samples().find(|s| has_labels(s, labels))?;
+    Some(match &found.value {
+        PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+        PrometheusValue::Counter(c) => c.value.as_f64(),
+        PrometheusValue::Histogram(h) => h.count.unwrap_or(0) as f64,
+        PrometheusValue::Summary(s) => s.count.unwrap_or(0) as f64,
+    })
 }
 
+fn has_labels<V: openmetrics_parser::RenderableMetricValue + Clone>(
+    s: &Sample<V>,
+    labels: &[(&str, &str)],
+) -> bool {
+    let Ok(set) = s.get_labelset() else { return false };
+    labels.iter().all(|(k, v)| set.get_label_value(k) == Some(*v))
+}
+
+/// The parser the tests below rely on is strict: what a scraper would refuse, it refuses.
 #[test]
-fn ops_prometheus_checker_rejects_malformed_text() {
+fn ops_metrics_parser_rejects_malformed_text() {
+    use openmetrics_parser::openmetrics::parse_openmetrics;
+    use openmetrics_parser::prometheus::parse_prometheus;
     assert!(parse_prometheus("# TYPE a counter\na 1\n").is_ok());
-    assert!(parse_prometheus("a 1\n").is_err(), "sample without TYPE");
     assert!(parse_prometheus("# TYPE a counter\na{x=\"1} 1\n").is_err(), "unterminated label");
     assert!(parse_prometheus("# TYPE a counter\na one\n").is_err(), "non-numeric value");
-    assert!(parse_prometheus("# TYPE a gauge\na_bucket{le=\"1\"} 1\n").is_err(), "bucket of a gauge");
+    assert!(parse_prometheus("# TYPE a gauge\n# TYPE a gauge\na 1\n").is_err(), "family declared twice");
+    assert!(parse_openmetrics("# TYPE a counter\na_total 1\n# EOF\n").is_ok());
+    assert!(parse_openmetrics("# TYPE a counter\na_total 1\n").is_err(), "no # EOF");
+    assert!(
+        parse_openmetrics("# TYPE a histogram\na_bucket{le=\"1\"} 1\n# EOF\n").is_err(),
+        "no +Inf bucket"
+    );
 }
 
 #[tokio::test]
-async fn ops_metrics_parse_as_prometheus_text() {
+async fn ops_metrics_parse_as_prometheus_text_and_openmetrics() {
     use openstack_provisioner::metrics;
     let db = OpsDb::new().await;
     fixture(&db).await;
@@ -430,23 +395,83 @@ async fn ops_metrics_parse_as_prometheus_text() {
         metrics::OPENSTACK_CALLS,
         &[("service", "compute"), ("method", "POST"), ("path", "/servers"), ("status", "202")],
     );
+    metrics::observe(
+        metrics::OPENSTACK_DURATION,
+        &[("service", "compute"), ("method", "POST"), ("status_class", "2xx")],
+        0.07,
+    );
     metrics::inc(metrics::RETRIES, &[("class", "transient")]);
     metrics::inc(
         metrics::DEAD_LETTERED,
         &[("queue", "provisioner.orders"), ("reason", "schema \"x\"\nline")],
     );
     metrics::observe(metrics::STEP_DURATION, &[("kind", "create"), ("step", "create_server")], 0.42);
+    metrics::observe(metrics::ORDER_TO_EVENT, &[("kind", "create"), ("state", "completed")], 12.0);
     let server = Server::start(db.store.clone(), None, http::tcp_probe("amqp://127.0.0.1:5672/")).await;
-    let r = client().get(format!("{}/metrics", server.base)).send().await.unwrap();
+    let url = format!("{}/metrics", server.base);
+
+    // Prometheus text 0.0.4, what curl gets.
+    let r = client().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
-    let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert_eq!(samples.get("provisioner_jobs{state=\"queued\"}"), Some(&1.0), "{text}");
-    assert_eq!(samples.get("provisioner_jobs{state=\"in_progress\"}"), Some(&1.0), "{text}");
-    assert_eq!(samples.get("provisioner_outbox_backlog"), Some(&0.0), "{text}");
-    assert!(samples.keys().any(|k| k.starts_with("provisioner_step_duration_seconds_bucket")), "{text}");
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(&text);
+    let exposition = parsed.unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let v = |family: &str, labels: &[(&str, &str)]| prom_value(&text, family, labels);
+    assert_eq!(v("provisioner_jobs", &[("state", "queued")]), Some(1.0), "{text}");
+    assert_eq!(v("provisioner_jobs", &[("state", "in_progress")]), Some(1.0), "{text}");
+    assert_eq!(v("provisioner_outbox_backlog", &[]), Some(0.0), "{text}");
+    assert_eq!(v("provisioner_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0), "{text}");
+    assert!(v("provisioner_retries_total", &[("class", "transient")]).is_some_and(|n| n >= 1.0), "{text}");
+    assert!(v("provisioner_dead_lettered_total", &[("reason", "schema \"x\"\nline")]).is_some(), "{text}");
+    assert!(v("process_resident_memory_bytes", &[]).is_some_and(|n| n > 1e6), "{text}");
+    assert!(v("process_open_fds", &[]).is_some_and(|n| n >= 3.0), "{text}");
+    assert!(v("process_cpu_seconds_total", &[]).is_some_and(|n| n > 0.0), "{text}");
+    // The histograms have buckets, cumulative and ending in +Inf = count.
+    for (family, labels) in [
+        ("provisioner_step_duration_seconds", vec![("step", "create_server")]),
+        (
+            "provisioner_openstack_request_duration_seconds",
+            vec![("service", "compute"), ("status_class", "2xx")],
+        ),
+        ("provisioner_order_to_event_seconds", vec![("state", "completed")]),
+    ] {
+        let f = exposition.families.get(family).unwrap_or_else(|| panic!("{family} missing\n{text}"));
+        let sample = f.iter_samples().find(|s| has_labels(s, &labels)).unwrap_or_else(|| panic!("{family}"));
+        let PrometheusValue::Histogram(h) = &sample.value else { panic!("{family} is not a histogram") };
+        assert!(h.buckets.len() >= 10, "{family}: {:?}", h.buckets);
+        assert!(h.buckets.windows(2).all(|w| w[0].count.as_f64() <= w[1].count.as_f64()), "{family}");
+        let last = h.buckets.last().unwrap();
+        assert_eq!(last.upper_bound, f64::INFINITY, "{family}");
+        assert_eq!(Some(last.count.as_f64() as u64), h.count, "{family}");
+        assert!(h.count.unwrap_or(0) >= 1, "{family}");
+    }
     assert!(text.contains("# HELP provisioner_retries_total"), "{text}");
+
+    // OpenMetrics, what Prometheus asks for first.
+    let r = client()
+        .get(&url)
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let om = r.text().await.unwrap();
+    let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&om);
+    let exposition = parsed.unwrap_or_else(|e| panic!("{e:?}\n{om}"));
+    let build = exposition.families.get("provisioner_build_info").expect("build info");
+    let sample = build.iter_samples().next().expect("one build info sample");
+    assert!(has_labels(sample, &[("version", env!("CARGO_PKG_VERSION"))]), "{om}");
+    let steps = exposition.families.get("provisioner_step_duration_seconds").expect("step durations");
+    assert!(
+        steps.iter_samples().any(|s| matches!(&s.value,
+            openmetrics_parser::OpenMetricsValue::Histogram(h) if h.buckets.len() >= 10)),
+        "{om}"
+    );
+    let calls =
+        exposition.families.get("provisioner_openstack_requests").expect("counter family without _total");
+    assert!(calls.iter_samples().any(|s| matches!(&s.value,
+        openmetrics_parser::OpenMetricsValue::Counter(c) if c.value.as_f64() >= 1.0)));
     server.stop().await;
     db.drop_db().await;
 }
