@@ -52,11 +52,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum OrderCommand {
-    /// Publish order files exactly as billing would (exchange billing.orders, key order.create).
+    /// Publish order files exactly as billing would (exchange billing.orders; key order.create,
+    /// or order.<action> for an action order).
     Submit {
         /// Order JSON files; each is published as is, even if invalid.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Publish with this routing key instead of the one the body implies.
+        #[arg(long)]
+        routing_key: Option<String>,
     },
 }
 
@@ -145,9 +149,9 @@ async fn dispatch(cli: Cli) -> CliResult {
             let settings = settings(&cli)?;
             crate::startup::run_worker(settings).await
         }
-        Command::Order { command: OrderCommand::Submit { files } } => {
+        Command::Order { command: OrderCommand::Submit { files, routing_key } } => {
             let settings = settings(&cli)?;
-            crate::amqp::submit_orders(&settings, files).await
+            crate::ops::submit_orders(&settings, files, routing_key.as_deref()).await
         }
         Command::Jobs { command } => {
             let settings = settings(&cli)?;
@@ -155,11 +159,11 @@ async fn dispatch(cli: Cli) -> CliResult {
         }
         Command::Replay(args) => {
             let settings = settings(&cli)?;
-            crate::amqp::send_admin(&settings, crate::messages::AdminCommandKind::Replay, args).await
+            crate::ops::send_admin(&settings, crate::messages::AdminCommandKind::Replay, args).await
         }
         Command::Cancel(args) => {
             let settings = settings(&cli)?;
-            crate::amqp::send_admin(&settings, crate::messages::AdminCommandKind::Cancel, args).await
+            crate::ops::send_admin(&settings, crate::messages::AdminCommandKind::Cancel, args).await
         }
         Command::Demo(args) => {
             // The demo's own output is the show: logs only for errors unless RUST_LOG says more.

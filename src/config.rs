@@ -77,6 +77,14 @@ impl std::fmt::Display for SecretUrl {
     }
 }
 
+/// The database name in a `mysql://.../NAME?...` URL.
+pub fn database_name(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let path = rest.split_once('/')?.1;
+    let name = path.split(['?', '#']).next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Replaces the password of `scheme://user:password@host...` with `***`; other text is kept.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else { return url.to_string() };
@@ -139,6 +147,47 @@ impl FromStr for QueueType {
     }
 }
 
+/// How `order.suspend` takes a VM out of service (and `order.unsuspend` brings it back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SuspendMode {
+    /// Nova `os-stop` → `SHUTOFF` (`os-start` back): works on every hypervisor; the VM keeps its
+    /// host and its resources are still counted.
+    #[default]
+    Stop,
+    /// Nova `suspend` → `SUSPENDED` (`resume`): memory saved to disk, libvirt/KVM only.
+    Suspend,
+    /// Nova `shelve` → `SHELVED_OFFLOADED` (`unshelve`): frees the hypervisor; unshelving may
+    /// take long and land on another host.
+    Shelve,
+    /// Nova `pause` → `PAUSED` (`unpause`): frozen in memory, still on the host.
+    Pause,
+}
+
+impl SuspendMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspendMode::Stop => "stop",
+            SuspendMode::Suspend => "suspend",
+            SuspendMode::Shelve => "shelve",
+            SuspendMode::Pause => "pause",
+        }
+    }
+}
+
+impl FromStr for SuspendMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "stop" => Ok(SuspendMode::Stop),
+            "suspend" => Ok(SuspendMode::Suspend),
+            "shelve" => Ok(SuspendMode::Shelve),
+            "pause" => Ok(SuspendMode::Pause),
+            other => Err(format!("`{other}` is not one of stop, suspend, shelve, pause")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -148,6 +197,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub intake: IntakeSettings,
     pub engine: EngineSettings,
+    pub lifecycle: LifecycleSettings,
     pub admin: AdminSettings,
     pub shutdown: ShutdownSettings,
     pub worker: WorkerSettings,
@@ -218,6 +268,9 @@ pub struct IntakeSettings {
     pub batch_size: usize,
     /// How long a partial batch waits for more deliveries before it is committed.
     pub batch_linger_ms: u64,
+    /// How long an action whose target service is unknown is held back before it is
+    /// dead-lettered: its create may still be in another worker's uncommitted batch.
+    pub target_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +302,22 @@ pub struct EngineSettings {
     pub project_rate: f64,
     /// OpenStack requests per second in all (0 = unlimited).
     pub cloud_rate: f64,
+}
+
+/// What the lifecycle orders (suspend, unsuspend, resize, terminate) do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// How a suspend takes the VM out of service.
+    pub suspend_mode: SuspendMode,
+    /// Terminate deletes the service's volume; false detaches it and keeps it (the event says so).
+    pub delete_volumes: bool,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        LifecycleSettings { suspend_mode: SuspendMode::Stop, delete_volumes: true }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -300,7 +369,7 @@ impl Default for HttpSettings {
 
 impl Default for IntakeSettings {
     fn default() -> Self {
-        IntakeSettings { prefetch: 1000, batch_size: 250, batch_linger_ms: 5 }
+        IntakeSettings { prefetch: 1000, batch_size: 250, batch_linger_ms: 5, target_grace_secs: 10 }
     }
 }
 
@@ -344,6 +413,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROVISIONER_INTAKE_PREFETCH", "intake.prefetch"),
     ("PROVISIONER_INTAKE_BATCH_SIZE", "intake.batch_size"),
     ("PROVISIONER_INTAKE_BATCH_LINGER_MS", "intake.batch_linger_ms"),
+    ("PROVISIONER_INTAKE_TARGET_GRACE_SECS", "intake.target_grace_secs"),
     ("PROVISIONER_ENGINE_ENABLED", "engine.enabled"),
     ("PROVISIONER_ENGINE_MAX_IN_FLIGHT", "engine.max_in_flight"),
     ("PROVISIONER_ENGINE_CLAIM_BATCH", "engine.claim_batch"),
@@ -357,6 +427,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROVISIONER_ENGINE_MAX_CRASHES", "engine.max_crashes"),
     ("PROVISIONER_ENGINE_PROJECT_RATE", "engine.project_rate"),
     ("PROVISIONER_ENGINE_CLOUD_RATE", "engine.cloud_rate"),
+    ("PROVISIONER_LIFECYCLE_SUSPEND_MODE", "lifecycle.suspend_mode"),
+    ("PROVISIONER_LIFECYCLE_DELETE_VOLUMES", "lifecycle.delete_volumes"),
     ("PROVISIONER_ADMIN_ALLOWED_USERS", "admin.allowed_users"),
     ("PROVISIONER_SHUTDOWN_GRACE_SECS", "shutdown.grace_secs"),
     ("PROVISIONER_WORKER_ID", "worker.id"),
@@ -420,6 +492,9 @@ impl Settings {
             "PROVISIONER_INTAKE_PREFETCH" => self.intake.prefetch = parse(var, v)?,
             "PROVISIONER_INTAKE_BATCH_SIZE" => self.intake.batch_size = parse(var, v)?,
             "PROVISIONER_INTAKE_BATCH_LINGER_MS" => self.intake.batch_linger_ms = parse(var, v)?,
+            "PROVISIONER_INTAKE_TARGET_GRACE_SECS" => self.intake.target_grace_secs = parse(var, v)?,
+            "PROVISIONER_LIFECYCLE_SUSPEND_MODE" => self.lifecycle.suspend_mode = parse(var, v)?,
+            "PROVISIONER_LIFECYCLE_DELETE_VOLUMES" => self.lifecycle.delete_volumes = parse(var, v)?,
             "PROVISIONER_ENGINE_ENABLED" => self.engine.enabled = parse(var, v)?,
             "PROVISIONER_ENGINE_MAX_IN_FLIGHT" => self.engine.max_in_flight = parse(var, v)?,
             "PROVISIONER_ENGINE_CLAIM_BATCH" => self.engine.claim_batch = parse(var, v)?,
@@ -460,7 +535,7 @@ impl Settings {
                 &format!("`{}` must start with mysql://", self.database.url.redacted()),
             );
         }
-        if crate::store::database_name(db).is_none() {
+        if database_name(db).is_none() {
             return err(
                 "PROVISIONER_DATABASE_URL",
                 &format!("`{}` names no database (mysql://host/DATABASE)", self.database.url.redacted()),
@@ -580,6 +655,14 @@ mod tests {
         assert_eq!(s.http.addr, "127.0.0.1:8080");
         assert_eq!(s.amqp.queue_type, QueueType::Quorum);
         assert_eq!(s.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn database_name_is_read_from_the_url() {
+        assert_eq!(database_name("mysql://root@127.0.0.1:3306/provisioner").as_deref(), Some("provisioner"));
+        assert_eq!(database_name("mysql://u:p@h/db?ssl-mode=required").as_deref(), Some("db"));
+        assert_eq!(database_name("mysql://u:p@h/"), None);
+        assert_eq!(database_name("mysql://u:p@h"), None);
     }
 
     #[test]

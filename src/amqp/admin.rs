@@ -21,7 +21,6 @@
 //! refused the second time (a replayed job is no longer failed; a cancel is already requested)
 //! and that refusal is recorded: no action happens twice.
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +42,6 @@ use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
 use super::{AmqpError, AmqpOp};
-use crate::cli::{AdminArgs, CliResult};
 use crate::config::{QueueType, Settings};
 use crate::messages::{AdminCommand, AdminCommandKind, AdminTarget, Rejection, Schemas};
 use crate::metrics;
@@ -265,14 +263,14 @@ impl AdminConsumer {
     }
 }
 
-fn command_name(kind: AdminCommandKind) -> &'static str {
+pub fn command_name(kind: AdminCommandKind) -> &'static str {
     match kind {
         AdminCommandKind::Replay => "replay",
         AdminCommandKind::Cancel => "cancel",
     }
 }
 
-fn describe(command: &AdminCommand) -> String {
+pub fn describe(command: &AdminCommand) -> String {
     match command.target() {
         Some(AdminTarget::Job(id)) => format!("job id {id}"),
         Some(AdminTarget::Order(order)) => format!("order id {order:?}"),
@@ -310,28 +308,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `provisioner replay|cancel ID [--reason R]`: publishes the command as the AMQP URL's user
-/// (`user_id`), confirmed and mandatory (an unroutable command, say before any worker declared
-/// the queue, is an error rather than lost). The topology is not declared: operators may only
-/// publish to `provisioner.admin`.
-pub async fn send_admin(settings: &Settings, kind: AdminCommandKind, args: &AdminArgs) -> CliResult {
-    let command = AdminCommand::new(kind, &args.id, args.reason.clone());
-    let body = serde_json::to_vec(&command)?;
-    Schemas::new().parse_admin(&body).map_err(|e| format!("the command would be invalid: {e}"))?;
+/// Connects as the AMQP URL's user and publishes `command` as that user (`user_id`),
+/// confirmed and mandatory (an unroutable command, say before any worker declared the queue, is
+/// an error rather than lost). The topology is not declared: operators may only publish to
+/// `provisioner.admin`. Returns the user it was sent as.
+pub async fn send_command(settings: &Settings, command: &AdminCommand) -> Result<String, AmqpError> {
     let names = Names::new(&settings.amqp.prefix);
     let user = url_user(settings.amqp.url.expose());
-    let conn = connect_once(&settings.amqp.url, &format!("provisioner {}", command_name(kind))).await?;
-    let result = publish_admin(&conn, &names, &command, &user).await;
+    let conn =
+        connect_once(&settings.amqp.url, &format!("provisioner {}", command_name(command.command))).await?;
+    let result = publish_admin(&conn, &names, command, &user).await;
     let _ = conn.close(200, "done".into()).await;
-    result?;
-    println!(
-        "sent {} for {} as {user} to {}; follow it with `provisioner jobs show {}`",
-        command_name(kind),
-        describe(&command),
-        names.admin_exchange,
-        args.id
-    );
-    Ok(ExitCode::SUCCESS)
+    result.map(|()| user)
 }
 
 /// Publishes one admin command as `user` and waits for the broker's confirm.

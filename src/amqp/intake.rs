@@ -55,7 +55,7 @@ use super::submit::confirmed;
 use super::topology::{self, Names};
 use super::{AmqpError, AmqpOp};
 use crate::config::{IntakeSettings, QueueType};
-use crate::messages::{Rejection, Schemas};
+use crate::messages::{Incoming, Rejection, Schemas};
 use crate::metrics;
 use crate::store::Store;
 use crate::store::intake::NewJob;
@@ -90,12 +90,26 @@ enum Checked {
     Invalid(Rejection),
 }
 
+/// An action whose target service is not known (yet): held back, unacked, and offered again
+/// with every batch until its create commits (it may be in another worker's batch right now)
+/// or `intake.target_grace_secs` pass, when it is dead-lettered.
+struct Parked {
+    delivery: Delivery,
+    job: NewJob,
+    since: Instant,
+}
+
+/// How often held-back actions are offered again when no delivery comes.
+const PARKED_RECHECK: Duration = Duration::from_millis(250);
+
 /// Counts of one settled batch (tests and logs).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchOutcome {
     pub queued: usize,
     pub duplicates: usize,
     pub rejected: usize,
+    /// Actions held back because their service is not known yet.
+    pub held: usize,
 }
 
 impl Intake {
@@ -126,20 +140,22 @@ impl Intake {
         let batch_size = self.settings.batch_size.max(1);
         let linger = Duration::from_millis(self.settings.batch_linger_ms);
         let mut batch: Vec<Delivery> = Vec::with_capacity(batch_size);
+        let mut parked: Vec<Parked> = Vec::new();
         let mut deadline = Instant::now();
         loop {
-            let next = if batch.is_empty() {
+            let next = if batch.is_empty() && parked.is_empty() {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
                     next = consumer.next() => next,
                 }
             } else {
+                let wake = if batch.is_empty() { Instant::now() + PARKED_RECHECK } else { deadline };
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        self.settle(&mut batch, &dead).await?;
+                    _ = tokio::time::sleep_until(wake) => {
+                        self.settle(&mut batch, &mut parked, &dead).await?;
                         continue;
                     }
                     next = consumer.next() => next,
@@ -158,17 +174,18 @@ impl Intake {
                 }
             }
             if batch.len() >= batch_size {
-                self.settle(&mut batch, &dead).await?;
+                self.settle(&mut batch, &mut parked, &dead).await?;
             }
         }
 
         // Shutdown: stop the flow, then settle every delivery already handed to us (at most
-        // the prefetch), so that nothing we hold goes back to the queue; then close.
-        tracing::info!(in_hand = batch.len(), "intake stopping");
+        // the prefetch), so that nothing we hold goes back to the queue; then close. Actions
+        // still held back stay unacked: the broker redelivers them to whoever consumes next.
+        tracing::info!(in_hand = batch.len(), held = parked.len(), "intake stopping");
         let _ = channel
             .basic_cancel(ShortString::from(self.consumer_tag.as_str()), BasicCancelOptions::default())
             .await;
-        let settled = self.drain(consumer, &mut batch, &dead).await;
+        let settled = self.drain(consumer, &mut batch, &mut parked, &dead).await;
         // The channels close when dropped (an explicit close racing lapin's close-on-drop can
         // put the whole connection in error); the broker handle closes the connection.
         drop((channel, dead));
@@ -181,16 +198,17 @@ impl Intake {
         &self,
         mut consumer: lapin::Consumer,
         batch: &mut Vec<Delivery>,
+        parked: &mut Vec<Parked>,
         dead: &Channel,
     ) -> Result<(), AmqpError> {
         let batch_size = self.settings.batch_size.max(1);
         while let Ok(Some(Ok(delivery))) = tokio::time::timeout(DRAIN_IDLE, consumer.next()).await {
             batch.push(delivery);
             if batch.len() >= batch_size {
-                self.settle(batch, dead).await?;
+                self.settle(batch, parked, dead).await?;
             }
         }
-        self.settle(batch, dead).await.map(|_| ())
+        self.settle(batch, parked, dead).await.map(|_| ())
     }
 
     fn delivery(&self, next: Option<lapin::Result<Delivery>>) -> Result<Delivery, AmqpError> {
@@ -201,17 +219,33 @@ impl Intake {
         }
     }
 
-    /// Validates, commits, dead-letters and acks a batch; empties it on success.
-    async fn settle(&self, batch: &mut Vec<Delivery>, dead: &Channel) -> Result<BatchOutcome, AmqpError> {
-        let Some(last) = batch.last() else { return Ok(BatchOutcome::default()) };
-        let last_acker = last.acker.clone();
+    /// Validates, commits, dead-letters and acks a batch (with the actions held back so far,
+    /// offered again first); empties it on success.
+    async fn settle(
+        &self,
+        batch: &mut Vec<Delivery>,
+        parked: &mut Vec<Parked>,
+        dead: &Channel,
+    ) -> Result<BatchOutcome, AmqpError> {
+        if batch.is_empty() && parked.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
         let mut outcome = BatchOutcome::default();
+        let were_parked = !parked.is_empty();
 
-        // 1. Check every delivery; dedupe the valid ones within the batch (the first one wins).
-        let checked: Vec<Checked> = batch.iter().map(|d| self.check(&d.data)).collect();
-        let mut jobs: Vec<NewJob> = Vec::with_capacity(batch.len());
-        let mut first_digest: HashMap<&str, &str> = HashMap::new();
-        for c in &checked {
+        // 1. Check every delivery; dedupe the valid ones within the batch (the first one wins;
+        //    held-back actions came first).
+        let checked: Vec<Checked> =
+            batch.iter().map(|d| self.check(d.routing_key.as_str(), &d.data)).collect();
+        let mut jobs: Vec<NewJob> = Vec::with_capacity(batch.len() + parked.len());
+        let mut first_digest: HashMap<String, String> = HashMap::new();
+        for p in parked.iter() {
+            first_digest.insert(p.job.order_id.clone(), p.job.order_digest.clone());
+            jobs.push(p.job.clone());
+        }
+        // Index into `batch` of each delivery whose job is in `jobs` (held ones excepted).
+        let mut job_of_delivery: Vec<Option<String>> = vec![None; batch.len()];
+        for (i, c) in checked.iter().enumerate() {
             if let Checked::Valid(job) = c {
                 match first_digest.get(job.order_id.as_str()) {
                     Some(first) => {
@@ -219,7 +253,8 @@ impl Intake {
                         warn_if_differs(&job.order_id, first, &job.order_digest);
                     }
                     None => {
-                        first_digest.insert(&job.order_id, &job.order_digest);
+                        first_digest.insert(job.order_id.clone(), job.order_digest.clone());
+                        job_of_delivery[i] = Some(job.order_id.clone());
                         jobs.push(job.clone());
                     }
                 }
@@ -227,6 +262,7 @@ impl Intake {
         }
 
         // 2. Commit the valid ones (retrying while the database is away).
+        let mut unknown: std::collections::HashSet<String> = std::collections::HashSet::new();
         if !jobs.is_empty() {
             let digests: HashMap<String, String> =
                 jobs.iter().map(|j| (j.order_id.clone(), j.order_digest.clone())).collect();
@@ -238,26 +274,71 @@ impl Intake {
                     warn_if_differs(order_id, stored, received);
                 }
             }
+            unknown.extend(inserted.unknown_targets);
         }
 
-        // 3. Dead-letter the invalid ones, with their reasons, confirmed.
-        let mut confirms = Vec::new();
-        for (delivery, c) in batch.iter().zip(&checked) {
-            if let Checked::Invalid(rejection) = c {
-                tracing::warn!(delivery_tag = delivery.delivery_tag, kind = rejection.kind(),
-                    reason = %rejection, "order rejected; dead-lettered");
-                confirms.push((self.dead_letter(dead, delivery, rejection).await?, rejection.kind()));
+        // 3. Actions whose service is unknown: held back within the grace, then dead-lettered.
+        let grace = Duration::from_secs(self.settings.target_grace_secs);
+        let mut to_ack: Vec<Delivery> = Vec::new();
+        let mut expired: Vec<(Delivery, Rejection)> = Vec::new();
+        let mut still: Vec<Parked> = Vec::new();
+        for p in parked.drain(..) {
+            if !unknown.contains(&p.job.order_id) {
+                to_ack.push(p.delivery);
+            } else if p.since.elapsed() >= grace {
+                let why = unknown_target(&p.job, grace);
+                expired.push((p.delivery, why));
+            } else {
+                still.push(p);
             }
+        }
+        let mut invalid: Vec<(Delivery, Rejection)> = Vec::new();
+        for ((delivery, c), order) in batch.drain(..).zip(checked).zip(job_of_delivery) {
+            match (c, order) {
+                (Checked::Valid(job), Some(order)) if unknown.contains(&order) => {
+                    if grace.is_zero() {
+                        let why = unknown_target(&job, grace);
+                        expired.push((delivery, why));
+                    } else {
+                        tracing::info!(order_id = %job.order_id, target = ?job.target_order_id,
+                            "action for an unknown service held back (its create may still be committing)");
+                        still.push(Parked { delivery, job, since: Instant::now() });
+                    }
+                }
+                (Checked::Invalid(rejection), _) => invalid.push((delivery, rejection)),
+                _ => to_ack.push(delivery),
+            }
+        }
+        outcome.held = still.len();
+        *parked = still;
+        invalid.extend(expired);
+
+        // 4. Dead-letter the invalid ones, with their reasons, confirmed.
+        let mut confirms = Vec::new();
+        for (delivery, rejection) in &invalid {
+            tracing::warn!(delivery_tag = delivery.delivery_tag, kind = rejection.kind(),
+                reason = %rejection, "order rejected; dead-lettered");
+            confirms.push((self.dead_letter(dead, delivery, rejection).await?, rejection.kind()));
         }
         for (confirm, kind) in confirms {
             confirmed(confirm, "a dead-lettered order").await?;
             metrics::inc(metrics::DEAD_LETTERED, &[("queue", "orders"), ("reason", kind)]);
             outcome.rejected += 1;
         }
+        to_ack.extend(invalid.into_iter().map(|(d, _)| d));
 
-        // 4. Ack everything up to the last delivery of the batch.
-        last_acker.ack(BasicAckOptions { multiple: true }).await.op("basic.ack")?;
-        batch.clear();
+        // 5. Ack. With nothing held back, one `multiple` ack up to the newest delivery settles
+        //    everything before it on the channel; while actions are held back (unacked, with
+        //    older tags), each delivery is acked on its own.
+        if parked.is_empty() && !were_parked {
+            if let Some(last) = to_ack.iter().max_by_key(|d| d.delivery_tag) {
+                last.acker.ack(BasicAckOptions { multiple: true }).await.op("basic.ack")?;
+            }
+        } else {
+            for d in &to_ack {
+                d.acker.ack(BasicAckOptions { multiple: false }).await.op("basic.ack")?;
+            }
+        }
 
         metrics::add(metrics::INTAKE_ORDERS, &[("outcome", "queued")], outcome.queued as u64);
         metrics::add(metrics::INTAKE_ORDERS, &[("outcome", "duplicate")], outcome.duplicates as u64);
@@ -266,18 +347,30 @@ impl Intake {
         Ok(outcome)
     }
 
-    fn check(&self, body: &[u8]) -> Checked {
-        match self.schemas.parse_order(body) {
-            Ok((order, _)) => match std::str::from_utf8(body) {
-                Ok(text) => Checked::Valid(NewJob {
-                    id: uuid::Uuid::new_v4(),
-                    order_id: order.order_id,
-                    project_id: order.project_id,
-                    order_body: text.to_string(),
-                    order_digest: sha256_hex(body),
-                }),
-                Err(e) => Checked::Invalid(Rejection::NotUtf8(e.to_string())),
-            },
+    fn check(&self, routing_key: &str, body: &[u8]) -> Checked {
+        let text = match std::str::from_utf8(body) {
+            Ok(text) => text,
+            Err(e) => return Checked::Invalid(Rejection::NotUtf8(e.to_string())),
+        };
+        match self.schemas.parse_incoming(routing_key, body) {
+            Ok(Incoming::Create(order)) => Checked::Valid(NewJob {
+                id: uuid::Uuid::new_v4(),
+                order_id: order.order_id,
+                project_id: order.project_id,
+                action: "create".into(),
+                target_order_id: None,
+                order_body: text.to_string(),
+                order_digest: sha256_hex(body),
+            }),
+            Ok(Incoming::Action(action)) => Checked::Valid(NewJob {
+                id: uuid::Uuid::new_v4(),
+                order_id: action.order_id,
+                project_id: String::new(),
+                action: action.action.as_str().into(),
+                target_order_id: Some(action.target_order_id),
+                order_body: text.to_string(),
+                order_digest: sha256_hex(body),
+            }),
             Err(rejection) => Checked::Invalid(rejection),
         }
     }
@@ -324,6 +417,14 @@ impl Intake {
         let (dlx, queue) = (&self.names.dlx, &self.names.orders_queue);
         dead_letter::publish_copy(dead, dlx, queue, delivery, rejection.to_string(), rejection.kind()).await
     }
+}
+
+fn unknown_target(job: &NewJob, grace: Duration) -> Rejection {
+    Rejection::UnknownTarget(format!(
+        "/target_order_id: no service was created by order {:?} (waited {} s for its create order)",
+        job.target_order_id.as_deref().unwrap_or(""),
+        grace.as_secs()
+    ))
 }
 
 fn warn_if_differs(order_id: &str, stored: &str, received: &str) {

@@ -16,9 +16,7 @@ pub mod relay;
 pub mod submit;
 pub mod topology;
 
-pub use admin::send_admin;
 pub use connection::Broker;
-pub use submit::submit_orders;
 pub use topology::Names;
 
 /// A broker error, with what was being done. Connection and channel errors are transient: the

@@ -25,7 +25,7 @@ use crate::config::QueueType;
 pub const DELIVERY_LIMIT: i64 = 20;
 
 /// Routing key billing uses for new orders, and the binding that catches every order key.
-pub const ORDER_CREATE_KEY: &str = "order.create";
+pub use crate::messages::CREATE_KEY as ORDER_CREATE_KEY;
 pub const ORDERS_BINDING: &str = "order.#";
 /// Binding of the admin queue.
 pub const ADMIN_BINDING: &str = "admin.#";

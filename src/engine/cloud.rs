@@ -52,6 +52,9 @@ pub type CloudResult<T> = Result<T, CloudError>;
 pub struct Resolved {
     pub image_id: String,
     pub flavor_id: String,
+    /// Nova's name of the flavor (the order may have named it by id).
+    #[serde(default)]
+    pub flavor_name: String,
     pub network_id: String,
     pub network_name: String,
 }
@@ -86,7 +89,7 @@ pub struct VolumeSpec {
 }
 
 /// A server as the engine needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerInfo {
     pub id: String,
     pub name: String,
@@ -95,6 +98,36 @@ pub struct ServerInfo {
     pub fault: Option<String>,
     pub addresses: Vec<EventAddress>,
     pub tags: Vec<String>,
+    /// `OS-EXT-STS:task_state`: an action in progress (`powering-off`, `resize_prep`, ...).
+    pub task_state: Option<String>,
+    /// `OS-EXT-STS:vm_state`.
+    pub vm_state: Option<String>,
+    /// The flavor's id, when the answer gives it (below Nova 2.47).
+    pub flavor_id: Option<String>,
+    /// The flavor's name (2.47+: `original_name`).
+    pub flavor_name: Option<String>,
+}
+
+/// A Nova server action (`POST /servers/{id}/action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAction {
+    Stop,
+    Start,
+    Suspend,
+    Resume,
+    Shelve,
+    Unshelve,
+    Pause,
+    Unpause,
+    ConfirmResize,
+    RevertResize,
+}
+
+/// A flavor, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FlavorInfo {
+    pub id: String,
+    pub name: String,
 }
 
 /// A volume as the engine needs it.
@@ -192,4 +225,29 @@ pub trait Cloud: Send + Sync + 'static {
         server_id: &'a str,
         volume_id: &'a str,
     ) -> BoxFuture<'a, CloudResult<()>>;
+
+    /// Sends a server action (202). A 409 (wrong state) comes back as `ErrorKind::Conflict`.
+    fn server_action<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        action: ServerAction,
+    ) -> BoxFuture<'a, CloudResult<()>>;
+    /// Starts a resize to `flavor_id`.
+    fn resize_server<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        flavor_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<()>>;
+    /// A flavor by name or id (cached like resolve): its id and name.
+    fn find_flavor<'a>(&'a self, project: &'a str, flavor: &'a str)
+    -> BoxFuture<'a, CloudResult<FlavorInfo>>;
+    /// Why the last `action` (e.g. "resize") on the server failed, if Nova recorded an error.
+    fn action_error<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        action: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<String>>>;
 }

@@ -19,7 +19,8 @@ use futures_util::future::BoxFuture;
 
 use super::cloud::{CloudError, PortSpec, Resolved, ServerSpec, VolumeSpec};
 use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
-use crate::messages::ErrorClass;
+use crate::messages::{ErrorClass, Order};
+use crate::store::{JobState, ServiceSave};
 
 /// Tag on every server and port the provisioner creates (the poller lists by it).
 pub const TAG: &str = "provisioner";
@@ -39,6 +40,9 @@ pub const WAIT_ATTACHED: &str = "wait_attached";
 pub fn kind() -> Kind {
     Kind {
         name: "create",
+        // A replayed create provisions its service again.
+        running_state: Some(super::lifecycle::PROVISIONING),
+        on_end,
         steps: vec![
             Step { name: RESOLVE, creates: false, run: resolve, undo: None },
             Step {
@@ -72,6 +76,26 @@ pub fn kind() -> Kind {
     }
 }
 
+/// The service a create made: `active` with its resources when it completed; `failed` when it
+/// did not (the rollback deleted what it made).
+fn on_end(job: &Job, state: JobState) -> Option<ServiceSave> {
+    let mut s = ServiceSave { target_order_id: job.target_order_id.clone(), ..ServiceSave::default() };
+    if state == JobState::Completed {
+        s.state = Some(super::lifecycle::ACTIVE.into());
+        s.ids = Some((job.server_id.clone(), job.port_id.clone(), job.volume_id.clone()));
+        s.flavor = job.data.resolved.as_ref().map(|r| (r.flavor_name.clone(), r.flavor_id.clone()));
+        s.last_action_order_id = Some(job.order_id.clone());
+    } else {
+        s.state = Some(super::lifecycle::FAILED.into());
+    }
+    Some(s)
+}
+
+/// The create order of a create job.
+fn order(job: &Job) -> Result<Order, Outcome> {
+    job.order.clone().ok_or_else(|| internal("a create job without its order"))
+}
+
 macro_rules! cloud {
     ($e:expr) => {
         match $e {
@@ -102,7 +126,10 @@ async fn resolved(ctx: &StepCtx, job: &mut Job) -> Result<Resolved, CloudError> 
     if let Some(r) = &job.data.resolved {
         return Ok(r.clone());
     }
-    let s = &job.order.server;
+    let Some(o) = job.order.as_ref() else {
+        return Err(CloudError::new(super::cloud::ErrorKind::Permanent, "a create job without its order"));
+    };
+    let s = &o.server;
     let r = ctx.cloud.resolve(&job.project_id, &s.image, &s.flavor, &s.network).await?;
     job.data.resolved = Some(r.clone());
     Ok(r)
@@ -137,7 +164,7 @@ fn create_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -
         let r = cloud!(resolved(ctx, job).await);
         let spec = PortSpec {
             network_id: r.network_id,
-            name: format!("{}-port", job.order.server.name),
+            name: format!("{}-port", job.server_name()),
             tags: vec![mark, TAG.to_string()],
         };
         let id = cloud!(ctx.cloud.create_port(&job.project_id, &spec).await);
@@ -166,7 +193,11 @@ fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             }
         }
         let r = cloud!(resolved(ctx, job).await);
-        let s = &job.order.server;
+        let o = match order(job) {
+            Ok(o) => o,
+            Err(out) => return out,
+        };
+        let s = &o.server;
         let mut metadata: BTreeMap<String, String> = s.metadata.clone();
         metadata.insert(VOLUME_MARK_KEY.into(), job.id.to_string());
         metadata.insert("order_id".into(), job.order_id.clone());
@@ -205,7 +236,11 @@ fn wait_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>
         match server.status.to_ascii_uppercase().as_str() {
             "ACTIVE" => {
                 job.data.addresses = server.addresses;
-                if job.order.volume.is_some() { Outcome::Next } else { Outcome::Done }
+                if job.order.as_ref().is_some_and(|o| o.volume.is_some()) {
+                    Outcome::Next
+                } else {
+                    Outcome::Done
+                }
             }
             "ERROR" => Outcome::Fail(Failure::new(
                 ErrorClass::CloudError,
@@ -221,7 +256,7 @@ fn create_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
         if let Some(id) = &job.volume_id {
             return Outcome::Wait { step: WAIT_VOLUME, watch: Watch::VolumeCreated(id.clone()) };
         }
-        let Some(v) = job.order.volume.clone() else { return Outcome::Done };
+        let Some(v) = job.order.as_ref().and_then(|o| o.volume.clone()) else { return Outcome::Done };
         let job_id = job.id.to_string();
         if job.intent_on_entry && job.may_have_created(CREATE_VOLUME) {
             let found = cloud!(ctx.cloud.find_volumes(&job.project_id, VOLUME_MARK_KEY, &job_id).await);
@@ -239,7 +274,7 @@ fn create_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
         metadata.insert(VOLUME_MARK_KEY.to_string(), job_id);
         metadata.insert("order_id".to_string(), job.order_id.clone());
         let spec = VolumeSpec {
-            name: format!("{}-data", job.order.server.name),
+            name: format!("{}-data", job.server_name()),
             size_gb: v.size_gb,
             volume_type: v.volume_type,
             metadata,

@@ -7,8 +7,10 @@
 //! (the step's name) before the step runs, and the step, when it finds the intent set on entry
 //! ([`Job::intent_on_entry`]), first looks for a resource carrying the job's mark and adopts it.
 //! Rollback runs the undos of the steps reached, in reverse; each undo is idempotent and may ask
-//! to run again later (waiting for a deletion to finish). Billing's coming kinds (terminate,
-//! suspend, resume, onboarding) are new lists of steps, not new engines.
+//! to run again later (waiting for a deletion to finish). Billing's kinds (create, and the
+//! lifecycle's suspend, unsuspend, resize, terminate in [`super::lifecycle`]) are lists of steps
+//! driven by the one engine; a kind also says what its jobs change on their service
+//! ([`Kind::running_state`], [`Kind::on_end`]), written in the same transaction as the job.
 
 use std::sync::Arc;
 
@@ -17,9 +19,10 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::cloud::{Cloud, CloudError, Resolved, ServerInfo, VolumeInfo};
-use crate::messages::{ErrorClass, EventAddress, Order};
-use crate::store::{JobRow, JobState};
+use super::cloud::{Cloud, CloudError, FlavorInfo, Resolved, ServerInfo, VolumeInfo};
+use crate::config::LifecycleSettings;
+use crate::messages::{Action, ActionOrder, ErrorClass, EventAddress, Order};
+use crate::store::{JobRow, JobState, ServiceRow, ServiceSave};
 
 /// What a step (or an undo) decided.
 #[derive(Debug)]
@@ -61,16 +64,40 @@ impl Failure {
 pub enum Watch {
     /// The server leaves `BUILD`.
     Server(String),
+    /// The server reaches one of these statuses with no task running (or `ERROR`): the end
+    /// of a server action (stop, resize, confirm...).
+    ServerState { id: String, until: &'static [&'static str] },
+    /// The server is deleted.
+    ServerGone(String),
     /// The volume leaves `creating`.
     VolumeCreated(String),
     /// The volume becomes `in-use` (or fails to).
     VolumeAttached(String),
+    /// The volume leaves `detaching`.
+    VolumeDetached(String),
 }
 
 impl Watch {
+    /// The server this wait is about, if any.
+    pub fn server_id(&self) -> Option<&str> {
+        match self {
+            Watch::Server(id) | Watch::ServerGone(id) | Watch::ServerState { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
     /// Whether a server seen by the poller settles this wait.
     pub fn settled_by_server(&self, s: &ServerInfo) -> bool {
-        matches!(self, Watch::Server(id) if *id == s.id) && !s.status.eq_ignore_ascii_case("BUILD")
+        match self {
+            Watch::Server(id) => *id == s.id && !s.status.eq_ignore_ascii_case("BUILD"),
+            Watch::ServerState { id, until } => {
+                *id == s.id
+                    && (s.status.eq_ignore_ascii_case("ERROR")
+                        || (s.task_state.is_none() && until.iter().any(|u| s.status.eq_ignore_ascii_case(u))))
+            }
+            Watch::ServerGone(id) => *id == s.id && s.status.eq_ignore_ascii_case("DELETED"),
+            _ => false,
+        }
     }
 }
 
@@ -79,6 +106,8 @@ impl Watch {
 pub enum Observation {
     Server(ServerInfo),
     Volume(VolumeInfo),
+    /// The poller saw the wait settle without seeing the resource (it left a status list).
+    Settled,
 }
 
 /// Kind-specific data kept with the job (`jobs.data`, JSON).
@@ -98,6 +127,18 @@ pub struct JobData {
     /// Failed attempts of undos during this rollback (they do not hide the original error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// Resize: the flavor ordered, resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<FlavorInfo>,
+    /// Terminate: the volume was detached and kept (`lifecycle.delete_volumes = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_kept: Option<bool>,
+    /// The job's first step ran (a job cancelled before that changed nothing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub started: bool,
+    /// An action found nothing to do (already in the state asked for): why, for the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noop: Option<String>,
 }
 
 /// A claimed job in memory: the row, decoded.
@@ -107,7 +148,19 @@ pub struct Job {
     pub order_id: String,
     pub project_id: String,
     pub kind: String,
-    pub order: Order,
+    /// What billing asked for: `create`, `suspend`, ...
+    pub action: String,
+    /// The service the job acts on: the create order's id (a create's own).
+    pub target_order_id: String,
+    /// The create order: the job's own for a create; for an action, the order that made its
+    /// service (read with the claim).
+    pub order: Option<Order>,
+    /// The action order, for an action job.
+    pub action_order: Option<ActionOrder>,
+    /// The stored body, as received (for kinds that read it themselves).
+    pub order_body: String,
+    /// An action's service, as it was when the job was claimed.
+    pub service: Option<ServiceRow>,
     pub state: JobState,
     pub step: String,
     pub step_attempts: u32,
@@ -124,16 +177,35 @@ pub struct Job {
     pub data: JobData,
     pub error: Option<(ErrorClass, String, String)>,
     pub cancel_requested: bool,
+    /// Why the cancel was asked for (an operator, a terminate that superseded the job).
+    pub cancel_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub deadline_at: Option<DateTime<Utc>>,
+    /// A change of the service to write with the next save.
+    pub service_change: Option<ServiceSave>,
 }
 
 impl Job {
     /// Decodes a claimed row; an order body that no longer parses is an `invalid_order`.
     pub fn from_row(row: JobRow) -> Result<Job, Box<(JobRow, String)>> {
-        let order: Order = match serde_json::from_str(&row.order_body) {
-            Ok(o) => o,
-            Err(e) => return Err(Box::new((row, format!("stored order does not parse: {e}")))),
+        let (order, action_order) = if row.action == "create" {
+            match serde_json::from_str::<Order>(&row.order_body) {
+                Ok(o) => (Some(o), None),
+                Err(e) => return Err(Box::new((row, format!("stored order does not parse: {e}")))),
+            }
+        } else if Action::parse(&row.action).is_some() {
+            let action: ActionOrder = match serde_json::from_str(&row.order_body) {
+                Ok(a) => a,
+                Err(e) => return Err(Box::new((row, format!("stored action order does not parse: {e}")))),
+            };
+            let create = row
+                .service
+                .as_ref()
+                .and_then(|s| s.create_order_body.as_deref())
+                .and_then(|b| serde_json::from_str::<Order>(b).ok());
+            (create, Some(action))
+        } else {
+            (None, None)
         };
         let data: JobData =
             row.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
@@ -145,12 +217,18 @@ impl Job {
             )),
             _ => None,
         };
+        let target_order_id = row.target_order_id.clone().unwrap_or_else(|| row.order_id.clone());
         Ok(Job {
+            target_order_id,
             id: row.id,
             order_id: row.order_id,
             project_id: row.project_id,
             kind: row.kind,
+            action: row.action,
             order,
+            action_order,
+            order_body: row.order_body,
+            service: row.service,
             state: row.state,
             step: row.step,
             step_attempts: row.step_attempts,
@@ -165,8 +243,10 @@ impl Job {
             data,
             error,
             cancel_requested: row.cancel_requested,
+            cancel_reason: row.cancel_reason,
             created_at: row.created_at,
             deadline_at: row.deadline_at,
+            service_change: None,
         })
     }
 
@@ -179,6 +259,20 @@ impl Job {
     pub fn may_have_created(&self, step: &str) -> bool {
         self.intent.as_deref() == Some(step)
     }
+
+    /// The server's name, as ordered (for events).
+    pub fn server_name(&self) -> String {
+        self.order.as_ref().map(|o| o.server.name.clone()).unwrap_or_default()
+    }
+
+    /// A change of this job's service, to write with the next save.
+    pub fn change_service(&mut self, f: impl FnOnce(&mut ServiceSave)) {
+        let change = self.service_change.get_or_insert_with(|| ServiceSave {
+            target_order_id: self.target_order_id.clone(),
+            ..ServiceSave::default()
+        });
+        f(change);
+    }
 }
 
 /// What steps get to use.
@@ -188,6 +282,8 @@ pub struct StepCtx {
     pub wait_timeout: std::time::Duration,
     /// Pause between checks of a deletion during rollback.
     pub recheck: std::time::Duration,
+    /// What the lifecycle orders do (suspend mode, keep volumes).
+    pub lifecycle: LifecycleSettings,
 }
 
 /// A step function: runs one step of a job (mutating the ids it records) and says what next.
@@ -204,10 +300,15 @@ pub struct Step {
     pub undo: Option<(&'static str, StepFn)>,
 }
 
-/// A kind of job: its name and its steps, in order.
+/// A kind of job: its name and its steps, in order, and what its jobs do to their service.
 pub struct Kind {
     pub name: &'static str,
     pub steps: Vec<Step>,
+    /// The service's state while a job of this kind runs (`resizing`, `terminating`), written
+    /// with the job's first step.
+    pub running_state: Option<&'static str>,
+    /// What a job of this kind changes on its service when it ends in the given state.
+    pub on_end: fn(&Job, JobState) -> Option<ServiceSave>,
 }
 
 impl std::fmt::Debug for Kind {

@@ -20,6 +20,7 @@
 pub mod cloud;
 pub mod create;
 pub mod kind;
+pub mod lifecycle;
 pub mod openstack_cloud;
 pub mod poller;
 pub mod retry;
@@ -39,7 +40,7 @@ use self::cloud::{Cloud, CloudError};
 use self::kind::{Failure, Job, Kind, Observation, Outcome, StepCtx, Watch};
 use self::poller::{Waiter, Waiting};
 use self::retry::RetryPolicy;
-use crate::config::Settings;
+use crate::config::{LifecycleSettings, Settings};
 use crate::messages::{ErrorClass, Event, EventError, EventServer, EventType, EventVolume};
 use crate::store::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError, Store};
 
@@ -58,6 +59,7 @@ pub struct EngineConfig {
     pub job_deadline: Duration,
     pub retry: RetryPolicy,
     pub max_crashes: u32,
+    pub lifecycle: LifecycleSettings,
 }
 
 impl EngineConfig {
@@ -81,6 +83,7 @@ impl EngineConfig {
                 max_attempts: e.step_max_attempts,
             },
             max_crashes: e.max_crashes,
+            lifecycle: s.lifecycle.clone(),
         }
     }
 }
@@ -111,6 +114,9 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// How often, and by how much, jobs waiting for an earlier job of their service are pushed back.
+const BLOCKED_SNOOZE: Duration = Duration::from_secs(5);
+
 /// What the driver does after a save.
 enum Then {
     Continue,
@@ -129,12 +135,15 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Engine {
         let committer = Committer::start(store.clone(), move || events.notify_one());
-        let create = Arc::new(create::kind());
-        let kinds = HashMap::from([(create.name, create)]);
+        let kinds: HashMap<&'static str, Arc<Kind>> = std::iter::once(create::kind())
+            .chain(lifecycle::kinds())
+            .map(|k| (k.name, Arc::new(k)))
+            .collect();
         let ctx = StepCtx {
             cloud,
             wait_timeout: cfg.wait_timeout,
             recheck: cfg.poll_interval.max(Duration::from_millis(200)),
+            lifecycle: cfg.lifecycle.clone(),
         };
         Engine {
             inner: Arc::new(Inner {
@@ -175,9 +184,18 @@ impl Engine {
         let inner = &self.inner;
         let idle = inner.cfg.poll_interval.min(Duration::from_millis(20));
         let mut failures = 0u32;
+        let mut snoozed = tokio::time::Instant::now();
         loop {
             if inner.shutdown.is_cancelled() {
                 return;
+            }
+            // Jobs chained behind a running job of their service are due but not claimable;
+            // push them back now and then so the claim query does not scan them every round.
+            if snoozed.elapsed() >= BLOCKED_SNOOZE {
+                snoozed = tokio::time::Instant::now();
+                if let Err(e) = inner.store.snooze_blocked(BLOCKED_SNOOZE).await {
+                    tracing::debug!(error = %e, "cannot snooze blocked jobs");
+                }
             }
             let free = inner.permits.available_permits().min(inner.cfg.claim_batch);
             if free == 0 {
@@ -292,16 +310,15 @@ impl Engine {
         let started = Utc::now();
         let mut out = Vec::new();
         let mut ok = true;
-        let servers: Vec<&Waiter> =
-            plan.waiters.iter().filter(|w| matches!(w.watch, Watch::Server(_))).collect();
+        let servers: Vec<&Waiter> = plan.waiters.iter().filter(|w| w.watch.server_id().is_some()).collect();
         if !servers.is_empty() {
             match cloud.servers_changed(&plan.project_id, create::TAG, plan.since).await {
                 Ok(list) => {
                     let by_id: HashMap<&str, &cloud::ServerInfo> =
                         list.iter().map(|s| (s.id.as_str(), s)).collect();
                     for w in &servers {
-                        if let Watch::Server(id) = &w.watch
-                            && let Some(s) = by_id.get(id.as_str())
+                        if let Some(id) = w.watch.server_id()
+                            && let Some(s) = by_id.get(id)
                             && w.watch.settled_by_server(s)
                         {
                             out.push(((*w).clone(), Some(Observation::Server((*s).clone()))));
@@ -365,6 +382,28 @@ impl Engine {
                 }
             }
         }
+        // Volumes being detached (terminate): settled once they left `detaching`; the step
+        // goes on to delete the volume without a GET of its own.
+        let detaching: Vec<&Waiter> =
+            plan.waiters.iter().filter(|w| matches!(w.watch, Watch::VolumeDetached(_))).collect();
+        if !detaching.is_empty() {
+            match cloud.volumes_in_status(&plan.project_id, "detaching").await {
+                Ok(list) => {
+                    let busy: std::collections::HashSet<String> = list.into_iter().map(|v| v.id).collect();
+                    for w in &detaching {
+                        if let Watch::VolumeDetached(id) = &w.watch
+                            && !busy.contains(id)
+                        {
+                            out.push(((*w).clone(), Some(Observation::Settled)));
+                        }
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::debug!(project = %plan.project_id, error = %e, "volume poll failed");
+                }
+            }
+        }
         if ok {
             let covered: Vec<Uuid> = plan.waiters.iter().map(|w| w.job_id).collect();
             self.inner.waiting.polled(&plan.project_id, started, &covered);
@@ -399,7 +438,7 @@ impl Engine {
         let Some(kind) = inner.kinds.get(job.kind.as_str()).cloned() else {
             let why = format!("unknown kind of job {:?}", job.kind);
             let f = Failure::new(ErrorClass::Internal, why);
-            let (save, _) = self.finish(&mut job, Some(f), "claim");
+            let (save, _) = self.finish(None, &mut job, Some(f), "claim");
             let _ = inner.committer.save(save).await;
             return;
         };
@@ -475,10 +514,10 @@ impl Engine {
                     job.step, job.crashes
                 );
                 job.data.cleanup_error = Some(why);
-                return self.finish(job, None, "crash cap");
+                return self.finish(Some(kind), job, None, "crash cap");
             }
             let Some(undo) = kind.undo_fn(&job.step) else {
-                return self.finish(job, None, "no undo");
+                return self.finish(Some(kind), job, None, "no undo");
             };
             let outcome = undo(ctx, job, None).await;
             return self.after_undo(kind, job, outcome, from, clock);
@@ -493,15 +532,20 @@ impl Engine {
             if job.data.step_started_at.is_none() {
                 job.data.step_started_at = Some(Utc::now());
             }
+            // A replayed job (step `start`) begins at its kind's first step.
+            if kind.step(&job.step).is_none() {
+                job.step = kind.first().to_string();
+            }
+            if !job.cancel_requested {
+                job.data.started = true;
+                if let Some(state) = kind.running_state {
+                    job.change_service(|s| s.state = Some(state.to_string()));
+                }
+            }
         }
         if job.cancel_requested {
-            return self.begin_rollback(
-                kind,
-                job,
-                Failure::new(ErrorClass::Cancelled, "cancelled by an operator"),
-                from,
-                clock,
-            );
+            let why = job.cancel_reason.clone().unwrap_or_else(|| "cancelled by an operator".into());
+            return self.begin_rollback(kind, job, Failure::new(ErrorClass::Cancelled, why), from, clock);
         }
         if job.deadline_at.is_some_and(|d| Utc::now() > d) {
             let f = Failure::new(
@@ -541,13 +585,13 @@ impl Engine {
         match outcome {
             Outcome::Next => match kind.after(&job.step).copied() {
                 Some(next) => self.advance(job, next.name, next.creates, from, clock),
-                None => self.complete(job, from, clock),
+                None => self.complete(kind, job, from, clock),
             },
             Outcome::Goto(name) => {
                 let creates = kind.step(name).is_some_and(|s| s.creates);
                 self.advance(job, name, creates, from, clock)
             }
-            Outcome::Done => self.complete(job, from, clock),
+            Outcome::Done => self.complete(kind, job, from, clock),
             Outcome::Wait { step, watch } => {
                 if job.step != step {
                     job.step = step.to_string();
@@ -622,6 +666,7 @@ impl Engine {
 
     fn complete(
         &self,
+        kind: &Kind,
         job: &mut Job,
         from: (JobState, String, u32),
         clock: std::time::Instant,
@@ -630,8 +675,13 @@ impl Engine {
         job.state = JobState::Completed;
         job.step = "completed".into();
         job.intent = None;
+        self.end_service(kind, job);
         let event = self.event(job, EventType::Completed, None);
-        let h = history(from, clock, &self.inner.cfg.owner, "completed");
+        let detail = match &job.data.noop {
+            Some(why) => format!("completed: nothing to do ({why})"),
+            None => "completed".to_string(),
+        };
+        let h = history(from, clock, &self.inner.cfg.owner, &detail);
         tracing::info!(attempts = job.attempts, "job completed");
         (self.save_of(job, true, Duration::ZERO, h, Some(event)), Then::Stop)
     }
@@ -656,7 +706,7 @@ impl Engine {
                 let h = history(from, clock, &self.inner.cfg.owner, &detail);
                 (self.save_of(job, false, Duration::ZERO, h, None), Then::Continue)
             }
-            None => self.finish(job, None, "nothing to undo"),
+            None => self.finish(Some(kind), job, None, "nothing to undo"),
         }
     }
 
@@ -678,7 +728,7 @@ impl Engine {
                     let h = history(from, clock, &cfg.owner, "");
                     (self.save_of(job, false, Duration::ZERO, h, None), Then::Continue)
                 }
-                None => self.finish(job, None, "rolled back"),
+                None => self.finish(Some(kind), job, None, "rolled back"),
             },
             Outcome::Later(d) => self.undo_later(job, d, from, clock),
             Outcome::Wait { .. } => self.undo_later(job, ctx_recheck(cfg), from, clock),
@@ -688,7 +738,7 @@ impl Engine {
                 // Clean-up is retried longer than a forward step: giving up leaves an orphan.
                 if job.step_attempts >= cfg.retry.max_attempts.saturating_mul(3) {
                     job.data.cleanup_error = Some(format!("{}: {}", job.step, message));
-                    return self.finish(job, None, "clean-up abandoned");
+                    return self.finish(Some(kind), job, None, "clean-up abandoned");
                 }
                 let d = cfg.retry.jittered(job.step_attempts);
                 let detail = format!(
@@ -716,7 +766,13 @@ impl Engine {
 
     /// Ends a job that did not complete: `failed`, or `cancelled` when an operator asked; the
     /// original error is kept (a clean-up problem is appended, never substituted).
-    fn finish(&self, job: &mut Job, extra: Option<Failure>, why: &str) -> (JobSave, Then) {
+    fn finish(
+        &self,
+        kind: Option<&Kind>,
+        job: &mut Job,
+        extra: Option<Failure>,
+        why: &str,
+    ) -> (JobSave, Then) {
         let from = (job.state, job.step.clone(), job.step_attempts);
         if job.error.is_none() {
             let f = extra.unwrap_or_else(|| Failure::new(ErrorClass::Internal, why));
@@ -725,6 +781,9 @@ impl Engine {
         let (class, _, _) = job.error.clone().unwrap_or((ErrorClass::Internal, String::new(), String::new()));
         job.state = if class == ErrorClass::Cancelled { JobState::Cancelled } else { JobState::Failed };
         job.step = job.state.as_str().to_string();
+        if let Some(kind) = kind {
+            self.end_service(kind, job);
+        }
         let kind = if class == ErrorClass::Cancelled { EventType::Cancelled } else { EventType::Failed };
         let event = self.event(job, kind, job.error.clone());
         tracing::info!(state = %job.state, class = %class, "job ended");
@@ -753,6 +812,7 @@ impl Engine {
             error_message: Some(why.clone()),
             release: true,
             lease: self.inner.cfg.lease,
+            service: None,
             history: History {
                 from_state: Some(row.state),
                 from_step: Some(row.step.clone()),
@@ -768,6 +828,8 @@ impl Engine {
                 order_id: row.order_id.clone(),
                 project_id: row.project_id.clone(),
                 attempts: row.attempts,
+                action: Some(row.action.clone()),
+                target_order_id: row.target_order_id.clone().or_else(|| Some(row.order_id.clone())),
                 server: None,
                 port_id: None,
                 volume: None,
@@ -781,8 +843,27 @@ impl Engine {
         let _ = self.inner.committer.save(save).await;
     }
 
+    /// What the job's end changes on its service, written with the final save.
+    fn end_service(&self, kind: &Kind, job: &mut Job) {
+        if let Some(change) = (kind.on_end)(job, job.state) {
+            let mut merged = job.service_change.take().unwrap_or_default();
+            merged.target_order_id = change.target_order_id;
+            merged.state = change.state.or(merged.state);
+            merged.ids = change.ids.or(merged.ids);
+            merged.flavor = change.flavor.or(merged.flavor);
+            merged.last_action_order_id = change.last_action_order_id.or(merged.last_action_order_id);
+            job.service_change = Some(merged);
+        }
+    }
+
     fn event(&self, job: &Job, kind: EventType, error: Option<(ErrorClass, String, String)>) -> OutboxEvent {
         let completed = kind == EventType::Completed;
+        let terminated = completed && job.action == "terminate";
+        let status = if terminated {
+            "DELETED".to_string()
+        } else {
+            job.data.server_status.clone().unwrap_or_else(|| "ACTIVE".into())
+        };
         let event = Event {
             event_id: Uuid::new_v4(),
             event_type: kind,
@@ -791,18 +872,20 @@ impl Engine {
             order_id: job.order_id.clone(),
             project_id: job.project_id.clone(),
             attempts: job.attempts,
+            action: Some(job.action.clone()),
+            target_order_id: Some(job.target_order_id.clone()),
             server: job.server_id.as_ref().filter(|_| completed).map(|id| EventServer {
                 id: id.clone(),
-                name: job.order.server.name.clone(),
-                status: job.data.server_status.clone().unwrap_or_else(|| "ACTIVE".into()),
-                addresses: job.data.addresses.clone(),
+                name: job.server_name(),
+                status,
+                addresses: if terminated { Vec::new() } else { job.data.addresses.clone() },
             }),
             port_id: job.port_id.clone().filter(|_| completed),
-            volume: job
-                .volume_id
-                .as_ref()
-                .filter(|_| completed)
-                .map(|id| EventVolume { id: id.clone(), device: job.data.device.clone() }),
+            volume: job.volume_id.as_ref().filter(|_| completed).map(|id| EventVolume {
+                id: id.clone(),
+                device: if terminated { None } else { job.data.device.clone() },
+                kept: job.data.volume_kept.filter(|_| terminated),
+            }),
             error: error.map(|(class, step, message)| {
                 let message = match &job.data.cleanup_error {
                     Some(c) => format!("{message} (clean-up incomplete: {c})"),
@@ -816,7 +899,7 @@ impl Engine {
 
     fn save_of(
         &self,
-        job: &Job,
+        job: &mut Job,
         release: bool,
         run_after: Duration,
         history: History,
@@ -849,6 +932,7 @@ impl Engine {
             lease: self.inner.cfg.lease,
             history,
             event,
+            service: job.service_change.take(),
         }
     }
 }

@@ -76,7 +76,13 @@ impl OpenStackCloud {
             self.network.find_network(project, network),
         );
         let (i, f, n) = (i.map_err(kind)?, f.map_err(kind)?, n.map_err(kind)?);
-        Ok(Resolved { image_id: i.id, flavor_id: f.id, network_id: n.id, network_name: n.name })
+        Ok(Resolved {
+            image_id: i.id,
+            flavor_id: f.id,
+            flavor_name: f.name,
+            network_id: n.id,
+            network_name: n.name,
+        })
     }
 
     async fn volumes_with_status(&self, project: &str, status: &str) -> CloudResult<Vec<VolumeInfo>> {
@@ -129,6 +135,7 @@ fn server_info(s: Server) -> ServerInfo {
         fault: s.fault.map(|f| f.message),
         addresses,
         tags: s.tags.unwrap_or_default(),
+        ..ServerInfo::default()
     }
 }
 
@@ -350,5 +357,36 @@ impl Cloud for OpenStackCloud {
                 Err(e) => Err(kind(e)),
             }
         })
+    }
+
+    // TEMPORARY until the compute client's actions land (novasim).
+    fn server_action<'a>(
+        &'a self,
+        _project: &'a str,
+        _id: &'a str,
+        _action: super::cloud::ServerAction,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { Err(CloudError::new(ErrorKind::Permanent, "server actions not implemented")) })
+    }
+    fn resize_server<'a>(&'a self, _p: &'a str, _id: &'a str, _f: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { Err(CloudError::new(ErrorKind::Permanent, "resize not implemented")) })
+    }
+    fn find_flavor<'a>(
+        &'a self,
+        project: &'a str,
+        flavor: &'a str,
+    ) -> BoxFuture<'a, CloudResult<super::cloud::FlavorInfo>> {
+        Box::pin(async move {
+            let f = self.compute.find_flavor(project, flavor).await.map_err(kind)?;
+            Ok(super::cloud::FlavorInfo { id: f.id, name: f.name })
+        })
+    }
+    fn action_error<'a>(
+        &'a self,
+        _p: &'a str,
+        _id: &'a str,
+        _a: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<String>>> {
+        Box::pin(async move { Ok(None) })
     }
 }

@@ -19,6 +19,13 @@ pub struct Event {
     pub order_id: String,
     pub project_id: String,
     pub attempts: u32,
+    /// What the job did: `create`, `suspend`, `unsuspend`, `resize`, `terminate` (absent in
+    /// events written before the lifecycle existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The service the job acted on: the create order's id (a create's own order id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_order_id: Option<String>,
     pub server: Option<EventServer>,
     pub port_id: Option<String>,
     pub volume: Option<EventVolume>,
@@ -68,6 +75,9 @@ pub struct EventAddress {
 pub struct EventVolume {
     pub id: String,
     pub device: Option<String>,
+    /// Terminate with `lifecycle.delete_volumes = false`: the volume was detached and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

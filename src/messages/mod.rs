@@ -5,15 +5,17 @@
 //! readable rejection reasons) before serde turns them into these types, and the tests check that
 //! every example in `schemas/examples/` validates and round-trips through them.
 
+pub mod action;
 pub mod admin;
 pub mod event;
 pub mod order;
 pub mod schema;
 
+pub use action::{Action, ActionOrder};
 pub use admin::{AdminCommand, AdminCommandKind, AdminTarget};
 pub use event::{ErrorClass, Event, EventAddress, EventError, EventServer, EventType, EventVolume};
 pub use order::{Order, OrderServer, OrderVolume};
-pub use schema::{Rejection, Schemas};
+pub use schema::{CREATE_KEY, Incoming, Rejection, Schemas};
 
 #[cfg(test)]
 mod tests {

@@ -8,11 +8,31 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{AdminCommand, Order};
+use super::{Action, ActionOrder, AdminCommand, Order};
 
 pub const ORDER_V1: &str = include_str!("../../schemas/order.v1.json");
+pub const ORDER_ACTION_V1: &str = include_str!("../../schemas/order-action.v1.json");
 pub const EVENT_V1: &str = include_str!("../../schemas/event.v1.json");
 pub const ADMIN_COMMAND_V1: &str = include_str!("../../schemas/admin-command.v1.json");
+
+/// The routing key of a create order.
+pub const CREATE_KEY: &str = "order.create";
+
+/// What billing published, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Create(Box<Order>),
+    Action(ActionOrder),
+}
+
+impl Incoming {
+    pub fn order_id(&self) -> &str {
+        match self {
+            Incoming::Create(o) => &o.order_id,
+            Incoming::Action(a) => &a.order_id,
+        }
+    }
+}
 
 /// Largest message body accepted on any input queue; bigger ones are dead-lettered unread.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -34,6 +54,12 @@ pub enum Rejection {
     Schema { schema: &'static str, reasons: Vec<String> },
     #[error("{0}")]
     Meaning(String),
+    /// The routing key names no kind of order, or another one than the body.
+    #[error("{0}")]
+    RoutingKey(String),
+    /// An action whose target service does not exist.
+    #[error("{0}")]
+    UnknownTarget(String),
 }
 
 impl Rejection {
@@ -45,6 +71,8 @@ impl Rejection {
             Rejection::NotJson(_) => "not_json",
             Rejection::Schema { .. } => "schema",
             Rejection::Meaning(_) => "meaning",
+            Rejection::RoutingKey(_) => "routing_key",
+            Rejection::UnknownTarget(_) => "unknown_target",
         }
     }
 }
@@ -57,13 +85,14 @@ pub struct Schemas {
 
 struct Compiled {
     order: jsonschema::Validator,
+    action: jsonschema::Validator,
     event: jsonschema::Validator,
     admin: jsonschema::Validator,
 }
 
 impl std::fmt::Debug for Schemas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Schemas(order.v1, event.v1, admin-command.v1)")
+        f.write_str("Schemas(order.v1, order-action.v1, event.v1, admin-command.v1)")
     }
 }
 
@@ -88,6 +117,7 @@ impl Schemas {
         Schemas {
             inner: Arc::new(Compiled {
                 order: compile("order.v1.json", ORDER_V1),
+                action: compile("order-action.v1.json", ORDER_ACTION_V1),
                 event: compile("event.v1.json", EVENT_V1),
                 admin: compile("admin-command.v1.json", ADMIN_COMMAND_V1),
             }),
@@ -102,6 +132,38 @@ impl Schemas {
             .map_err(|e| Rejection::Schema { schema: "order.v1", reasons: vec![e.to_string()] })?;
         order.check_meaning().map_err(Rejection::Meaning)?;
         Ok((order, value))
+    }
+
+    /// Parses and validates an action order body (suspend, unsuspend, resize, terminate).
+    pub fn parse_action(&self, body: &[u8]) -> Result<ActionOrder, Rejection> {
+        let value = parse_json(body)?;
+        check(&self.inner.action, "order-action.v1", &value)?;
+        let order: ActionOrder = serde_json::from_value(value)
+            .map_err(|e| Rejection::Schema { schema: "order-action.v1", reasons: vec![e.to_string()] })?;
+        order.check_meaning().map_err(Rejection::Meaning)?;
+        Ok(order)
+    }
+
+    /// Parses what billing published on `billing.orders`, by its routing key: `order.create` is
+    /// an order v1, `order.<action>` an action order whose `action` must be that one.
+    pub fn parse_incoming(&self, routing_key: &str, body: &[u8]) -> Result<Incoming, Rejection> {
+        if routing_key == CREATE_KEY {
+            return self.parse_order(body).map(|(order, _)| Incoming::Create(Box::new(order)));
+        }
+        if let Some(action) = Action::from_routing_key(routing_key) {
+            let order = self.parse_action(body)?;
+            if order.action != action {
+                return Err(Rejection::RoutingKey(format!(
+                    "routing key {routing_key} says {action}, the body says /action = {}",
+                    order.action
+                )));
+            }
+            return Ok(Incoming::Action(order));
+        }
+        Err(Rejection::RoutingKey(format!(
+            "routing key {routing_key:?} is not an order this worker knows ({CREATE_KEY}, {})",
+            Action::ALL.map(Action::routing_key).join(", ")
+        )))
     }
 
     /// Parses and validates an admin command body.

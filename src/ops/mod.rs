@@ -5,7 +5,9 @@
 //! into tables for people or JSON for scripts. Admin commands (replay, cancel) travel over the
 //! broker: see [`crate::amqp::admin`] and [`crate::store::admin`].
 
+pub mod commands;
 pub mod demo;
 pub mod jobs;
 
+pub use commands::{send_admin, submit_orders};
 pub use jobs::jobs_command;

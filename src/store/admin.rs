@@ -21,7 +21,17 @@ use chrono::Utc;
 use sqlx::Row as _;
 use uuid::Uuid;
 
-use super::intake::FIRST_STEP;
+use super::intake::{ACTION_FIRST_STEP, FIRST_STEP};
+
+/// The step a replayed job starts at: its kind's first (for a kind the store does not know,
+/// `start`, which the engine turns into the kind's first step).
+fn replay_step(action: &str) -> &'static str {
+    match action {
+        "create" => FIRST_STEP,
+        "suspend" | "unsuspend" | "resize" | "terminate" => ACTION_FIRST_STEP,
+        _ => "start",
+    }
+}
 use super::{Op as _, Result, Store, StoreError};
 use crate::messages::{AdminTarget, ErrorClass, Event, EventError, EventType};
 
@@ -58,6 +68,8 @@ struct Locked {
     id: String,
     order_id: String,
     project_id: String,
+    action: String,
+    target_order_id: Option<String>,
     state: String,
     step: String,
     step_attempts: u32,
@@ -76,7 +88,7 @@ async fn lock_job(tx: &mut sqlx::MySqlConnection, target: &AdminTarget) -> Resul
         AdminTarget::Order(order) => ("WHERE order_id = ?", order.clone()),
     };
     let query = format!(
-        "SELECT id, order_id, project_id, state, step, step_attempts, attempts, \
+        "SELECT id, order_id, project_id, action, target_order_id, state, step, step_attempts, attempts, \
          (lease_owner IS NOT NULL AND lease_expires_at >= NOW(6)) AS leased, \
          (port_id IS NOT NULL OR server_id IS NOT NULL OR volume_id IS NOT NULL OR intent IS NOT NULL) AS created, \
          cancel_requested, error_class, error_step, error_message FROM jobs {sql} FOR UPDATE"
@@ -96,6 +108,8 @@ async fn lock_job(tx: &mut sqlx::MySqlConnection, target: &AdminTarget) -> Resul
         id: row.try_get("id").map_err(get)?,
         order_id: row.try_get("order_id").map_err(get)?,
         project_id: row.try_get("project_id").map_err(get)?,
+        action: row.try_get("action").map_err(get)?,
+        target_order_id: row.try_get("target_order_id").map_err(get)?,
         state: row.try_get("state").map_err(get)?,
         step: row.try_get("step").map_err(get)?,
         step_attempts: row.try_get("step_attempts").map_err(get)?,
@@ -164,6 +178,15 @@ async fn refuse(
     Ok(AdminOutcome::Refused { job_id: job.id, reason: why })
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 fn detail(what: &str, actor: &str, reason: Option<&str>) -> String {
     match reason.map(str::trim).filter(|r| !r.is_empty()) {
         Some(r) => format!("{what} by {actor}: {r}"),
@@ -200,12 +223,12 @@ impl Store {
         sqlx::query(
             "UPDATE jobs SET state = 'queued', step = ?, step_attempts = 0, crashes = 0, intent = NULL, \
              port_id = NULL, server_id = NULL, volume_id = NULL, data = NULL, \
-             error_class = NULL, error_step = NULL, error_message = NULL, cancel_requested = 0, \
+             error_class = NULL, error_step = NULL, error_message = NULL, cancel_requested = 0, cancel_reason = NULL, \
              lease_owner = NULL, lease_expires_at = NULL, fence = fence + 1, \
              next_run_at = NOW(6), deadline_at = NOW(6) + INTERVAL ? MICROSECOND, finished_at = NULL \
              WHERE id = ? AND state = 'failed'",
         )
-        .bind(FIRST_STEP)
+        .bind(replay_step(&job.action))
         .bind(deadline_micros)
         .bind(&job.id)
         .execute(&mut *tx)
@@ -216,7 +239,7 @@ impl Store {
             AdminHistory {
                 job_id: &job.id,
                 from: ("failed", &job.step),
-                to: ("queued", FIRST_STEP),
+                to: ("queued", replay_step(&job.action)),
                 attempt: job.step_attempts,
                 actor,
                 detail: format!("{} ({previous})", detail("replay", actor, reason)),
@@ -261,6 +284,8 @@ impl Store {
                 order_id: job.order_id.clone(),
                 project_id: job.project_id.clone(),
                 attempts: job.attempts,
+                action: Some(job.action.clone()),
+                target_order_id: job.target_order_id.clone().or_else(|| Some(job.order_id.clone())),
                 server: None,
                 port_id: None,
                 volume: None,
@@ -273,16 +298,25 @@ impl Store {
             let body =
                 serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;
             sqlx::query(
-                "UPDATE jobs SET state = 'cancelled', step = 'cancelled', cancel_requested = 1, \
+                "UPDATE jobs SET state = 'cancelled', step = 'cancelled', cancel_requested = 1, cancel_reason = ?, \
                  error_class = 'cancelled', error_step = ?, error_message = ?, lease_owner = NULL, \
                  lease_expires_at = NULL, fence = fence + 1, finished_at = NOW(6) WHERE id = ? AND state = 'queued'",
             )
+            .bind(truncate(&text, 512))
             .bind(&job.step)
             .bind(&text)
             .bind(&job.id)
             .execute(&mut *tx)
             .await
             .op("cancel job")?;
+            // The next job of its service (chained after this one) may run now.
+            sqlx::query(
+                "UPDATE jobs SET next_run_at = LEAST(next_run_at, NOW(6)) WHERE after_job_id = ? AND state = 'queued'",
+            )
+            .bind(&job.id)
+            .execute(&mut *tx)
+            .await
+            .op("wake the next job")?;
             sqlx::query("INSERT INTO outbox (event_id, job_id, routing_key, body) VALUES (?, ?, ?, ?)")
                 .bind(event.event_id.to_string())
                 .bind(&job.id)
@@ -311,8 +345,10 @@ impl Store {
         // job waiting (for a server to boot, or for a retry) is taken up at once; a worker that
         // holds the lease sees the flag at its next claim.
         sqlx::query(
-            "UPDATE jobs SET cancel_requested = 1, next_run_at = LEAST(next_run_at, NOW(6)) WHERE id = ?",
+            "UPDATE jobs SET cancel_requested = 1, cancel_reason = ?, next_run_at = LEAST(next_run_at, NOW(6)) \
+             WHERE id = ?",
         )
+        .bind(truncate(&text, 512))
         .bind(&job.id)
         .execute(&mut *tx)
         .await
@@ -340,7 +376,7 @@ impl Store {
     pub async fn drop_database(settings: &crate::config::DatabaseSettings) -> Result<()> {
         use sqlx::Connection as _;
         let url = settings.url.expose();
-        let Some(name) = super::database_name(url) else { return Ok(()) };
+        let Some(name) = crate::config::database_name(url) else { return Ok(()) };
         if name.contains('`') {
             return Err(StoreError::Corrupt(format!("database name {name:?} contains a backtick")));
         }

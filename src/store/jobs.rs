@@ -77,6 +77,10 @@ pub struct JobRow {
     pub order_id: String,
     pub project_id: String,
     pub kind: String,
+    /// What billing asked for: `create`, `suspend`, ...
+    pub action: String,
+    /// The service the job acts on (the create order's id).
+    pub target_order_id: Option<String>,
     pub order_body: String,
     pub state: JobState,
     pub step: String,
@@ -96,12 +100,46 @@ pub struct JobRow {
     pub error_step: Option<String>,
     pub error_message: Option<String>,
     pub cancel_requested: bool,
+    pub cancel_reason: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The service an action acts on, read with the claim (None for a create: it makes it).
+    pub service: Option<ServiceRow>,
 }
 
-const JOB_COLUMNS: &str = "id, order_id, project_id, kind, order_body, state, step, step_attempts, attempts, \
-     deadline_at, lease_owner, fence, crashes, intent, port_id, server_id, volume_id, data, error_class, \
-     error_step, error_message, cancel_requested, created_at";
+/// A service as an action job sees it when claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRow {
+    pub target_order_id: String,
+    pub create_job_id: String,
+    /// provisioning | active | suspended | resizing | terminating | terminated | failed
+    pub state: String,
+    /// What the service has in the cloud: the service's ids, or while it has none (its create
+    /// did not complete) the ids its create job recorded.
+    pub server_id: Option<String>,
+    pub port_id: Option<String>,
+    pub volume_id: Option<String>,
+    pub flavor: Option<String>,
+    pub flavor_id: Option<String>,
+    /// The create order's body (the server's name and what was ordered).
+    pub create_order_body: Option<String>,
+}
+
+const JOB_COLUMNS: &str = "j.id, j.order_id, j.project_id, j.kind, j.action, j.target_order_id, j.order_body, \
+     j.state, j.step, j.step_attempts, j.attempts, j.deadline_at, j.lease_owner, j.fence, j.crashes, j.intent, \
+     j.port_id, j.server_id, j.volume_id, j.data, j.error_class, j.error_step, j.error_message, \
+     j.cancel_requested, j.cancel_reason, j.created_at, \
+     s.target_order_id AS s_target, s.create_job_id AS s_create_job_id, s.state AS s_state, \
+     COALESCE(s.server_id, c.server_id) AS s_server_id, COALESCE(s.port_id, c.port_id) AS s_port_id, \
+     COALESCE(s.volume_id, c.volume_id) AS s_volume_id, s.flavor AS s_flavor, s.flavor_id AS s_flavor_id, \
+     c.order_body AS s_create_order_body";
+
+/// The jobs with their service (an action's), for [`JOB_COLUMNS`].
+const JOB_FROM: &str = "FROM jobs j \
+     LEFT JOIN services s ON j.action <> 'create' AND s.target_order_id = j.target_order_id \
+     LEFT JOIN jobs c ON c.id = s.create_job_id";
+
+/// The states a job never leaves (replay aside).
+pub const FINAL_STATES_SQL: &str = "('completed', 'failed', 'cancelled')";
 
 fn job_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobRow> {
     let id: String = row.try_get("id").op("read job")?;
@@ -111,6 +149,8 @@ fn job_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobRow> {
         order_id: row.try_get("order_id").op("read job")?,
         project_id: row.try_get("project_id").op("read job")?,
         kind: row.try_get("kind").op("read job")?,
+        action: row.try_get("action").op("read job")?,
+        target_order_id: row.try_get("target_order_id").op("read job")?,
         order_body: row.try_get("order_body").op("read job")?,
         state: JobState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("job {id}: unknown state {state:?}")))?,
@@ -130,7 +170,22 @@ fn job_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobRow> {
         error_step: row.try_get("error_step").op("read job")?,
         error_message: row.try_get("error_message").op("read job")?,
         cancel_requested: row.try_get::<i8, _>("cancel_requested").op("read job")? != 0,
+        cancel_reason: row.try_get("cancel_reason").op("read job")?,
         created_at: row.try_get("created_at").op("read job")?,
+        service: match row.try_get::<Option<String>, _>("s_target").op("read job")? {
+            None => None,
+            Some(target_order_id) => Some(ServiceRow {
+                target_order_id,
+                create_job_id: row.try_get("s_create_job_id").op("read job")?,
+                state: row.try_get("s_state").op("read job")?,
+                server_id: row.try_get("s_server_id").op("read job")?,
+                port_id: row.try_get("s_port_id").op("read job")?,
+                volume_id: row.try_get("s_volume_id").op("read job")?,
+                flavor: row.try_get("s_flavor").op("read job")?,
+                flavor_id: row.try_get("s_flavor_id").op("read job")?,
+                create_order_body: row.try_get("s_create_order_body").op("read job")?,
+            }),
+        },
     })
 }
 
@@ -167,6 +222,21 @@ pub struct JobSave {
     pub history: History,
     /// The completion event, when the job ends.
     pub event: Option<OutboxEvent>,
+    /// What the transition changes on the job's service, written with it.
+    pub service: Option<ServiceSave>,
+}
+
+/// A change of a service, written in the same transaction as the job save that makes it (and
+/// only if that save's fence held). `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceSave {
+    pub target_order_id: String,
+    pub state: Option<String>,
+    /// server, port, volume
+    pub ids: Option<(Option<String>, Option<String>, Option<String>)>,
+    /// Nova's name and id of the flavor.
+    pub flavor: Option<(String, String)>,
+    pub last_action_order_id: Option<String>,
 }
 
 /// One row of `job_history`: the transition a save makes.
@@ -210,11 +280,15 @@ impl Store {
     /// returned with the new fence.
     pub async fn claim_due(&self, owner: &str, lease: Duration, limit: usize) -> Result<Vec<JobRow>> {
         let mut tx = self.pool().begin().await.op("begin claim")?;
+        // A job chained after another one of its service (`after_job_id`) waits until that one
+        // is final: the jobs of one service run one at a time, in the order intake committed them.
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs \
-             WHERE state IN ('queued', 'in_progress', 'rolling_back') AND next_run_at <= NOW(6) \
-               AND (lease_expires_at IS NULL OR lease_expires_at < NOW(6)) \
-             ORDER BY next_run_at LIMIT ? FOR UPDATE SKIP LOCKED",
+            "SELECT j.id FROM jobs j \
+             WHERE j.state IN ('queued', 'in_progress', 'rolling_back') AND j.next_run_at <= NOW(6) \
+               AND (j.lease_expires_at IS NULL OR j.lease_expires_at < NOW(6)) \
+               AND (j.after_job_id IS NULL OR EXISTS (SELECT 1 FROM jobs p WHERE p.id = j.after_job_id \
+                    AND p.state IN ('completed', 'failed', 'cancelled'))) \
+             ORDER BY j.next_run_at LIMIT ? FOR UPDATE SKIP LOCKED",
         )
         .bind(limit as u64)
         .fetch_all(&mut *tx)
@@ -324,9 +398,26 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Pushes back the jobs that are due but wait for an earlier job of their service, so the
+    /// claim query does not scan them on every round; the final save of that earlier job makes
+    /// them due at once (see [`Store::save_batch`]), this only bounds the scanning.
+    pub async fn snooze_blocked(&self, by: Duration) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs j JOIN jobs p ON p.id = j.after_job_id \
+             SET j.next_run_at = NOW(6) + INTERVAL ? MICROSECOND \
+             WHERE j.state = 'queued' AND j.next_run_at <= NOW(6) \
+               AND p.state IN ('queued', 'in_progress', 'rolling_back')",
+        )
+        .bind(micros(by))
+        .execute(self.pool())
+        .await
+        .op("snooze blocked jobs")?;
+        Ok(done.rows_affected())
+    }
+
     /// One job by id (tests and the engine's takeover path).
     pub async fn job(&self, id: Uuid) -> Result<Option<JobRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} {JOB_FROM} WHERE j.id = ?")))
             .bind(id.to_string())
             .fetch_optional(self.pool())
             .await
@@ -403,6 +494,25 @@ impl Store {
                     .push_bind(h.detail.clone());
             });
             insert.build().execute(&mut *tx).await.op("insert history")?;
+            for save in &written {
+                if let Some(service) = &save.service {
+                    save_service(&mut tx, service).await?;
+                }
+            }
+            // The next job of a service waits for this one to be final: make it due now.
+            let ended: Vec<&JobSave> = written.iter().copied().filter(|s| s.state.is_final()).collect();
+            if !ended.is_empty() {
+                let mut wake: QueryBuilder<MySql> = QueryBuilder::new(
+                    "UPDATE jobs SET next_run_at = LEAST(next_run_at, NOW(6)) WHERE state = 'queued' \
+                     AND after_job_id IN (",
+                );
+                let mut list = wake.separated(", ");
+                for s in &ended {
+                    list.push_bind(s.id.to_string());
+                }
+                wake.push(")");
+                wake.build().execute(&mut *tx).await.op("wake the next jobs")?;
+            }
             let events: Vec<(&JobSave, &OutboxEvent)> =
                 written.iter().filter_map(|s| s.event.as_ref().map(|e| (*s, e))).collect();
             if !events.is_empty() {
@@ -474,9 +584,32 @@ pub struct HistoryRow {
     pub detail: Option<String>,
 }
 
+/// Writes one service change (see [`ServiceSave`]).
+async fn save_service(tx: &mut sqlx::Transaction<'_, MySql>, s: &ServiceSave) -> Result<()> {
+    let mut q: QueryBuilder<MySql> = QueryBuilder::new("UPDATE services SET updated_at = NOW(6)");
+    if let Some(state) = &s.state {
+        q.push(", state = ").push_bind(state.clone());
+    }
+    if let Some((server, port, volume)) = &s.ids {
+        q.push(", server_id = ").push_bind(server.clone());
+        q.push(", port_id = ").push_bind(port.clone());
+        q.push(", volume_id = ").push_bind(volume.clone());
+    }
+    if let Some((name, id)) = &s.flavor {
+        q.push(", flavor = ").push_bind(name.clone());
+        q.push(", flavor_id = ").push_bind(id.clone());
+    }
+    if let Some(order) = &s.last_action_order_id {
+        q.push(", last_action_order_id = ").push_bind(order.clone());
+    }
+    q.push(" WHERE target_order_id = ").push_bind(s.target_order_id.clone());
+    q.build().execute(&mut **tx).await.op("save service")?;
+    Ok(())
+}
+
 async fn select_jobs(tx: &mut sqlx::Transaction<'_, MySql>, ids: &[String]) -> Result<Vec<JobRow>> {
     let mut select: QueryBuilder<MySql> =
-        QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ("));
+        QueryBuilder::new(format!("SELECT {JOB_COLUMNS} {JOB_FROM} WHERE j.id IN ("));
     let mut list = select.separated(", ");
     for id in ids {
         list.push_bind(id.as_str());

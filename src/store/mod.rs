@@ -16,13 +16,15 @@ use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, database_name};
 
 pub mod jobs;
 pub mod outbox;
 pub mod status;
 
-pub use jobs::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError};
+pub use jobs::{
+    Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError, ServiceRow, ServiceSave,
+};
 
 /// A database error, with the operation that failed. All of them are worth retrying later:
 /// the store never classifies a DB error as permanent, because a database that comes back
@@ -54,14 +56,6 @@ impl<T> Op<T> for std::result::Result<T, sqlx::Error> {
     fn op(self, op: &'static str) -> Result<T> {
         self.map_err(|source| StoreError::Db { op, source })
     }
-}
-
-/// The database name in a `mysql://.../NAME?...` URL.
-pub fn database_name(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let path = rest.split_once('/')?.1;
-    let name = path.split(['?', '#']).next()?;
-    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The pool and the queries. Cheap to clone.
@@ -183,17 +177,4 @@ async fn create_database_if_missing(url: &str) -> Result<()> {
     .op("create database")?;
     let _ = conn.close().await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::database_name;
-
-    #[test]
-    fn database_name_is_read_from_the_url() {
-        assert_eq!(database_name("mysql://root@127.0.0.1:3306/provisioner").as_deref(), Some("provisioner"));
-        assert_eq!(database_name("mysql://u:p@h/db?ssl-mode=required").as_deref(), Some("db"));
-        assert_eq!(database_name("mysql://u:p@h/"), None);
-        assert_eq!(database_name("mysql://u:p@h"), None);
-    }
 }

@@ -34,6 +34,8 @@ async fn insert_job(store: &Store, order_id: &str) -> Uuid {
         id,
         order_id: order_id.into(),
         project_id: "p1".into(),
+        action: "create".into(),
+        target_order_id: None,
         order_body: body,
         order_digest: "0".repeat(64),
     }];
@@ -68,6 +70,7 @@ fn save_for(id: Uuid, fence: u64, state: JobState, step: &str, event: Option<Out
             ..History::default()
         },
         event,
+        service: None,
     }
 }
 

@@ -184,7 +184,7 @@ async fn one(variant: Variant, bodies: &[Vec<u8>]) -> BenchResult<f64> {
     let elapsed = started.elapsed();
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS `{}`",
-        openstack_provisioner::store::database_name(settings.database.url.expose()).unwrap_or_default()
+        openstack_provisioner::config::database_name(settings.database.url.expose()).unwrap_or_default()
     )))
     .execute(store.pool())
     .await;
@@ -236,6 +236,8 @@ fn bare_job(body: &[u8]) -> Option<NewJob> {
         id: uuid::Uuid::new_v4(),
         order_id: ids.order_id,
         project_id: ids.project_id,
+        action: "create".into(),
+        target_order_id: None,
         order_body: String::from_utf8_lossy(body).into_owned(),
         order_digest: "0".repeat(64),
     })
