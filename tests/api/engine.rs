@@ -162,7 +162,7 @@ async fn group_commit_writes_many_saves_and_refuses_only_the_stale_ones() {
 
 // ---- worker + simulator stacks ----
 
-mod stack {
+pub(crate) mod stack {
     use std::collections::{HashMap, HashSet};
     use std::time::Duration;
 
@@ -380,7 +380,9 @@ use openstack_provisioner::sim::{ACME_PROJECT_ID, DEMO_PROJECT_ID, FaultRule, Ti
 use stack::{Stack, assert_exact_resources, fast, order, orders};
 
 /// Runs an in-process worker until the returned token is cancelled.
-async fn run_app(stack: &Stack) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
+pub(crate) async fn run_app(
+    stack: &Stack,
+) -> (tokio_util::sync::CancellationToken, tokio::task::JoinHandle<()>) {
     let app = stack.app().await;
     let token = app.shutdown_token();
     let handle = tokio::spawn(async move {
@@ -390,7 +392,7 @@ async fn run_app(stack: &Stack) -> (tokio_util::sync::CancellationToken, tokio::
 }
 
 /// Waits until a child worker logged that it is ready.
-async fn wait_ready(w: &crate::helpers::ChildWorker) {
+pub(crate) async fn wait_ready(w: &crate::helpers::ChildWorker) {
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
         while !w.log_text().contains("ready") {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -23,7 +23,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties};
-use openstack_provisioner::amqp::submit::{confirmed, publish_order};
+use openstack_provisioner::amqp::submit::{confirmed, publish_order, publish_with_key};
 use openstack_provisioner::amqp::{Names, topology};
 use openstack_provisioner::config::{SecretUrl, Settings};
 use openstack_provisioner::startup::App;
@@ -95,6 +95,27 @@ impl TestEnv {
     /// Publishes one body as billing would, and waits for its confirm.
     pub async fn publish(&self, body: &[u8]) {
         let confirm = publish_order(&self.channel, &self.names, body).await.expect("publish");
+        confirmed(confirm, "test order").await.expect("confirmed");
+    }
+
+    /// Publishes bodies with the routing key billing would use for each (`order.create`, or
+    /// `order.<action>` for an action order), in order, then waits for all their confirms.
+    pub async fn publish_keyed<B: AsRef<[u8]>>(&self, bodies: impl IntoIterator<Item = B>) {
+        let mut confirms = Vec::new();
+        for body in bodies {
+            let key = openstack_provisioner::ops::commands::routing_key_for(body.as_ref());
+            confirms.push(
+                publish_with_key(&self.channel, &self.names, &key, body.as_ref()).await.expect("publish"),
+            );
+        }
+        for confirm in confirms {
+            confirmed(confirm, "test order").await.expect("confirmed");
+        }
+    }
+
+    /// Publishes one body with the routing key given, and waits for its confirm.
+    pub async fn publish_with(&self, key: &str, body: &[u8]) {
+        let confirm = publish_with_key(&self.channel, &self.names, key, body).await.expect("publish");
         confirmed(confirm, "test order").await.expect("confirmed");
     }
 
@@ -348,6 +369,9 @@ pub fn settings_env(s: &Settings) -> Vec<(&'static str, String)> {
         ("PROVISIONER_INTAKE_BATCH_SIZE", s.intake.batch_size.to_string()),
         ("PROVISIONER_INTAKE_BATCH_LINGER_MS", s.intake.batch_linger_ms.to_string()),
         ("PROVISIONER_SHUTDOWN_GRACE_SECS", s.shutdown.grace_secs.to_string()),
+        ("PROVISIONER_INTAKE_TARGET_GRACE_SECS", s.intake.target_grace_secs.to_string()),
+        ("PROVISIONER_LIFECYCLE_SUSPEND_MODE", s.lifecycle.suspend_mode.as_str().to_string()),
+        ("PROVISIONER_LIFECYCLE_DELETE_VOLUMES", s.lifecycle.delete_volumes.to_string()),
         ("PROVISIONER_WORKER_ID", s.worker.id.clone().unwrap_or_default()),
     ]
 }

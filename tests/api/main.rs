@@ -6,6 +6,7 @@ mod deploy;
 mod engine;
 mod helpers;
 mod intake;
+mod lifecycle;
 mod openstack;
 mod ops;
 mod sim;
