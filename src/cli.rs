@@ -1,4 +1,5 @@
-//! The command line: `provisioner run | migrate | sim | order submit | jobs | replay | cancel | demo`.
+//! The command line: `provisioner run | migrate | sim | order submit | jobs | services | replay |
+//! cancel | demo`.
 //!
 //! Each command is a thin wrapper: it loads settings, initialises tracing, and calls into the
 //! module that does the work, so that the tests can call the same functions.
@@ -42,6 +43,11 @@ pub enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Read service state from the database (what each create order made, and its actions).
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
     /// Ask the workers to replay a failed job (publishes an admin command).
     Replay(AdminArgs),
     /// Ask the workers to cancel a queued or in-progress job (publishes an admin command).
@@ -77,11 +83,35 @@ pub enum JobsCommand {
     List {
         #[arg(long)]
         state: Option<String>,
+        /// create, suspend, unsuspend, resize or terminate.
+        #[arg(long)]
+        action: Option<String>,
         #[arg(long)]
         project: Option<String>,
         /// Only jobs created at or after this time (RFC 3339, or a duration like 15m, 2h, 1d).
         #[arg(long)]
         since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// One service (by its create order's id): state, resources and every job it had.
+    Show {
+        target_order_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Services, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long)]
@@ -156,6 +186,10 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Jobs { command } => {
             let settings = settings(&cli)?;
             crate::ops::jobs_command(&settings, command).await
+        }
+        Command::Services { command } => {
+            let settings = settings(&cli)?;
+            crate::ops::services_command(&settings, command).await
         }
         Command::Replay(args) => {
             let settings = settings(&cli)?;

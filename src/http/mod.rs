@@ -2,8 +2,10 @@
 //!
 //! Routes (all GET):
 //! - `/v1/jobs/{id}`: one job (by job id, or by order id) with its history; 404 if unknown.
-//! - `/v1/jobs?order_id=&state=&project_id=&since=&limit=&cursor=`: a page of jobs, newest first,
-//!   with `next_cursor` for the next page.
+//! - `/v1/jobs?order_id=&state=&action=&target_order_id=&project_id=&since=&limit=&cursor=`: a
+//!   page of jobs, newest first, with `next_cursor` for the next page.
+//! - `/v1/services/{target_order_id}`: one service (what a create order made) with its jobs;
+//!   `/v1/services?state=&project_id=&limit=&cursor=`: a page of services, newest first.
 //! - `/healthz`: the process answers. `/readyz`: the database answers and the broker is reachable
 //!   (503 otherwise, saying which). `/metrics`: Prometheus text (see [`crate::metrics`]); the
 //!   job-state gauges and the outbox backlog are counted from the database at each scrape.
@@ -31,7 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Secret, Settings};
 use crate::metrics;
 use crate::store::Store;
-use crate::store::status::{Cursor, JobFilter, STATES};
+use crate::store::services::{SERVICE_STATES, ServiceCursor, ServiceFilter};
+use crate::store::status::{ACTIONS, Cursor, JobFilter, STATES};
 
 /// Checks that the broker is reachable; `Err` says why not.
 pub type BrokerProbe =
@@ -131,6 +134,8 @@ pub fn router(state: HttpState) -> Router {
     let protected = Router::new()
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(show_job))
+        .route("/v1/services", get(list_services))
+        .route("/v1/services/{id}", get(show_service))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -223,6 +228,8 @@ async fn show_job(State(state): State<HttpState>, Path(id): Path<String>) -> Res
 pub struct ListParams {
     pub order_id: Option<String>,
     pub state: Option<String>,
+    pub action: Option<String>,
+    pub target_order_id: Option<String>,
     pub project_id: Option<String>,
     /// RFC 3339.
     pub since: Option<String>,
@@ -241,6 +248,11 @@ async fn list_jobs(
     {
         return Err(bad(format!("state {s:?} is not one of {}", STATES.join(", "))));
     }
+    if let Some(a) = &p.action
+        && !ACTIONS.contains(&a.as_str())
+    {
+        return Err(bad(format!("action {a:?} is not one of {}", ACTIONS.join(", "))));
+    }
     let since = match &p.since {
         Some(s) => Some(
             chrono::DateTime::parse_from_rfc3339(s)
@@ -256,12 +268,51 @@ async fn list_jobs(
     let filter = JobFilter {
         order_id: p.order_id,
         state: p.state,
+        action: p.action,
+        target_order_id: p.target_order_id,
         project_id: p.project_id,
         since,
         limit: p.limit.unwrap_or(50),
         cursor,
     };
     Ok(Json(state.store.list_jobs(&filter).await?).into_response())
+}
+
+async fn show_service(State(state): State<HttpState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match state.store.service_detail(&id).await? {
+        Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no service made by order {id:?}"))),
+    }
+}
+
+/// Query parameters of `GET /v1/services`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceParams {
+    pub state: Option<String>,
+    pub project_id: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+async fn list_services(
+    State(state): State<HttpState>,
+    params: Result<Query<ServiceParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    if let Some(s) = &p.state
+        && !SERVICE_STATES.contains(&s.as_str())
+    {
+        return Err(bad(format!("state {s:?} is not one of {}", SERVICE_STATES.join(", "))));
+    }
+    let cursor = match &p.cursor {
+        Some(c) => Some(ServiceCursor::decode(c).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    let filter =
+        ServiceFilter { state: p.state, project_id: p.project_id, limit: p.limit.unwrap_or(50), cursor };
+    Ok(Json(state.store.list_services(&filter).await?).into_response())
 }
 
 async fn metrics_text(State(state): State<HttpState>, headers: HeaderMap) -> Response {

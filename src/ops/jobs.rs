@@ -1,15 +1,108 @@
-//! `provisioner jobs show <job-id|order-id>` and `provisioner jobs list`: job status as a table
-//! for people, or as JSON (`--json`, the same shapes as the HTTP API) for scripts.
+//! `provisioner jobs show <job-id|order-id>`, `provisioner jobs list`, and `provisioner services
+//! show|list`: job and service status as tables for people, or as JSON (`--json`, the same
+//! shapes as the HTTP API) for scripts.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::{CliResult, JobsCommand};
+use crate::cli::{CliResult, JobsCommand, ServicesCommand};
 use crate::config::Settings;
 use crate::store::Store;
-use crate::store::status::{HistoryEntry, JobDetail, JobFilter, JobStatus, STATES};
+use crate::store::services::{SERVICE_STATES, ServiceDetail, ServiceFilter, ServiceStatus};
+use crate::store::status::{ACTIONS, HistoryEntry, JobDetail, JobFilter, JobStatus, STATES};
+
+/// `provisioner services show|list`.
+pub async fn services_command(settings: &Settings, command: &ServicesCommand) -> CliResult {
+    let store = Store::connect(&settings.database).await?;
+    let result = run_services(&store, command).await;
+    store.close().await;
+    let out = result?;
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_services(
+    store: &Store,
+    command: &ServicesCommand,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        ServicesCommand::Show { target_order_id, json } => {
+            let detail = store
+                .service_detail(target_order_id)
+                .await?
+                .ok_or_else(|| format!("no service made by order {target_order_id:?}"))?;
+            if *json {
+                Ok(format!("{}\n", serde_json::to_string_pretty(&detail)?))
+            } else {
+                Ok(render_service(&detail))
+            }
+        }
+        ServicesCommand::List { state, project, limit, json } => {
+            if let Some(s) = state
+                && !SERVICE_STATES.contains(&s.as_str())
+            {
+                return Err(format!("--state {s:?} is not one of {}", SERVICE_STATES.join(", ")).into());
+            }
+            let filter = ServiceFilter {
+                state: state.clone(),
+                project_id: project.clone(),
+                limit: *limit,
+                ..ServiceFilter::default()
+            };
+            let page = store.list_services(&filter).await?;
+            if *json {
+                Ok(format!("{}\n", serde_json::to_string_pretty(&page)?))
+            } else {
+                Ok(render_services(&page.services))
+            }
+        }
+    }
+}
+
+/// A service for people: its state and resources, then its jobs.
+pub fn render_service(d: &ServiceDetail) -> String {
+    let s = &d.status;
+    let mut out = String::new();
+    let mut field = |k: &str, v: &str| {
+        let _ = writeln!(out, "{k:<12} {v}");
+    };
+    field("service", &s.target_order_id);
+    field("project", &s.project_id);
+    field("state", &s.state);
+    field("server", or_dash(&s.server_id));
+    field("port", or_dash(&s.port_id));
+    field("volume", or_dash(&s.volume_id));
+    field("flavor", or_dash(&s.flavor));
+    field("last action", or_dash(&s.last_action_order_id));
+    field("updated", &time(s.updated_at));
+    out.push_str("\njobs\n");
+    out.push_str(&render_list(&d.jobs));
+    out
+}
+
+/// Services for people, one line each.
+pub fn render_services(services: &[ServiceStatus]) -> String {
+    if services.is_empty() {
+        return "no services\n".into();
+    }
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.target_order_id.clone(),
+                s.project_id.clone(),
+                s.state.clone(),
+                or_dash(&s.server_id).to_string(),
+                or_dash(&s.flavor).to_string(),
+                or_dash(&s.last_action_order_id).to_string(),
+                time(s.updated_at),
+            ]
+        })
+        .collect();
+    table(&["SERVICE", "PROJECT", "STATE", "SERVER", "FLAVOR", "LAST ACTION", "UPDATED"], &rows)
+}
 
 /// `provisioner jobs show|list`.
 pub async fn jobs_command(settings: &Settings, command: &JobsCommand) -> CliResult {
@@ -37,15 +130,21 @@ async fn run(
                 Ok(render_detail(&detail, Utc::now()))
             }
         }
-        JobsCommand::List { state, project, since, limit, json } => {
+        JobsCommand::List { state, action, project, since, limit, json } => {
             if let Some(s) = state
                 && !STATES.contains(&s.as_str())
             {
                 return Err(format!("--state {s:?} is not one of {}", STATES.join(", ")).into());
             }
+            if let Some(a) = action
+                && !ACTIONS.contains(&a.as_str())
+            {
+                return Err(format!("--action {a:?} is not one of {}", ACTIONS.join(", ")).into());
+            }
             let since = since.as_deref().map(|s| parse_since(s, Utc::now())).transpose()?;
             let filter = JobFilter {
                 state: state.clone(),
+                action: action.clone(),
                 project_id: project.clone(),
                 since,
                 limit: *limit,
@@ -112,6 +211,10 @@ pub fn render_detail(d: &JobDetail, now: DateTime<Utc>) -> String {
     };
     field("job", &s.job_id);
     field("order", &s.order_id);
+    field("action", &s.action);
+    if let Some(t) = s.target_order_id.as_ref().filter(|t| **t != s.order_id) {
+        field("service", t);
+    }
     field("project", &s.project_id);
     let mut state = format!(
         "{} (step {}, attempt {} of this step, {} in all)",
@@ -147,6 +250,10 @@ pub fn render_detail(d: &JobDetail, now: DateTime<Utc>) -> String {
     out.push_str("\nhistory\n");
     let rows: Vec<Vec<String>> = d.history.iter().map(history_row).collect();
     out.push_str(&table(&["AT", "+ELAPSED", "TRANSITION", "ATTEMPT", "TOOK", "ACTOR", "DETAIL"], &rows));
+    if !d.actions.is_empty() {
+        out.push_str("\nlater actions on this service\n");
+        out.push_str(&render_list(&d.actions));
+    }
     out
 }
 
@@ -178,6 +285,7 @@ pub fn render_list(jobs: &[JobStatus]) -> String {
             vec![
                 j.job_id.clone(),
                 j.order_id.clone(),
+                j.action.clone(),
                 j.project_id.clone(),
                 j.state.clone(),
                 j.step.clone(),
@@ -188,7 +296,10 @@ pub fn render_list(jobs: &[JobStatus]) -> String {
             ]
         })
         .collect();
-    table(&["JOB", "ORDER", "PROJECT", "STATE", "STEP", "ATTEMPTS", "SERVER", "ERROR", "CREATED"], &rows)
+    table(
+        &["JOB", "ORDER", "ACTION", "PROJECT", "STATE", "STEP", "ATTEMPTS", "SERVER", "ERROR", "CREATED"],
+        &rows,
+    )
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.

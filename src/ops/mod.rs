@@ -10,4 +10,4 @@ pub mod demo;
 pub mod jobs;
 
 pub use commands::{send_admin, submit_orders};
-pub use jobs::jobs_command;
+pub use jobs::{jobs_command, services_command};

@@ -42,6 +42,10 @@ pub struct JobStatus {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What billing asked for: `create`, `suspend`, `unsuspend`, `resize`, `terminate`.
+    pub action: String,
+    /// The service the job acts on: its create order's id.
+    pub target_order_id: Option<String>,
 }
 
 /// One job in full: its status, what the engine keeps about it, and its history.
@@ -62,6 +66,9 @@ pub struct JobDetail {
     /// Oldest first. The first entry is the job's creation (from `created_at`, as intake writes
     /// no history row for it).
     pub history: Vec<HistoryEntry>,
+    /// For a create: the later jobs of the service it made (suspend, resize, ...), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<JobStatus>,
 }
 
 /// One transition of a job.
@@ -89,6 +96,10 @@ pub struct HistoryEntry {
 pub struct JobFilter {
     pub order_id: Option<String>,
     pub state: Option<String>,
+    /// `create`, `suspend`, ...
+    pub action: Option<String>,
+    /// The jobs of one service.
+    pub target_order_id: Option<String>,
     pub project_id: Option<String>,
     /// Jobs created at or after this time.
     pub since: Option<DateTime<Utc>>,
@@ -140,7 +151,11 @@ impl Cursor {
 }
 
 const STATUS_COLUMNS: &str = "s.job_id, s.order_id, s.project_id, s.state, s.step, s.attempts, s.error_class, \
-     s.error_message, s.server_id, s.port_id, s.volume_id, s.created_at, s.updated_at, s.finished_at";
+     s.error_message, s.server_id, s.port_id, s.volume_id, s.created_at, s.updated_at, s.finished_at, s.action, \
+     s.target_order_id";
+
+/// The actions billing can order (the `action` column).
+pub const ACTIONS: &[&str] = &["create", "suspend", "unsuspend", "resize", "terminate"];
 
 fn status_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobStatus> {
     let get = |e: sqlx::Error| StoreError::Db { op: "decode job status", source: e };
@@ -159,6 +174,8 @@ fn status_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobStatus> {
         created_at: row.try_get("created_at").map_err(get)?,
         updated_at: row.try_get("updated_at").map_err(get)?,
         finished_at: row.try_get("finished_at").map_err(get)?,
+        action: row.try_get("action").map_err(get)?,
+        target_order_id: row.try_get("target_order_id").map_err(get)?,
     })
 }
 
@@ -191,9 +208,13 @@ impl Store {
             lease_expires_at: row.try_get("lease_expires_at").map_err(get)?,
             cancel_requested: cancel_requested != 0,
             history: Vec::new(),
+            actions: Vec::new(),
             status,
         };
         detail.history = self.job_history(&detail.status.job_id, detail.status.created_at).await?;
+        if detail.status.action == "create" {
+            detail.actions = self.service_jobs(&detail.status.order_id, Some(&detail.status.job_id)).await?;
+        }
         Ok(Some(detail))
     }
 
@@ -260,6 +281,12 @@ impl Store {
         if let Some(state) = &filter.state {
             q.push(" AND s.state = ").push_bind(state.clone());
         }
+        if let Some(action) = &filter.action {
+            q.push(" AND s.action = ").push_bind(action.clone());
+        }
+        if let Some(target) = &filter.target_order_id {
+            q.push(" AND s.target_order_id = ").push_bind(target.clone());
+        }
         if let Some(project) = &filter.project_id {
             q.push(" AND s.project_id = ").push_bind(project.clone());
         }
@@ -286,6 +313,21 @@ impl Store {
             None
         };
         Ok(JobPage { jobs, next_cursor })
+    }
+
+    /// The jobs of one service, oldest first, except `skip` (at most [`MAX_LIMIT`]).
+    pub async fn service_jobs(&self, target_order_id: &str, skip: Option<&str>) -> Result<Vec<JobStatus>> {
+        let sql = format!(
+            "SELECT {STATUS_COLUMNS} FROM job_status s WHERE s.target_order_id = ? AND s.job_id <> ? \
+             ORDER BY s.created_at, s.job_id LIMIT {MAX_LIMIT}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(target_order_id)
+            .bind(skip.unwrap_or(""))
+            .fetch_all(self.pool())
+            .await
+            .op("list service jobs")?;
+        rows.iter().map(status_from_row).collect()
     }
 
     /// Jobs per active state (queued, in progress, rolling back): one index range, cheap enough
