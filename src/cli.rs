@@ -159,10 +159,14 @@ pub type CliResult = Result<ExitCode, Box<dyn std::error::Error + Send + Sync>>;
 fn settings(cli: &Cli) -> Result<Settings, crate::config::ConfigError> {
     let settings = Settings::load(cli.config.as_deref())?;
     crate::telemetry::init(settings.log.format);
+    warn_unknown_vars();
+    Ok(settings)
+}
+
+fn warn_unknown_vars() {
     for var in Settings::unknown_env_vars(std::env::vars().map(|(k, _)| k)) {
         tracing::warn!(%var, "environment variable is not a setting (a typo?); ignored");
     }
-    Ok(settings)
 }
 
 async fn dispatch(cli: Cli) -> CliResult {
@@ -176,8 +180,17 @@ async fn dispatch(cli: Cli) -> CliResult {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
-            let settings = settings(&cli)?;
-            crate::startup::run_worker(settings).await
+            // Logs and, with an OTLP endpoint (OTEL_*), traces; a bad OTEL_* value stops here.
+            let settings = Settings::load(cli.config.as_deref())?;
+            let traces = crate::telemetry::TraceSettings::from_env()?;
+            crate::telemetry::init_with_traces(settings.log.format, traces.as_ref())?;
+            warn_unknown_vars();
+            if let Some(t) = &traces {
+                tracing::info!(endpoint = %t.endpoint, "exporting traces over OTLP/HTTP");
+            }
+            let ran = crate::startup::run_worker(settings).await;
+            crate::telemetry::shutdown().await;
+            ran
         }
         Command::Order { command: OrderCommand::Submit { files, routing_key } } => {
             let settings = settings(&cli)?;

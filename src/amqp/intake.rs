@@ -59,6 +59,7 @@ use crate::messages::{Incoming, Rejection, Schemas};
 use crate::metrics;
 use crate::store::Store;
 use crate::store::intake::NewJob;
+use crate::telemetry::trace;
 
 pub use super::dead_letter::{ERROR_AT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 
@@ -235,8 +236,9 @@ impl Intake {
 
         // 1. Check every delivery; dedupe the valid ones within the batch (the first one wins;
         //    held-back actions came first).
-        let checked: Vec<Checked> =
+        let mut checked: Vec<Checked> =
             batch.iter().map(|d| self.check(d.routing_key.as_str(), &d.data)).collect();
+        let spans = self.trace_context(batch, &mut checked);
         let mut jobs: Vec<NewJob> = Vec::with_capacity(batch.len() + parked.len());
         let mut first_digest: HashMap<String, String> = HashMap::new();
         for p in parked.iter() {
@@ -269,6 +271,10 @@ impl Intake {
             let inserted = self.insert_with_retry(&mut jobs).await?;
             outcome.queued = inserted.inserted;
             outcome.duplicates += inserted.duplicates.len();
+            for (order_id, span) in &spans {
+                let dup = inserted.duplicates.contains_key(order_id.as_str());
+                trace::outcome(span, if dup { "duplicate" } else { "queued" });
+            }
             for (order_id, stored) in &inserted.duplicates {
                 if let Some(received) = digests.get(order_id) {
                     warn_if_differs(order_id, stored, received);
@@ -347,6 +353,24 @@ impl Intake {
         Ok(outcome)
     }
 
+    /// Billing's `traceparent` (AMQP header) of each valid order, under an intake span per order
+    /// when traces are on; the context to store goes into the job. The spans end with the batch.
+    fn trace_context(&self, batch: &[Delivery], checked: &mut [Checked]) -> Vec<(String, tracing::Span)> {
+        let mut spans = Vec::new();
+        for (delivery, c) in batch.iter().zip(checked.iter_mut()) {
+            if let Checked::Valid(job) = c {
+                let incoming = trace::from_headers(delivery.properties.headers().as_ref());
+                let queue = &self.names.orders_queue;
+                let (span, stored) = trace::intake_span(queue, job.id, &job.order_id, incoming.as_deref());
+                job.traceparent = stored;
+                if !span.is_none() {
+                    spans.push((job.order_id.clone(), span));
+                }
+            }
+        }
+        spans
+    }
+
     fn check(&self, routing_key: &str, body: &[u8]) -> Checked {
         let text = match std::str::from_utf8(body) {
             Ok(text) => text,
@@ -361,6 +385,7 @@ impl Intake {
                 target_order_id: None,
                 order_body: text.to_string(),
                 order_digest: sha256_hex(body),
+                traceparent: None,
             }),
             Ok(Incoming::Action(action)) => Checked::Valid(NewJob {
                 id: uuid::Uuid::new_v4(),
@@ -370,6 +395,7 @@ impl Intake {
                 target_order_id: Some(action.target_order_id),
                 order_body: text.to_string(),
                 order_digest: sha256_hex(body),
+                traceparent: None,
             }),
             Err(rejection) => Checked::Invalid(rejection),
         }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, ExchangeKind};
 
 use super::{AmqpError, AmqpOp, Broker};
@@ -24,6 +24,8 @@ pub struct Outgoing<'a> {
     /// AMQP `message_id` (the event id, for consumers to dedupe).
     pub message_id: &'a str,
     pub body: &'a [u8],
+    /// W3C `traceparent` header, for consumers instrumented with OpenTelemetry.
+    pub traceparent: Option<&'a str>,
 }
 
 /// What the broker said about one message.
@@ -84,12 +86,17 @@ impl ConfirmedPublisher {
         };
         let mut confirms = Vec::with_capacity(messages.len());
         for m in messages {
-            let properties = BasicProperties::default()
+            let mut properties = BasicProperties::default()
                 .with_content_type(ShortString::from("application/json"))
                 .with_delivery_mode(2)
                 .with_message_id(ShortString::from(m.message_id))
                 .with_type(ShortString::from(m.routing_key))
                 .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64);
+            if let Some(tp) = m.traceparent {
+                let mut headers = FieldTable::default();
+                headers.insert(ShortString::from("traceparent"), AMQPValue::LongString(LongString::from(tp)));
+                properties = properties.with_headers(headers);
+            }
             let confirm = channel
                 .basic_publish(
                     ShortString::from(self.exchange.as_str()),

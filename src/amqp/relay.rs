@@ -124,11 +124,18 @@ impl Relay {
             return Ok(0);
         }
         let ids: Vec<String> = batch.rows.iter().map(|r| r.event_id.to_string()).collect();
+        let traces: Vec<Option<String>> = batch.rows.iter().map(|r| traceparent_of(&r.body)).collect();
         let outgoing: Vec<Outgoing<'_>> = batch
             .rows
             .iter()
             .zip(&ids)
-            .map(|(r, id)| Outgoing { routing_key: &r.routing_key, message_id: id, body: r.body.as_bytes() })
+            .zip(&traces)
+            .map(|((r, id), tp)| Outgoing {
+                routing_key: &r.routing_key,
+                message_id: id,
+                body: r.body.as_bytes(),
+                traceparent: tp.as_deref(),
+            })
             .collect();
         let outcomes = self.publisher.publish_all(&outgoing).await;
         let mut sent = Vec::new();
@@ -157,9 +164,28 @@ impl Relay {
     }
 }
 
+/// The event's `traceparent` field, mirrored into the AMQP header of the same name.
+fn traceparent_of(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Trace {
+        traceparent: Option<String>,
+    }
+    serde_json::from_str::<Trace>(body).ok()?.traceparent
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_events_traceparent_is_read_from_its_body() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            traceparent_of(&format!(r#"{{"type":"job.completed","traceparent":"{tp}"}}"#)).as_deref(),
+            Some(tp)
+        );
+        assert_eq!(traceparent_of(r#"{"type":"job.completed"}"#), None);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

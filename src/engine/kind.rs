@@ -183,6 +183,8 @@ pub struct Job {
     pub deadline_at: Option<DateTime<Utc>>,
     /// A change of the service to write with the next save.
     pub service_change: Option<ServiceSave>,
+    /// W3C trace context stored at intake (see `telemetry::trace`).
+    pub traceparent: Option<String>,
 }
 
 impl Job {
@@ -247,6 +249,7 @@ impl Job {
             created_at: row.created_at,
             deadline_at: row.deadline_at,
             service_change: None,
+            traceparent: row.traceparent,
         })
     }
 

@@ -42,7 +42,9 @@ use self::poller::{Waiter, Waiting};
 use self::retry::RetryPolicy;
 use crate::config::{LifecycleSettings, Settings};
 use crate::messages::{ErrorClass, Event, EventError, EventServer, EventType, EventVolume};
+use crate::openstack::request_id;
 use crate::store::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError, Store};
+use crate::telemetry::trace;
 
 /// The engine's settings, from `engine.*`.
 #[derive(Debug, Clone)]
@@ -413,12 +415,17 @@ impl Engine {
 
     fn spawn_driver(&self, row: JobRow, seen: Option<Observation>, permit: OwnedSemaphorePermit) {
         let engine = self.clone();
-        let span = tracing::info_span!("job", job_id = %row.id, order_id = %row.order_id);
+        let span = tracing::info_span!("job", job_id = %row.id, order_id = %row.order_id,
+            trace_id = tracing::field::Empty);
+        // Under the job's own trace (stored at intake), whichever worker or retry this is; every
+        // OpenStack request of the job carries its global request id.
+        trace::adopt(&span, row.traceparent.as_deref(), row.id, &self.inner.cfg.owner);
+        let request_id = request_id::for_job(row.id);
         self.inner.tasks.spawn(
-            async move {
+            request_id::scope(request_id, async move {
                 engine.drive(row, seen).await;
                 drop(permit);
-            }
+            })
             .instrument(span),
         );
     }
@@ -446,7 +453,10 @@ impl Engine {
         loop {
             let run_started = Utc::now();
             let clock = std::time::Instant::now();
-            let (save, then) = self.step(&kind, &mut job, seen.take(), clock).await;
+            let span = trace::step_span(&job.kind, &job.step, job.state.as_str(), job.step_attempts + 1);
+            let (save, then) = self.step(&kind, &mut job, seen.take(), clock).instrument(span.clone()).await;
+            trace::outcome(&span, &format!("{}/{}", save.state, save.step));
+            drop(span);
             match self.save(save).await {
                 Ok(()) => {}
                 Err(SaveError::LeaseLost) => {
@@ -628,6 +638,7 @@ impl Engine {
                             d.as_millis()
                         );
                         tracing::info!(step = step.name, attempt = job.step_attempts, error = %e.message, "step failed; retrying later");
+                        trace::failed(&e.message);
                         let h = history(from, clock, &cfg.owner, &detail);
                         (self.save_of(job, true, d, h, None), Then::Stop)
                     }
@@ -695,6 +706,7 @@ impl Engine {
         clock: std::time::Instant,
     ) -> (JobSave, Then) {
         tracing::warn!(step = %job.step, class = %f.class, error = %f.message, "job failed; rolling back");
+        trace::failed(&format!("{}: {}", f.class, f.message));
         let detail = format!("{} at {}: {}", f.class, job.step, f.message);
         job.error = Some((f.class, job.step.clone(), f.message));
         match kind.first_undo(&job.step) {
@@ -838,6 +850,7 @@ impl Engine {
                     step: row.step.clone(),
                     message: why,
                 }),
+                traceparent: trace::current().or_else(|| row.traceparent.clone()),
             })),
         };
         let _ = self.inner.committer.save(save).await;
@@ -893,6 +906,8 @@ impl Engine {
                 };
                 EventError { class, step, message }
             }),
+            // The span that ends the job, or the stored context when traces are off.
+            traceparent: trace::current().or_else(|| job.traceparent.clone()),
         };
         outbox_event(&event)
     }

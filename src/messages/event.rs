@@ -30,6 +30,11 @@ pub struct Event {
     pub port_id: Option<String>,
     pub volume: Option<EventVolume>,
     pub error: Option<EventError>,
+    /// W3C trace context of the job (the span that ended it, under billing's order's trace), so
+    /// that billing's consumer continues one trace from order to event. Absent when the order
+    /// came without one and the worker exports no traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -38,8 +38,11 @@ use super::error::{ErrorClass, OpenStackError, Service};
 use super::identity::protocol as keystone;
 use super::microversion::{self, Microversion};
 use super::ratelimit::RateLimiter;
+use super::request_id;
 use crate::config::Secret;
 use crate::metrics;
+use crate::telemetry::trace;
+use tracing::Instrument;
 
 /// How the session talks to the cloud; [`SessionOptions::from_settings`] fills it from settings.
 #[derive(Debug, Clone)]
@@ -413,7 +416,17 @@ impl Session {
         let url = format!("{}{PATH}", self.cloud.auth_url);
         self.stats.authentications.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let sent = self.http.post(&url).json(&body).send().await;
+        // A token serves every job of the project: its request has its own global id.
+        let global_id = request_id::fresh();
+        let span = trace::client_span(Service::Identity.name(), "POST", PATH, &url, &global_id);
+        let sent = self
+            .http
+            .post(&url)
+            .header(request_id::HEADER, &global_id)
+            .json(&body)
+            .send()
+            .instrument(span.clone())
+            .await;
         let outcome = |o: &str, class: &str| {
             metrics::inc(metrics::OPENSTACK_AUTHS, &[("outcome", o)]);
             metrics::observe(
@@ -426,12 +439,15 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 outcome("error", "error");
-                return Err(OpenStackError::transport(Service::Identity, "POST", PATH, &e));
+                let err = OpenStackError::transport(Service::Identity, "POST", PATH, &e);
+                trace::client_failed(&span, &err.to_string());
+                return Err(err);
             }
         };
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = match resp.bytes().await {
+        trace::client_answer(&span, status.as_u16(), answer_request_id(&headers));
+        let bytes = match resp.bytes().instrument(span).await {
             Ok(b) => b,
             Err(e) => {
                 outcome("error", "error");
@@ -570,7 +586,13 @@ impl Session {
                 .get(&service)
                 .cloned()
                 .ok_or_else(|| self.missing_endpoint(service, "GET", "/"))?;
-            let resp = self.http.get(&root).header("x-auth-token", token.value.expose()).send().await;
+            let resp = self
+                .http
+                .get(&root)
+                .header("x-auth-token", token.value.expose())
+                .header(request_id::HEADER, request_id::current())
+                .send()
+                .await;
             let resp = resp.map_err(|e| OpenStackError::transport(service, "GET", "/", &e))?;
             let status = resp.status();
             let headers = resp.headers().clone();
@@ -610,13 +632,17 @@ impl Session {
         self.limiter.acquire(project_id).await;
         let mut token = self.token(project_id).await?;
         let mut reauthenticated = false;
+        // The job's global request id (the same on every worker and retry), or a fresh one.
+        let global_id = request_id::current();
         loop {
             let base = self.endpoint(&token, req.service, &method, &req.path)?;
             let url = format!("{base}{}", req.path);
+            let span = trace::client_span(req.service.name(), &method, req.template, &url, &global_id);
             let mut builder = self
                 .http
                 .request(req.method.clone(), &url)
                 .header("x-auth-token", token.value.expose())
+                .header(request_id::HEADER, &global_id)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .headers(extra.clone());
             if !req.query.is_empty() {
@@ -648,30 +674,38 @@ impl Session {
                     started.elapsed().as_secs_f64(),
                 );
             };
-            let resp = match builder.send().await {
+            let resp = match builder.send().instrument(span.clone()).await {
                 Ok(r) => r,
                 Err(e) => {
                     record("error");
                     let err = OpenStackError::transport(req.service, &method, &req.path, &e);
-                    tracing::warn!(error = %err, "openstack request failed");
+                    trace::client_failed(&span, &err.to_string());
+                    tracing::warn!(error = %err, global_request_id = %global_id, "openstack request failed");
                     return Err(err);
                 }
             };
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = match resp.bytes().await {
+            let body = match resp.bytes().instrument(span.clone()).await {
                 Ok(b) => b,
                 Err(e) => {
                     record("error");
-                    return Err(OpenStackError::transport(req.service, &method, &req.path, &e));
+                    let err = OpenStackError::transport(req.service, &method, &req.path, &e);
+                    trace::client_failed(&span, &err.to_string());
+                    return Err(err);
                 }
             };
             record(status.as_str());
+            let answer_id = answer_request_id(&headers);
+            trace::client_answer(&span, status.as_u16(), answer_id);
+            drop(span);
             tracing::debug!(
                 service = req.service.name(),
                 method = %method,
                 path = req.template,
                 status = status.as_u16(),
+                request_id = answer_id.unwrap_or("-"),
+                global_request_id = %global_id,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "openstack request"
             );
@@ -704,6 +738,13 @@ impl Session {
         let resp = self.send(project_id, req).await?;
         serde_json::from_slice(&resp.body).map_err(|e| OpenStackError::decode(service, &method, &path, e))
     }
+}
+
+/// The service's own (local) request id of an answer, for the logs and the span.
+fn answer_request_id(headers: &HeaderMap) -> Option<&str> {
+    ["x-openstack-request-id", "x-compute-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
 }
 
 /// The `status_class` label of a request duration: `2xx` ... `5xx`, or `error` (no answer).

@@ -175,6 +175,17 @@ impl SimControl {
         self.counters().iter().filter(|c| c.method == method && c.path == path).map(|c| c.count).sum()
     }
 
+    /// Requests that carried `X-OpenStack-Request-Id: <id>` as their global request id.
+    pub fn requests_with_global_id(&self, id: &str) -> u64 {
+        self.sim.global_request_ids.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied().unwrap_or(0)
+    }
+
+    /// Requests that carried a global request id, in all, and how many distinct ids.
+    pub fn global_request_ids(&self) -> (u64, usize) {
+        let ids = self.sim.global_request_ids.lock().unwrap_or_else(|e| e.into_inner());
+        (ids.values().sum(), ids.len())
+    }
+
     pub fn reset_counters(&self) {
         self.sim.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }

@@ -347,6 +347,20 @@ pub async fn api_layer(State(sim): State<Arc<Sim>>, mut req: Request, next: Next
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| crate::sim::control::template_of(&path));
     let request_id = format!("req-{}", uuid::Uuid::new_v4());
+    // A caller's global request id is kept only in the form oslo.middleware accepts.
+    if let Some(global) = req
+        .headers()
+        .get("x-openstack-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.strip_prefix("req-").is_some_and(|u| uuid::Uuid::parse_str(u).is_ok()))
+    {
+        tracing::debug!(global_request_id = global, local_request_id = %request_id, %path, "simulator request");
+        let mut ids = sim.global_request_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.len() >= 100_000 {
+            ids.clear(); // a long-running simulator keeps a bounded record
+        }
+        *ids.entry(global.to_string()).or_insert(0) += 1;
+    }
 
     let effect: Option<Effect> = {
         let mut faults = sim.faults.lock().unwrap_or_else(|e| e.into_inner());

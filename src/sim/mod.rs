@@ -78,6 +78,9 @@ pub struct Sim {
     pub(crate) world: Mutex<World>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) counters: Mutex<HashMap<CounterKey, u64>>,
+    /// Requests per inbound global request id (`X-OpenStack-Request-Id: req-<uuid>`), as the
+    /// services' logs would show them.
+    pub(crate) global_request_ids: Mutex<HashMap<String, u64>>,
     /// Where clients reach the simulator, e.g. `http://127.0.0.1:5000` (no trailing slash).
     pub(crate) base: String,
 }
@@ -134,6 +137,7 @@ impl Simulator {
             world: Mutex::new(World::new(config.seed, config.timings)),
             faults: Mutex::new(Faults::default()),
             counters: Mutex::new(HashMap::new()),
+            global_request_ids: Mutex::new(HashMap::new()),
             base,
         });
         let app = router(sim.clone());

@@ -80,6 +80,8 @@ struct Locked {
     error_class: Option<String>,
     error_step: Option<String>,
     error_message: Option<String>,
+    /// The job's trace context, for the event of a cancel applied here.
+    traceparent: Option<String>,
 }
 
 async fn lock_job(tx: &mut sqlx::MySqlConnection, target: &AdminTarget) -> Result<Option<Locked>> {
@@ -91,7 +93,7 @@ async fn lock_job(tx: &mut sqlx::MySqlConnection, target: &AdminTarget) -> Resul
         "SELECT id, order_id, project_id, action, target_order_id, state, step, step_attempts, attempts, \
          (lease_owner IS NOT NULL AND lease_expires_at >= NOW(6)) AS leased, \
          (port_id IS NOT NULL OR server_id IS NOT NULL OR volume_id IS NOT NULL OR intent IS NOT NULL) AS created, \
-         cancel_requested, error_class, error_step, error_message FROM jobs {sql} FOR UPDATE"
+         cancel_requested, error_class, error_step, error_message, traceparent FROM jobs {sql} FOR UPDATE"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(query))
         .bind(key)
@@ -120,6 +122,7 @@ async fn lock_job(tx: &mut sqlx::MySqlConnection, target: &AdminTarget) -> Resul
         error_class: row.try_get("error_class").map_err(get)?,
         error_step: row.try_get("error_step").map_err(get)?,
         error_message: row.try_get("error_message").map_err(get)?,
+        traceparent: row.try_get("traceparent").map_err(get)?,
     }))
 }
 
@@ -294,6 +297,7 @@ impl Store {
                     step: job.step.clone(),
                     message: text.clone(),
                 }),
+                traceparent: job.traceparent.clone(),
             };
             let body =
                 serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;

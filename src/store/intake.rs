@@ -64,6 +64,9 @@ pub struct NewJob {
     pub order_body: String,
     /// SHA-256 (lowercase hex) of the raw body.
     pub order_digest: String,
+    /// W3C trace context of the job (see `telemetry::trace`), if the order came with one or
+    /// traces are on.
+    pub traceparent: Option<String>,
 }
 
 impl NewJob {
@@ -140,7 +143,7 @@ async fn insert_creates(
     creates.sort_by(|a, b| a.order_id.cmp(&b.order_id));
     let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
         "INSERT INTO jobs (id, order_id, project_id, kind, action, target_order_id, order_body, order_digest, \
-         state, step, next_run_at) ",
+         state, step, next_run_at, traceparent) ",
     );
     insert.push_values(creates.iter(), |mut row, job| {
         row.push_bind(job.id.to_string())
@@ -153,7 +156,8 @@ async fn insert_creates(
             .push_bind(&job.order_digest)
             .push_bind(NEW_JOB_STATE)
             .push_bind(FIRST_STEP)
-            .push("UTC_TIMESTAMP(6)");
+            .push("UTC_TIMESTAMP(6)")
+            .push_bind(&job.traceparent);
     });
     insert.push(" ON DUPLICATE KEY UPDATE resends = resends + 1");
     let affected = insert.build().execute(&mut **tx).await.op("insert intake batch")?.rows_affected();
@@ -337,7 +341,7 @@ async fn insert_actions(
         let blocked_micros = BLOCKED_RECHECK.as_micros() as i64;
         let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
             "INSERT INTO jobs (id, order_id, project_id, kind, action, target_order_id, after_job_id, order_body, \
-             order_digest, state, step, cancel_requested, cancel_reason, next_run_at) ",
+             order_digest, state, step, cancel_requested, cancel_reason, next_run_at, traceparent) ",
         );
         insert.push_values(rows.iter(), |mut b, r| {
             b.push_bind(r.job.id.to_string())
@@ -355,7 +359,8 @@ async fn insert_actions(
                 .push_bind(r.cancel_reason.clone())
                 .push("UTC_TIMESTAMP(6) + INTERVAL ")
                 .push_bind_unseparated(if r.blocked { blocked_micros } else { 0 })
-                .push_unseparated(" MICROSECOND");
+                .push_unseparated(" MICROSECOND")
+                .push_bind(&r.job.traceparent);
         });
         insert.build().execute(&mut **tx).await.op("insert actions")?;
         outcome.inserted += rows.len();

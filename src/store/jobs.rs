@@ -104,6 +104,8 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     /// The service an action acts on, read with the claim (None for a create: it makes it).
     pub service: Option<ServiceRow>,
+    /// W3C trace context stored at intake: the parent of every span of the job.
+    pub traceparent: Option<String>,
 }
 
 /// A service as an action job sees it when claimed.
@@ -127,7 +129,7 @@ pub struct ServiceRow {
 const JOB_COLUMNS: &str = "j.id, j.order_id, j.project_id, j.kind, j.action, j.target_order_id, j.order_body, \
      j.state, j.step, j.step_attempts, j.attempts, j.deadline_at, j.lease_owner, j.fence, j.crashes, j.intent, \
      j.port_id, j.server_id, j.volume_id, j.data, j.error_class, j.error_step, j.error_message, \
-     j.cancel_requested, j.cancel_reason, j.created_at, \
+     j.cancel_requested, j.cancel_reason, j.created_at, j.traceparent, \
      s.target_order_id AS s_target, s.create_job_id AS s_create_job_id, s.state AS s_state, \
      COALESCE(s.server_id, c.server_id) AS s_server_id, COALESCE(s.port_id, c.port_id) AS s_port_id, \
      COALESCE(s.volume_id, c.volume_id) AS s_volume_id, s.flavor AS s_flavor, s.flavor_id AS s_flavor_id, \
@@ -186,6 +188,7 @@ fn job_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobRow> {
                 create_order_body: row.try_get("s_create_order_body").op("read job")?,
             }),
         },
+        traceparent: row.try_get("traceparent").op("read job")?,
     })
 }
 

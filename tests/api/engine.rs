@@ -38,6 +38,7 @@ async fn insert_job(store: &Store, order_id: &str) -> Uuid {
         target_order_id: None,
         order_body: body,
         order_digest: "0".repeat(64),
+        traceparent: None,
     }];
     store.insert_jobs(&mut jobs).await.expect("insert job");
     id
@@ -251,6 +252,11 @@ pub(crate) mod stack {
 
         /// The real binary, pointed at this stack.
         pub fn child(&self, name: &str) -> ChildWorker {
+            self.child_with(name, &[])
+        }
+
+        /// [`Stack::child`] with more environment variables (`OTEL_*`, say).
+        pub fn child_with(&self, name: &str, extra: &[(&str, String)]) -> ChildWorker {
             let settings = &self.env.settings;
             let log = std::env::temp_dir().join(format!("{}{name}.log", settings.amqp.prefix));
             let file = std::fs::File::create(&log).expect("create the worker log");
@@ -272,6 +278,7 @@ pub(crate) mod stack {
                 .env("PROVISIONER_ENGINE_MAX_IN_FLIGHT", e.max_in_flight.to_string())
                 .env("PROVISIONER_ENGINE_CLAIM_BATCH", e.claim_batch.to_string())
                 .envs(self.os_env())
+                .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
                 .stdout(std::process::Stdio::null())
                 .stderr(file)
                 .kill_on_drop(true);

@@ -11,3 +11,4 @@ mod openstack;
 mod ops;
 mod sim;
 mod sim_cli;
+mod traces;

@@ -240,6 +240,7 @@ fn bare_job(body: &[u8]) -> Option<NewJob> {
         target_order_id: None,
         order_body: String::from_utf8_lossy(body).into_owned(),
         order_digest: "0".repeat(64),
+        traceparent: None,
     })
 }
 

@@ -208,7 +208,9 @@ impl ComputeApi {
     fn tag_when_built(&self, project: &str, id: &str, tags: &[String]) {
         let (api, project, id, tags) = (self.clone(), project.to_string(), id.to_string(), tags.to_vec());
         tracing::info!(server_id = %id, "nova refuses tags while building; tagging when built");
-        tokio::spawn(async move {
+        // Still the job's requests: they keep its global request id.
+        let request_id = crate::openstack::request_id::current();
+        tokio::spawn(crate::openstack::request_id::scope(request_id, async move {
             let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -222,7 +224,7 @@ impl ComputeApi {
                 }
             }
             tracing::warn!(server_id = %id, "gave up tagging the server after 15 minutes");
-        });
+        }));
     }
 
     /// `PUT /servers/{id}/tags` (2.26+): replaces the server's tags.
