@@ -53,6 +53,8 @@ pub const ENGINE_RETRIES: &str = "provisioner_engine_retries_total";
 pub const ENGINE_COMMITS: &str = "provisioner_engine_commits_total";
 /// Jobs that reached a final state, by state.
 pub const JOBS_FINISHED: &str = "provisioner_jobs_finished_total";
+/// Jobs that ended failed or cancelled, by kind and error class (the event's `error.class`).
+pub const JOBS_FAILED: &str = "provisioner_jobs_failed_total";
 /// From the order's intake (the job's creation) to its completion event being written, by kind
 /// and final state.
 pub const ORDER_TO_EVENT: &str = "provisioner_order_to_event_seconds";
@@ -119,6 +121,11 @@ pub const DEFS: &[Def] = &[
     def(ENGINE_RETRIES, Type::Counter, "Retries the engine scheduled, by step."),
     def(ENGINE_COMMITS, Type::Counter, "Group commits of job transitions."),
     def(JOBS_FINISHED, Type::Counter, "Jobs that reached a final state in this worker, by state."),
+    def(
+        JOBS_FAILED,
+        Type::Counter,
+        "Jobs that ended failed or cancelled in this worker, by kind and error class.",
+    ),
     def(
         ORDER_TO_EVENT,
         Type::Histogram(JOB_BUCKETS),

@@ -980,6 +980,9 @@ fn record_transition(job: &Job, history: &History) {
     }
     if job.state.is_final() {
         metrics::inc(metrics::JOBS_FINISHED, &[("state", job.state.as_str())]);
+        if let Some((class, _, _)) = &job.error {
+            metrics::inc(metrics::JOBS_FAILED, &[("kind", job.kind.as_str()), ("class", class.as_str())]);
+        }
         let seconds = (Utc::now() - job.created_at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::observe(
             metrics::ORDER_TO_EVENT,

@@ -15,8 +15,10 @@
 //! - **Endpoints** come from the token's catalog by service type, interface and region, and
 //!   version paths are normalised: Glance and Neutron are listed without a version (`/v2`,
 //!   `/v2.0` are appended), Nova with or without `/v2.1`, Cinder with or without `/v3/{project}`.
-//! - **Every request** goes through the rate limiter, carries a timeout and the negotiated
-//!   microversion, uses the pooled client, and fails as an [`OpenStackError`] classified in
+//! - **Every request** goes through the rate limiter, carries a timeout, the negotiated
+//!   microversion and a global request id (`X-OpenStack-Request-Id: req-<job id>`, see
+//!   [`super::request_id`]), is a client span of the job's trace when traces are on, uses the
+//!   pooled client, and fails as an [`OpenStackError`] classified in
 //!   [`super::error::classify`]. Nothing secret is logged: not the token, not the password, not
 //!   request bodies (which carry `user_data`).
 

@@ -60,6 +60,75 @@ fn deploy_every_yaml_and_json_file_parses() {
     assert!(parsed >= 5, "expected compose, k8s and definitions files, parsed {parsed}");
 }
 
+/// The metric families an expression names (histogram series map to their family).
+fn metrics_named(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(provisioner|process)_[a-z_]+").unwrap();
+    re.find_iter(expr)
+        .map(|m| {
+            let n = m.as_str();
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s).filter(|f| f.ends_with("_seconds")))
+                .unwrap_or(n)
+                .to_string()
+        })
+        .collect()
+}
+
+fn exposed(name: &str) -> bool {
+    const PROCESS: &[&str] = &[
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_threads",
+        "process_start_time_seconds",
+    ];
+    openstack_provisioner::metrics::DEFS.iter().any(|d| d.name == name) || PROCESS.contains(&name)
+}
+
+/// The alert rules and the dashboard name only metrics the worker exposes, and the alerts the
+/// docs promise are there (failures by class, outbox backlog, dead letters, stuck jobs).
+#[test]
+fn deploy_alerts_and_dashboard_use_only_exposed_metrics() {
+    let rules = yaml_docs(&deploy_dir().join("prometheus/alerts.yaml"));
+    let mut alerts = Vec::new();
+    for group in rules[0]["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let name = rule["alert"].as_str().expect("an alert name");
+            let expr = rule["expr"].as_str().expect("an expr");
+            assert!(rule["labels"]["severity"].is_string(), "{name}: severity");
+            assert!(rule["annotations"]["summary"].is_string(), "{name}: summary");
+            for m in metrics_named(expr) {
+                assert!(exposed(&m), "{name} uses {m}, which the worker does not expose");
+            }
+            alerts.push(name.to_string());
+        }
+    }
+    for want in [
+        "ProvisionerJobsFailing",
+        "ProvisionerOutboxBacklog",
+        "ProvisionerDeadLetters",
+        "ProvisionerJobsStuck",
+    ] {
+        assert!(alerts.iter().any(|a| a == want), "{want} missing from {alerts:?}");
+    }
+    let dash = read_json(&deploy_dir().join("grafana/provisioner.json"));
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut exprs = 0;
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for m in metrics_named(expr) {
+                assert!(exposed(&m), "panel {} uses {m}, which the worker does not expose", p["title"]);
+            }
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 15, "{exprs} queries");
+}
+
 #[test]
 fn deploy_compose_has_health_checks_replicas_and_grace() {
     let compose = &yaml_docs(&deploy_dir().join("compose.yaml"))[0];
