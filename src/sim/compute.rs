@@ -62,7 +62,10 @@ pub fn routes() -> Router<Arc<Sim>> {
             get(show_attachment).delete(detach_volume),
         )
         .route(&format!("{v}/limits"), get(limits))
-        .route(&format!("{v}/os-quota-sets/{{project_id}}"), get(show_quota).put(update_quota))
+        .route(
+            &format!("{v}/os-quota-sets/{{project_id}}"),
+            get(show_quota).put(update_quota).delete(reset_quota),
+        )
         .route(&format!("{v}/os-quota-sets/{{project_id}}/detail"), get(show_quota_detail))
         .route(&format!("{v}/os-quota-sets/{{project_id}}/defaults"), get(show_quota_defaults))
         .route(&format!("{v}/os-keypairs"), get(list_keypairs))
@@ -1139,7 +1142,7 @@ fn quota_pairs(w: &World, project: &str, mv: Microversion) -> Vec<(&'static str,
     if !mv.at_least(2, 36) {
         v.extend([
             ("fixed_ips", -1, 0),
-            ("floating_ips", 10, 0),
+            ("floating_ips", q.floating_ips, 0),
             ("security_groups", 10, 0),
             ("security_group_rules", 20, 0),
         ]);
@@ -1241,6 +1244,28 @@ async fn update_quota(
         m.insert(k.into(), serde_json::json!(limit));
     }
     Ok(json(StatusCode::OK, &serde_json::json!({"quota_set": m})))
+}
+
+/// `DELETE os-quota-sets/{project}`: back to the defaults (202, as Nova answers).
+async fn reset_quota(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(project): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() {
+        return Err(ApiError::forbidden(
+            S,
+            "Policy doesn't allow os_compute_api:os-quota-sets:delete to be performed.",
+        ));
+    }
+    let d = crate::sim::seed::Quotas::default();
+    if let Some(p) = sim.world().projects.get_mut(&project) {
+        p.quotas.instances = d.instances;
+        p.quotas.cores = d.cores;
+        p.quotas.ram = d.ram;
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn limits(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {

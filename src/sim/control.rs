@@ -53,6 +53,8 @@ pub struct QuotaPatch {
     pub ports: Option<i64>,
     pub volumes: Option<i64>,
     pub gigabytes: Option<i64>,
+    pub networks: Option<i64>,
+    pub floating_ips: Option<i64>,
 }
 
 /// What exists, per project.
@@ -77,6 +79,44 @@ pub struct ProjectResources {
     pub attached_volumes: usize,
     pub quotas: Quotas,
     pub usage: crate::sim::state::Usage,
+}
+
+/// Keystone's contents: projects, users and direct role assignments (never a password).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdentitySnapshot {
+    pub projects: Vec<ProjectSummary>,
+    pub users: Vec<UserSummary>,
+    pub assignments: Vec<AssignmentSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectSummary {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub description: String,
+    pub enabled: bool,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub enabled: bool,
+    pub default_project_id: Option<String>,
+    pub email: Option<String>,
+    /// Whether the user can authenticate with a password (the password is not shown).
+    pub has_password: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentSummary {
+    pub project_id: String,
+    pub user_id: String,
+    /// The role's name.
+    pub role: String,
 }
 
 /// A control operation that failed.
@@ -130,6 +170,8 @@ impl SimControl {
             (&mut q.ports, patch.ports),
             (&mut q.volumes, patch.volumes),
             (&mut q.gigabytes, patch.gigabytes),
+            (&mut q.networks, patch.networks),
+            (&mut q.floating_ips, patch.floating_ips),
         ] {
             if let Some(v) = v {
                 *field = v;
@@ -228,6 +270,47 @@ impl SimControl {
         out
     }
 
+    /// Keystone's projects, users and role assignments.
+    pub fn identity(&self) -> IdentitySnapshot {
+        let w = self.sim.world();
+        IdentitySnapshot {
+            projects: w
+                .projects
+                .values()
+                .map(|p| ProjectSummary {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    domain_id: p.domain_id.clone(),
+                    description: p.description.clone(),
+                    enabled: p.enabled,
+                    tags: p.tags.clone(),
+                })
+                .collect(),
+            users: w
+                .users
+                .values()
+                .map(|u| UserSummary {
+                    id: u.id.clone(),
+                    name: u.name.clone(),
+                    domain_id: u.domain_id.clone(),
+                    enabled: u.enabled,
+                    default_project_id: u.default_project_id.clone(),
+                    email: u.email.clone(),
+                    has_password: u.password.is_some(),
+                })
+                .collect(),
+            assignments: w
+                .assignments
+                .iter()
+                .map(|(p, u, r)| AssignmentSummary {
+                    project_id: p.clone(),
+                    user_id: u.clone(),
+                    role: w.roles.iter().find(|x| &x.id == r).map(|x| x.name.clone()).unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
     /// Sends a server to `ERROR` now, with a fault message.
     pub fn fail_server(&self, id: &str, message: &str) -> Result<(), ControlError> {
         let now = Utc::now();
@@ -263,10 +346,9 @@ impl SimControl {
     pub fn issue_token(&self, user: &str, password: &str, project: &str) -> Result<String, ControlError> {
         let mut w = self.sim.world();
         let uid = w
-            .seed
             .users
-            .iter()
-            .find(|u| u.name == user && u.password == password)
+            .values()
+            .find(|u| u.name == user && u.password.as_deref() == Some(password))
             .map(|u| u.id.clone())
             .ok_or_else(|| ControlError::Auth(user.into()))?;
         let pid = project_id(&w, project).ok_or_else(|| ControlError::NotFound("project", project.into()))?;
@@ -318,6 +400,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/timings", get(timings).put(set_timings))
         .route("/_sim/counters", get(counters).delete(reset_counters))
         .route("/_sim/resources", get(resources))
+        .route("/_sim/identity", get(identity))
         .route("/_sim/reset", post(reset))
         .route("/_sim/servers/{id}/error", post(fail_server))
         .route("/_sim/servers/{id}/stuck", post(stick_server))
@@ -432,6 +515,10 @@ async fn reset_counters(State(sim): State<Arc<Sim>>) -> Response {
 
 async fn resources(State(sim): State<Arc<Sim>>) -> Response {
     json(StatusCode::OK, &ctl(&sim).resources())
+}
+
+async fn identity(State(sim): State<Arc<Sim>>) -> Response {
+    json(StatusCode::OK, &ctl(&sim).identity())
 }
 
 async fn reset(State(sim): State<Arc<Sim>>) -> Response {

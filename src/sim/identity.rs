@@ -1,6 +1,15 @@
 //! Simulated Keystone v3 under `/identity`: version discovery, password (and token) auth with
-//! project or unscoped tokens, token validation and revocation, the service catalog, and
-//! read-only projects, users and domains.
+//! project or unscoped tokens, token validation and revocation, the service catalog, and the
+//! admin API tenant onboarding uses: domains, projects (with tags and the tags sub-API), users,
+//! roles, and role assignments on projects.
+//!
+//! It answers as Keystone 30 was seen to (docs/simulator.md lists the differences): only a token
+//! carrying the `admin` role may manage identities (anyone else gets Keystone's 403 naming the
+//! policy rule); names are unique per domain compared case-insensitively (409 with Keystone's
+//! wording); tag filters are exact; roles imply roles as Keystone's bootstrap sets them up
+//! (`admin` → `manager` → `member` → `reader`), so a token shows the implied ones too. Disabling
+//! or deleting a project or a user, or removing a role assignment, revokes the tokens it
+//! carried, as Keystone's revocation events do.
 
 use std::sync::Arc;
 
@@ -8,16 +17,23 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
 use chrono::Utc;
 
 use crate::openstack::identity::protocol::*;
 use crate::sim::Sim;
 use crate::sim::http::{ApiError, ApiResult, QueryPairs, Service, authenticate, json, parse_body};
-use crate::sim::state::{TokenInfo, World, new_hex_id};
+use crate::sim::seed::Quotas;
+use crate::sim::state::{DomainRec, ProjectRec, TokenInfo, UserRec, World, new_hex_id};
 
 const S: Service = Service::Identity;
+
+/// Keystone's bootstrap role implications: a role on the left brings the one on the right.
+const IMPLIES: [(&str, &str); 3] = [("admin", "manager"), ("manager", "member"), ("member", "reader")];
+
+/// The domain a project or user goes to when the request names none (`default_domain_id`).
+const DEFAULT_DOMAIN: &str = "default";
 
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
@@ -28,13 +44,32 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/identity/v3/auth/tokens", get(validate).head(validate).post(issue).delete(revoke))
         .route("/identity/v3/auth/catalog", get(auth_catalog))
         .route("/identity/v3/auth/projects", get(auth_projects))
-        .route("/identity/v3/projects", get(list_projects))
-        .route("/identity/v3/projects/{id}", get(show_project))
-        .route("/identity/v3/users", get(list_users))
-        .route("/identity/v3/users/{id}", get(show_user))
+        .route("/identity/v3/projects", get(list_projects).post(create_project))
+        .route(
+            "/identity/v3/projects/{id}",
+            get(show_project).patch(update_project).delete(delete_project),
+        )
+        .route(
+            "/identity/v3/projects/{id}/tags",
+            get(get_tags).put(replace_tags).delete(clear_tags),
+        )
+        .route(
+            "/identity/v3/projects/{id}/tags/{tag}",
+            put(add_tag).get(check_tag).head(check_tag).delete(remove_tag),
+        )
+        .route("/identity/v3/projects/{id}/users/{user_id}/roles", get(list_grants))
+        .route(
+            "/identity/v3/projects/{id}/users/{user_id}/roles/{role_id}",
+            put(create_grant).get(check_grant).head(check_grant).delete(revoke_grant),
+        )
+        .route("/identity/v3/role_assignments", get(list_role_assignments))
+        .route("/identity/v3/roles", get(list_roles))
+        .route("/identity/v3/roles/{id}", get(show_role))
+        .route("/identity/v3/users", get(list_users).post(create_user))
+        .route("/identity/v3/users/{id}", get(show_user).patch(update_user).delete(delete_user))
         .route("/identity/v3/users/{id}/projects", get(user_projects))
-        .route("/identity/v3/domains", get(list_domains))
-        .route("/identity/v3/domains/{id}", get(show_domain))
+        .route("/identity/v3/domains", get(list_domains).post(create_domain))
+        .route("/identity/v3/domains/{id}", get(show_domain).patch(update_domain).delete(delete_domain))
 }
 
 fn v3(sim: &Sim) -> Version {
@@ -89,15 +124,50 @@ pub(crate) fn catalog(sim: &Sim) -> Vec<CatalogEntry> {
 }
 
 fn domain_name(w: &World, id: &str) -> String {
-    w.seed.domains.iter().find(|d| d.id == id).map(|d| d.name.clone()).unwrap_or_else(|| id.to_string())
+    w.domains.get(id).map(|d| d.name.clone()).unwrap_or_else(|| id.to_string())
 }
 
 fn find_domain_id(w: &World, d: &DomainRef) -> Option<String> {
-    w.seed
-        .domains
-        .iter()
-        .find(|x| d.id.as_deref() == Some(&x.id) || (d.id.is_none() && d.name.as_deref() == Some(&x.name)))
-        .map(|x| x.id.clone())
+    match (&d.id, &d.name) {
+        (Some(id), _) => w.domains.get(id).map(|x| x.id.clone()),
+        (None, Some(name)) => w.domains.values().find(|x| x.name.eq_ignore_ascii_case(name)).map(|x| x.id.clone()),
+        (None, None) => None,
+    }
+}
+
+fn role_name(w: &World, id: &str) -> Option<String> {
+    w.roles.iter().find(|r| r.id == id).map(|r| r.name.clone())
+}
+
+fn role_id(w: &World, name: &str) -> Option<String> {
+    w.roles.iter().find(|r| r.name == name).map(|r| r.id.clone())
+}
+
+/// The role ids a user holds directly on a project.
+fn direct_roles(w: &World, project: &str, user: &str) -> Vec<String> {
+    w.assignments.iter().filter(|(p, u, _)| p == project && u == user).map(|(_, _, r)| r.clone()).collect()
+}
+
+/// Direct roles, then the ones they imply (Keystone lists both in a token), as
+/// `(role id, implied by)` in a stable order.
+fn effective_roles(w: &World, direct: &[String]) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = direct.iter().map(|r| (r.clone(), None)).collect();
+    let mut i = 0;
+    while i < out.len() {
+        let (current, _) = out[i].clone();
+        if let Some(name) = role_name(w, &current) {
+            for (prior, implied) in IMPLIES {
+                if prior == name
+                    && let Some(id) = role_id(w, implied)
+                    && !out.iter().any(|(r, _)| *r == id)
+                {
+                    out.push((id, Some(current.clone())));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Issues a token in the world: used by the API and by the in-process control.
@@ -107,18 +177,17 @@ pub(crate) fn issue_token(
     project_id: Option<&str>,
     methods: Vec<String>,
 ) -> Result<(String, TokenInfo), ApiError> {
-    let user = w.seed.users.iter().find(|u| u.id == user_id).ok_or_else(|| ApiError::unauthorized(S))?;
+    let user = w.users.get(user_id).filter(|u| u.enabled).ok_or_else(|| ApiError::unauthorized(S))?;
     let roles = match project_id {
         Some(pid) => {
-            let name =
-                w.projects.get(pid).map(|p| p.name.clone()).ok_or_else(|| ApiError::unauthorized(S))?;
-            let roles = user.roles.get(&name).cloned().unwrap_or_default();
-            if roles.is_empty() {
+            let project = w.projects.get(pid).filter(|p| p.enabled).ok_or_else(|| ApiError::unauthorized(S))?;
+            let direct = direct_roles(w, &project.id, &user.id);
+            if direct.is_empty() {
                 return Err(ApiError::unauthorized(S)
                     .kind("Unauthorized")
                     .with_message(format!("User {} has no access to project {pid}", user.id)));
             }
-            roles
+            effective_roles(w, &direct).into_iter().filter_map(|(r, _)| role_name(w, &r)).collect()
         }
         None => Vec::new(),
     };
@@ -150,7 +219,7 @@ impl ApiError {
 }
 
 fn token_body(sim: &Sim, w: &World, t: &TokenInfo, with_catalog: bool) -> TokenResponse {
-    let user = w.seed.users.iter().find(|u| u.id == t.user_id);
+    let user = w.users.get(&t.user_id);
     let project = t.project_id.as_ref().and_then(|p| w.projects.get(p));
     TokenResponse {
         token: Token {
@@ -176,10 +245,7 @@ fn token_body(sim: &Sim, w: &World, t: &TokenInfo, with_catalog: bool) -> TokenR
             roles: t
                 .roles
                 .iter()
-                .map(|r| Role {
-                    id: w.seed.roles.iter().find(|x| &x.name == r).map(|x| x.id.clone()).unwrap_or_default(),
-                    name: r.clone(),
-                })
+                .map(|r| Role { id: role_id(w, r).unwrap_or_default(), name: r.clone() })
                 .collect(),
             catalog: (with_catalog && project.is_some()).then(|| catalog(sim)),
         },
@@ -192,16 +258,16 @@ async fn issue(State(sim): State<Arc<Sim>>, q: QueryPairs, body: Bytes) -> ApiRe
     let methods = req.auth.identity.methods.clone();
     let user_id = if let Some(pw) = &req.auth.identity.password {
         let u = &pw.user;
-        let found = w.seed.users.iter().find(|x| match (&u.id, &u.name, &u.domain) {
+        let found = w.users.values().find(|x| match (&u.id, &u.name, &u.domain) {
             (Some(id), _, _) => &x.id == id,
             (None, Some(name), Some(d)) => {
-                &x.name == name && find_domain_id(&w, d).as_deref() == Some(&x.domain_id)
+                x.name.eq_ignore_ascii_case(name) && find_domain_id(&w, d).as_deref() == Some(&x.domain_id)
             }
-            (None, Some(name), None) => &x.name == name && x.domain_id == "default",
+            (None, Some(name), None) => x.name.eq_ignore_ascii_case(name) && x.domain_id == DEFAULT_DOMAIN,
             _ => false,
         });
         match found {
-            Some(x) if x.password == u.password => x.id.clone(),
+            Some(x) if x.enabled && x.password.as_deref() == Some(u.password.as_str()) => x.id.clone(),
             _ => return Err(ApiError::unauthorized(S)),
         }
     } else if let Some(t) = &req.auth.identity.token {
@@ -215,13 +281,18 @@ async fn issue(State(sim): State<Arc<Sim>>, q: QueryPairs, body: Bytes) -> ApiRe
         return Err(ApiError::bad_request(S, "Expecting to find identity in auth."));
     };
     let project_id = match &req.auth.scope {
-        None | Some(Scope::Unscoped(_)) => None,
+        // No scope: Keystone scopes to the user's default project if the user has a role there.
+        None => w.users.get(&user_id).and_then(|u| u.default_project_id.clone()).filter(|p| {
+            w.projects.get(p).is_some_and(|x| x.enabled) && !direct_roles(&w, p, &user_id).is_empty()
+        }),
+        Some(Scope::Unscoped(_)) => None,
         Some(Scope::Scoped(target)) => match &target.project {
             Some(p) => {
                 let found = w.projects.values().find(|x| match (&p.id, &p.name, &p.domain) {
                     (Some(id), _, _) => &x.id == id,
                     (None, Some(name), Some(d)) => {
-                        &x.name == name && find_domain_id(&w, d).as_deref() == Some(&x.domain_id)
+                        x.name.eq_ignore_ascii_case(name)
+                            && find_domain_id(&w, d).as_deref() == Some(&x.domain_id)
                     }
                     _ => false,
                 });
@@ -261,7 +332,7 @@ async fn revoke(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
     let subject = headers.get("x-subject-token").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let removed = sim.world().tokens.remove(&subject);
     match removed {
-        Some(_) => Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT)),
+        Some(_) => Ok(StatusCode::NO_CONTENT.into_response()),
         None => Err(ApiError::not_found(S, format!("Could not find token: {subject}.")).kind("Not Found")),
     }
 }
@@ -274,63 +345,143 @@ async fn auth_catalog(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiRes
     ))
 }
 
-fn project_view(sim: &Sim, p: &crate::sim::state::ProjectRec) -> Project {
+// ---- policy, errors, helpers ----
+
+fn policy_denied(action: &str) -> ApiError {
+    ApiError::forbidden(S, format!("You are not authorized to perform the requested action: identity:{action}."))
+        .kind("Forbidden")
+}
+
+/// Keystone's `admin_required`: the token carries the `admin` role.
+fn admin(tok: &TokenInfo, action: &str) -> Result<(), ApiError> {
+    if tok.is_admin() { Ok(()) } else { Err(policy_denied(action)) }
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::not_found(S, format!("Could not find {what}: {id}.")).kind("Not Found")
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(S, 409, message).kind("Conflict")
+}
+
+fn invalid(field: &str, value: &str, why: &str) -> ApiError {
+    ApiError::bad_request(S, format!("Invalid input for field/attribute {field}. Value: {value}. {why}"))
+        .kind("Bad Request")
+}
+
+/// Keystone's schema for names: non-empty, at most `max` characters.
+fn check_name(name: &str, max: usize) -> Result<(), ApiError> {
+    if name.trim().is_empty() {
+        return Err(invalid("name", name, &format!("'{name}' should be non-empty")));
+    }
+    if name.chars().count() > max {
+        return Err(invalid("name", name, &format!("'{name}' is too long")));
+    }
+    Ok(())
+}
+
+/// Keystone's schema for project tags: 1 to 255 characters, no `/` or `,`, at most 80.
+fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+    if tags.len() > 80 {
+        return Err(invalid("tags", &format!("{tags:?}"), "Too many tags (at most 80)"));
+    }
+    for (i, t) in tags.iter().enumerate() {
+        let field = i.to_string();
+        if t.is_empty() {
+            return Err(invalid(&field, t, "'' should be non-empty"));
+        }
+        if t.chars().count() > 255 {
+            return Err(invalid(&field, t, &format!("'{t}' is too long")));
+        }
+        if t.contains([',', '/']) {
+            return Err(invalid(&field, t, &format!("'{t}' does not match '^[^,/]*$'")));
+        }
+    }
+    Ok(())
+}
+
+fn flag(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn collection_links(sim: &Sim, path: &str, q: &QueryPairs) -> Links {
+    let query: Vec<String> = q.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let url = if query.is_empty() { sim.url(path) } else { format!("{}?{}", sim.url(path), query.join("&")) };
+    Links { self_: url, ..Default::default() }
+}
+
+/// Revokes every token matching `pred` (Keystone's revocation events, in effect).
+fn revoke_tokens(w: &mut World, pred: impl Fn(&TokenInfo) -> bool) {
+    w.tokens.retain(|_, t| !pred(t));
+}
+
+// ---- projects ----
+
+fn project_view(sim: &Sim, p: &ProjectRec) -> Project {
     Project {
         id: p.id.clone(),
         name: p.name.clone(),
         domain_id: p.domain_id.clone(),
-        description: String::new(),
-        enabled: true,
+        description: p.description.clone(),
+        enabled: p.enabled,
         is_domain: false,
         parent_id: Some(p.domain_id.clone()),
-        tags: vec![],
+        tags: p.tags.clone(),
         options: Default::default(),
         links: Links { self_: sim.url(&format!("/identity/v3/projects/{}", p.id)), ..Default::default() },
     }
 }
 
-fn user_project_ids(w: &World, user_id: &str) -> Vec<String> {
-    let Some(u) = w.seed.users.iter().find(|u| u.id == user_id) else { return vec![] };
+fn user_project_ids(w: &World, user_id: &str, enabled_only: bool) -> Vec<String> {
     w.projects
         .values()
-        .filter(|p| u.roles.get(&p.name).is_some_and(|r| !r.is_empty()))
+        .filter(|p| !enabled_only || p.enabled)
+        .filter(|p| !direct_roles(w, &p.id, user_id).is_empty())
         .map(|p| p.id.clone())
         .collect()
 }
 
-fn project_list(sim: &Sim, w: &World, ids: &[String], name: Option<&str>, path: &str) -> Response {
+fn project_list(sim: &Sim, w: &World, ids: &[String], path: &str, q: &QueryPairs) -> Response {
+    let list = |key: &str| -> Vec<String> {
+        q.all(key).iter().flat_map(|v| v.split(',')).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    let (all, any, not_all, not_any) = (list("tags"), list("tags-any"), list("not-tags"), list("not-tags-any"));
     let projects = w
         .projects
         .values()
-        .filter(|p| ids.contains(&p.id) && name.is_none_or(|n| n == p.name))
+        .filter(|p| ids.contains(&p.id))
+        .filter(|p| q.get("name").is_none_or(|n| p.name.eq_ignore_ascii_case(n)))
+        .filter(|p| q.get("domain_id").is_none_or(|d| p.domain_id == d))
+        .filter(|p| q.get("parent_id").is_none_or(|d| p.domain_id == d))
+        .filter(|p| q.get("enabled").and_then(flag).is_none_or(|e| p.enabled == e))
+        .filter(|_| q.get("is_domain").and_then(flag) != Some(true))
+        .filter(|p| all.iter().all(|t| p.tags.contains(t)))
+        .filter(|p| any.is_empty() || any.iter().any(|t| p.tags.contains(t)))
+        .filter(|p| not_all.is_empty() || !not_all.iter().all(|t| p.tags.contains(t)))
+        .filter(|p| !not_any.iter().any(|t| p.tags.contains(t)))
         .map(|p| project_view(sim, p))
         .collect();
-    json(
-        StatusCode::OK,
-        &ProjectList { projects, links: Links { self_: sim.url(path), ..Default::default() } },
-    )
-}
-
-fn policy_denied(action: &str) -> ApiError {
-    ApiError::forbidden(S, format!("You are not authorized to perform the requested action: {action}."))
-        .kind("Forbidden")
+    json(StatusCode::OK, &ProjectList { projects, links: collection_links(sim, path, q) })
 }
 
 async fn auth_projects(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
     let tok = authenticate(&sim, &headers, S)?;
     let w = sim.world();
-    let ids = user_project_ids(&w, &tok.user_id);
-    Ok(project_list(&sim, &w, &ids, None, "/identity/v3/auth/projects"))
+    let ids = user_project_ids(&w, &tok.user_id, true);
+    Ok(project_list(&sim, &w, &ids, "/identity/v3/auth/projects", &QueryPairs::default()))
 }
 
 async fn list_projects(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
     let tok = authenticate(&sim, &headers, S)?;
-    if !tok.is_admin() {
-        return Err(policy_denied("identity:list_projects"));
-    }
+    admin(&tok, "list_projects")?;
     let w = sim.world();
     let ids: Vec<String> = w.projects.keys().cloned().collect();
-    Ok(project_list(&sim, &w, &ids, q.get("name"), "/identity/v3/projects"))
+    Ok(project_list(&sim, &w, &ids, "/identity/v3/projects", &q))
 }
 
 async fn show_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
@@ -341,95 +492,673 @@ async fn show_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id):
         Some(p) if tok.is_admin() || tok.project_id.as_deref() == Some(&p.id) => {
             Ok(json(StatusCode::OK, &ProjectBody { project: project_view(&sim, p) }))
         }
-        Some(_) => Err(policy_denied("identity:get_project")),
-        None if tok.is_admin() => {
-            Err(ApiError::not_found(S, format!("Could not find project: {id}.")).kind("Not Found"))
-        }
-        None => Err(policy_denied("identity:get_project")),
+        Some(_) => Err(policy_denied("get_project")),
+        None if tok.is_admin() => Err(not_found("project", &id)),
+        None => Err(policy_denied("get_project")),
     }
 }
 
-fn user_view(sim: &Sim, u: &crate::sim::seed::SeedUser) -> User {
+fn name_taken_in_domain<'w>(
+    mut names: impl Iterator<Item = (&'w str, &'w str, &'w str)>,
+    domain: &str,
+    name: &str,
+    except: Option<&str>,
+) -> bool {
+    names.any(|(id, d, n)| d == domain && n.eq_ignore_ascii_case(name) && except != Some(id))
+}
+
+fn project_name_conflict(name: &str, id: &str) -> ApiError {
+    conflict(format!(
+        "Conflict occurred attempting to store project - it is not permitted to have two projects with either the same name or same id in the same domain: name is {name}, project id {id}."
+    ))
+}
+
+async fn create_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "create_project")?;
+    let req: ProjectCreateRequest = parse_body(S, &body)?;
+    let c = req.project;
+    check_name(&c.name, 64)?;
+    let tags = c.tags.unwrap_or_default();
+    check_tags(&tags)?;
+    if c.is_domain == Some(true) {
+        return Err(ApiError::bad_request(S, "Projects acting as domains are not supported by the simulator."));
+    }
+    let mut w = sim.world();
+    let domain_id = c.domain_id.or_else(|| c.parent_id.clone()).unwrap_or_else(|| DEFAULT_DOMAIN.into());
+    if !w.domains.contains_key(&domain_id) {
+        return Err(ApiError::bad_request(S, format!("Could not find domain: {domain_id}.")).kind("Bad Request"));
+    }
+    if c.parent_id.as_deref().is_some_and(|p| p != domain_id) {
+        return Err(ApiError::bad_request(S, "Project hierarchies are not supported by the simulator."));
+    }
+    let id = new_hex_id();
+    let names = w.projects.values().map(|p| (p.id.as_str(), p.domain_id.as_str(), p.name.as_str()));
+    if name_taken_in_domain(names, &domain_id, &c.name, None) {
+        return Err(project_name_conflict(&c.name, &id));
+    }
+    let rec = ProjectRec {
+        id: id.clone(),
+        name: c.name,
+        domain_id,
+        description: c.description.unwrap_or_default(),
+        enabled: c.enabled.unwrap_or(true),
+        tags,
+        quotas: Quotas::default(),
+    };
+    let view = project_view(&sim, &rec);
+    w.projects.insert(id, rec);
+    Ok(json(StatusCode::CREATED, &ProjectBody { project: view }))
+}
+
+async fn update_project(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "update_project")?;
+    let req: ProjectUpdateRequest = parse_body(S, &body)?;
+    let u = req.project;
+    if let Some(n) = &u.name {
+        check_name(n, 64)?;
+    }
+    if let Some(t) = &u.tags {
+        check_tags(t)?;
+    }
+    let mut w = sim.world();
+    let domain = w.projects.get(&id).map(|p| p.domain_id.clone()).ok_or_else(|| not_found("project", &id))?;
+    if let Some(n) = &u.name {
+        let names = w.projects.values().map(|p| (p.id.as_str(), p.domain_id.as_str(), p.name.as_str()));
+        if name_taken_in_domain(names, &domain, n, Some(&id)) {
+            return Err(project_name_conflict(n, &id));
+        }
+    }
+    let p = w.projects.get_mut(&id).ok_or_else(|| not_found("project", &id))?;
+    if let Some(n) = u.name {
+        p.name = n;
+    }
+    if let Some(d) = u.description {
+        p.description = d;
+    }
+    if let Some(t) = u.tags {
+        p.tags = t;
+    }
+    let disabled = u.enabled == Some(false);
+    if let Some(e) = u.enabled {
+        p.enabled = e;
+    }
+    let view = project_view(&sim, p);
+    if disabled {
+        revoke_tokens(&mut w, |t| t.project_id.as_deref() == Some(&id));
+    }
+    Ok(json(StatusCode::OK, &ProjectBody { project: view }))
+}
+
+async fn delete_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "delete_project")?;
+    let mut w = sim.world();
+    w.projects.remove(&id).ok_or_else(|| not_found("project", &id))?;
+    w.assignments.retain(|(p, _, _)| *p != id);
+    revoke_tokens(&mut w, |t| t.project_id.as_deref() == Some(&id));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- project tags ----
+
+fn tags_body(sim: &Sim, tags: &[String]) -> ProjectTags {
+    // Keystone's links here point at the API root.
+    ProjectTags {
+        tags: tags.to_vec(),
+        links: Some(Links { self_: sim.url("/identity/v3"), ..Default::default() }),
+    }
+}
+
+async fn get_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() && tok.project_id.as_deref() != Some(&id) {
+        return Err(policy_denied("list_project_tags"));
+    }
+    let w = sim.world();
+    let p = w.projects.get(&id).ok_or_else(|| not_found("project", &id))?;
+    Ok(json(StatusCode::OK, &tags_body(&sim, &p.tags)))
+}
+
+async fn replace_tags(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "update_project_tags")?;
+    let req: ProjectTags = parse_body(S, &body)?;
+    check_tags(&req.tags)?;
+    let mut w = sim.world();
+    let p = w.projects.get_mut(&id).ok_or_else(|| not_found("project", &id))?;
+    p.tags = req.tags;
+    Ok(json(StatusCode::OK, &tags_body(&sim, &p.tags)))
+}
+
+async fn clear_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "delete_project_tags")?;
+    let mut w = sim.world();
+    let p = w.projects.get_mut(&id).ok_or_else(|| not_found("project", &id))?;
+    p.tags.clear();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn add_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "create_project_tag")?;
+    check_tags(std::slice::from_ref(&tag))?;
+    let mut w = sim.world();
+    let p = w.projects.get_mut(&id).ok_or_else(|| not_found("project", &id))?;
+    if !p.tags.contains(&tag) {
+        p.tags.push(tag);
+    }
+    check_tags(&p.tags)?;
+    Ok(json(StatusCode::CREATED, &tags_body(&sim, &p.tags)))
+}
+
+async fn check_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() && tok.project_id.as_deref() != Some(&id) {
+        return Err(policy_denied("get_project_tag"));
+    }
+    let w = sim.world();
+    let p = w.projects.get(&id).ok_or_else(|| not_found("project", &id))?;
+    if p.tags.contains(&tag) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(not_found("project tag", &tag))
+    }
+}
+
+async fn remove_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "delete_project_tag")?;
+    let mut w = sim.world();
+    let p = w.projects.get_mut(&id).ok_or_else(|| not_found("project", &id))?;
+    let before = p.tags.len();
+    p.tags.retain(|t| *t != tag);
+    if p.tags.len() == before {
+        return Err(not_found("project tag", &tag));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- roles and role assignments ----
+
+fn role_view(sim: &Sim, id: &str, name: &str) -> RoleDetail {
+    let mut options = serde_json::Map::new();
+    options.insert("immutable".into(), serde_json::Value::Bool(true));
+    RoleDetail {
+        id: id.to_string(),
+        name: name.to_string(),
+        domain_id: None,
+        description: None,
+        options,
+        links: Links { self_: sim.url(&format!("/identity/v3/roles/{id}")), ..Default::default() },
+    }
+}
+
+async fn list_roles(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "list_roles")?;
+    let w = sim.world();
+    // Global roles only: a domain filter naming a real domain finds none.
+    let domain_scoped = q.get("domain_id").is_some_and(|d| d != "None" && !d.is_empty());
+    let roles = w
+        .roles
+        .iter()
+        .filter(|_| !domain_scoped)
+        .filter(|r| q.get("name").is_none_or(|n| r.name.eq_ignore_ascii_case(n)))
+        .map(|r| role_view(&sim, &r.id, &r.name))
+        .collect();
+    Ok(json(StatusCode::OK, &RoleList { roles, links: collection_links(&sim, "/identity/v3/roles", &q) }))
+}
+
+async fn show_role(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "get_role")?;
+    let w = sim.world();
+    let r = w.roles.iter().find(|r| r.id == id).ok_or_else(|| not_found("role", &id))?;
+    Ok(json(StatusCode::OK, &RoleBody { role: role_view(&sim, &r.id, &r.name) }))
+}
+
+/// The role, user and project of a grant path must exist (checked in Keystone's order).
+fn grant_target(w: &World, project: &str, user: &str, role: &str) -> Result<(), ApiError> {
+    if !w.roles.iter().any(|r| r.id == role) {
+        return Err(not_found("role", role));
+    }
+    if !w.users.contains_key(user) {
+        return Err(not_found("user", user));
+    }
+    if !w.projects.contains_key(project) {
+        return Err(not_found("project", project));
+    }
+    Ok(())
+}
+
+fn assignment_not_found(project: &str, user: &str, role: &str) -> ApiError {
+    not_found("role assignment", "x").with_message(format!(
+        "Could not find role assignment with role: {role}, user or group: {user}, project, domain, or system: {project}."
+    ))
+}
+
+async fn create_grant(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((project, user, role)): Path<(String, String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "create_grant")?;
+    let mut w = sim.world();
+    grant_target(&w, &project, &user, &role)?;
+    w.assignments.insert((project, user, role));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn check_grant(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((project, user, role)): Path<(String, String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "check_grant")?;
+    let w = sim.world();
+    grant_target(&w, &project, &user, &role)?;
+    if w.assignments.contains(&(project.clone(), user.clone(), role.clone())) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(assignment_not_found(&project, &user, &role))
+    }
+}
+
+async fn revoke_grant(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((project, user, role)): Path<(String, String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "revoke_grant")?;
+    let mut w = sim.world();
+    grant_target(&w, &project, &user, &role)?;
+    if !w.assignments.remove(&(project.clone(), user.clone(), role.clone())) {
+        return Err(assignment_not_found(&project, &user, &role));
+    }
+    revoke_tokens(&mut w, |t| t.user_id == user && t.project_id.as_deref() == Some(&project));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_grants(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((project, user)): Path<(String, String)>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "list_grants")?;
+    let w = sim.world();
+    if !w.users.contains_key(&user) {
+        return Err(not_found("user", &user));
+    }
+    if !w.projects.contains_key(&project) {
+        return Err(not_found("project", &project));
+    }
+    let roles = direct_roles(&w, &project, &user)
+        .iter()
+        .filter_map(|r| role_name(&w, r).map(|n| role_view(&sim, r, &n)))
+        .collect();
+    let path = format!("/identity/v3/projects/{project}/users/{user}/roles");
+    Ok(json(StatusCode::OK, &RoleList { roles, links: collection_links(&sim, &path, &QueryPairs::default()) }))
+}
+
+async fn list_role_assignments(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "list_role_assignments")?;
+    let w = sim.world();
+    let names = q.flag("include_names") || q.get("include_names").is_some_and(|v| v.is_empty());
+    let effective = q.get("effective").is_some();
+    // No group, domain or system assignments exist in the simulator.
+    let other_target = q.get("group.id").is_some()
+        || q.get("scope.domain.id").is_some()
+        || q.get("scope.system").is_some();
+    let domain_ref = |id: &str| names.then(|| Domain { id: id.to_string(), name: domain_name(&w, id) });
+    let mut out = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (p, u, _) in &w.assignments {
+        if !pairs.contains(&(p.clone(), u.clone())) {
+            pairs.push((p.clone(), u.clone()));
+        }
+    }
+    for (p, u) in pairs.iter().filter(|_| !other_target) {
+        if q.get("scope.project.id").is_some_and(|x| x != p) || q.get("user.id").is_some_and(|x| x != u) {
+            continue;
+        }
+        let direct = direct_roles(&w, p, u);
+        let roles = if effective { effective_roles(&w, &direct) } else { direct.into_iter().map(|r| (r, None)).collect() };
+        for (r, prior) in roles {
+            if q.get("role.id").is_some_and(|x| x != r) {
+                continue;
+            }
+            let project = w.projects.get(p);
+            let user = w.users.get(u);
+            out.push(RoleAssignment {
+                role: AssignmentRef { id: r.clone(), name: names.then(|| role_name(&w, &r)).flatten(), domain: None },
+                user: Some(AssignmentRef {
+                    id: u.clone(),
+                    name: names.then(|| user.map(|x| x.name.clone())).flatten(),
+                    domain: user.and_then(|x| domain_ref(&x.domain_id)),
+                }),
+                group: None,
+                scope: AssignmentScope {
+                    project: Some(AssignmentRef {
+                        id: p.clone(),
+                        name: names.then(|| project.map(|x| x.name.clone())).flatten(),
+                        domain: project.and_then(|x| domain_ref(&x.domain_id)),
+                    }),
+                    ..Default::default()
+                },
+                links: AssignmentLinks {
+                    assignment: sim.url(&format!(
+                        "/identity/v3/projects/{p}/users/{u}/roles/{}",
+                        prior.as_deref().unwrap_or(&r)
+                    )),
+                    prior_role: prior.map(|x| sim.url(&format!("/identity/v3/roles/{x}"))),
+                },
+            });
+        }
+    }
+    Ok(json(
+        StatusCode::OK,
+        &RoleAssignmentList {
+            role_assignments: out,
+            links: collection_links(&sim, "/identity/v3/role_assignments", &q),
+        },
+    ))
+}
+
+// ---- users ----
+
+fn user_view(sim: &Sim, u: &UserRec) -> User {
     User {
         id: u.id.clone(),
         name: u.name.clone(),
         domain_id: u.domain_id.clone(),
-        enabled: true,
-        default_project_id: None,
+        enabled: u.enabled,
+        default_project_id: u.default_project_id.clone(),
+        email: u.email.clone(),
+        description: u.description.clone(),
         password_expires_at: None,
         options: Default::default(),
         links: Links { self_: sim.url(&format!("/identity/v3/users/{}", u.id)), ..Default::default() },
     }
 }
 
+fn user_name_conflict(name: &str, domain: &str) -> ApiError {
+    conflict(format!(
+        "Conflict occurred attempting to store user - Duplicate entry found with name {name} at domain ID {domain}."
+    ))
+}
+
+async fn create_user(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "create_user")?;
+    let req: UserCreateRequest = parse_body(S, &body)?;
+    let c = req.user;
+    check_name(&c.name, 255)?;
+    let mut w = sim.world();
+    let domain_id = c.domain_id.unwrap_or_else(|| DEFAULT_DOMAIN.into());
+    if !w.domains.contains_key(&domain_id) {
+        return Err(ApiError::bad_request(S, format!("Could not find domain: {domain_id}.")).kind("Bad Request"));
+    }
+    let names = w.users.values().map(|u| (u.id.as_str(), u.domain_id.as_str(), u.name.as_str()));
+    if name_taken_in_domain(names, &domain_id, &c.name, None) {
+        return Err(user_name_conflict(&c.name, &domain_id));
+    }
+    let rec = UserRec {
+        id: new_hex_id(),
+        name: c.name,
+        domain_id,
+        password: c.password,
+        enabled: c.enabled.unwrap_or(true),
+        default_project_id: c.default_project_id,
+        email: c.email,
+        description: c.description,
+    };
+    let view = user_view(&sim, &rec);
+    w.users.insert(rec.id.clone(), rec);
+    Ok(json(StatusCode::CREATED, &UserBody { user: view }))
+}
+
 async fn list_users(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
     let tok = authenticate(&sim, &headers, S)?;
-    if !tok.is_admin() {
-        return Err(policy_denied("identity:list_users"));
-    }
+    admin(&tok, "list_users")?;
     let w = sim.world();
     let users = w
-        .seed
         .users
-        .iter()
-        .filter(|u| q.get("name").is_none_or(|n| n == u.name))
+        .values()
+        .filter(|u| q.get("name").is_none_or(|n| u.name.eq_ignore_ascii_case(n)))
+        .filter(|u| q.get("domain_id").is_none_or(|d| u.domain_id == d))
+        .filter(|u| q.get("enabled").and_then(flag).is_none_or(|e| u.enabled == e))
         .map(|u| user_view(&sim, u))
         .collect();
-    Ok(json(
-        StatusCode::OK,
-        &UserList { users, links: Links { self_: sim.url("/identity/v3/users"), ..Default::default() } },
-    ))
+    Ok(json(StatusCode::OK, &UserList { users, links: collection_links(&sim, "/identity/v3/users", &q) }))
 }
 
 async fn show_user(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let tok = authenticate(&sim, &headers, S)?;
     if !tok.is_admin() && tok.user_id != id {
-        return Err(policy_denied("identity:get_user"));
+        return Err(policy_denied("get_user"));
     }
     let w = sim.world();
-    let u = w
-        .seed
-        .users
-        .iter()
-        .find(|u| u.id == id)
-        .ok_or_else(|| ApiError::not_found(S, format!("Could not find user: {id}.")).kind("Not Found"))?;
-    Ok(json(StatusCode::OK, &serde_json::json!({"user": user_view(&sim, u)})))
+    let u = w.users.get(&id).ok_or_else(|| not_found("user", &id))?;
+    Ok(json(StatusCode::OK, &UserBody { user: user_view(&sim, u) }))
 }
 
-async fn user_projects(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn update_user(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "update_user")?;
+    let req: UserUpdateRequest = parse_body(S, &body)?;
+    let c = req.user;
+    if let Some(n) = &c.name {
+        check_name(n, 255)?;
+    }
+    let mut w = sim.world();
+    let domain = w.users.get(&id).map(|u| u.domain_id.clone()).ok_or_else(|| not_found("user", &id))?;
+    if let Some(n) = &c.name {
+        let names = w.users.values().map(|u| (u.id.as_str(), u.domain_id.as_str(), u.name.as_str()));
+        if name_taken_in_domain(names, &domain, n, Some(&id)) {
+            return Err(user_name_conflict(n, &domain));
+        }
+    }
+    let u = w.users.get_mut(&id).ok_or_else(|| not_found("user", &id))?;
+    if let Some(n) = c.name {
+        u.name = n;
+    }
+    if let Some(p) = c.password {
+        u.password = Some(p);
+    }
+    if let Some(e) = c.email {
+        u.email = Some(e);
+    }
+    if let Some(d) = c.description {
+        u.description = Some(d);
+    }
+    if let Some(p) = c.default_project_id {
+        u.default_project_id = Some(p);
+    }
+    let disabled = c.enabled == Some(false);
+    if let Some(e) = c.enabled {
+        u.enabled = e;
+    }
+    let view = user_view(&sim, u);
+    if disabled {
+        revoke_tokens(&mut w, |t| t.user_id == id);
+    }
+    Ok(json(StatusCode::OK, &UserBody { user: view }))
+}
+
+async fn delete_user(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "delete_user")?;
+    let mut w = sim.world();
+    w.users.remove(&id).ok_or_else(|| not_found("user", &id))?;
+    w.assignments.retain(|(_, u, _)| *u != id);
+    revoke_tokens(&mut w, |t| t.user_id == id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn user_projects(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: QueryPairs,
+) -> ApiResult {
     let tok = authenticate(&sim, &headers, S)?;
     if !tok.is_admin() && tok.user_id != id {
-        return Err(policy_denied("identity:list_user_projects"));
+        return Err(policy_denied("list_user_projects"));
     }
     let w = sim.world();
-    let ids = user_project_ids(&w, &id);
-    Ok(project_list(&sim, &w, &ids, None, &format!("/identity/v3/users/{id}/projects")))
+    let ids = user_project_ids(&w, &id, false);
+    Ok(project_list(&sim, &w, &ids, &format!("/identity/v3/users/{id}/projects"), &q))
 }
 
-fn domain_json(sim: &Sim, d: &crate::sim::seed::SeedDomain) -> serde_json::Value {
-    serde_json::json!({"id": d.id, "name": d.name, "description": "", "enabled": true, "tags": [], "options": {},
-        "links": {"self": sim.url(&format!("/identity/v3/domains/{}", d.id))}})
-}
+// ---- domains ----
 
-async fn list_domains(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
-    let tok = authenticate(&sim, &headers, S)?;
-    if !tok.is_admin() {
-        return Err(policy_denied("identity:list_domains"));
+fn domain_view(sim: &Sim, d: &DomainRec) -> DomainDetail {
+    DomainDetail {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        description: d.description.clone(),
+        enabled: d.enabled,
+        tags: vec![],
+        options: Default::default(),
+        links: Links { self_: sim.url(&format!("/identity/v3/domains/{}", d.id)), ..Default::default() },
     }
-    let w = sim.world();
-    let domains: Vec<_> = w.seed.domains.iter().map(|d| domain_json(&sim, d)).collect();
-    Ok(json(
-        StatusCode::OK,
-        &serde_json::json!({"domains": domains, "links": {"self": sim.url("/identity/v3/domains")}}),
+}
+
+fn domain_name_conflict(name: &str) -> ApiError {
+    conflict(format!(
+        "Conflict occurred attempting to store project - it is not permitted to have two projects acting as domains with the same name: {name}."
     ))
 }
 
-async fn show_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    authenticate(&sim, &headers, S)?;
+async fn list_domains(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "list_domains")?;
     let w = sim.world();
-    let d =
-        w.seed.domains.iter().find(|d| d.id == id).ok_or_else(|| {
-            ApiError::not_found(S, format!("Could not find domain: {id}.")).kind("Not Found")
-        })?;
-    Ok(json(StatusCode::OK, &serde_json::json!({"domain": domain_json(&sim, d)})))
+    let domains = w
+        .domains
+        .values()
+        .filter(|d| q.get("name").is_none_or(|n| d.name.eq_ignore_ascii_case(n)))
+        .filter(|d| q.get("enabled").and_then(flag).is_none_or(|e| d.enabled == e))
+        .map(|d| domain_view(&sim, d))
+        .collect();
+    Ok(json(StatusCode::OK, &DomainList { domains, links: collection_links(&sim, "/identity/v3/domains", &q) }))
+}
+
+async fn show_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let own = tok.project_id.as_ref().and_then(|p| w.projects.get(p)).is_some_and(|p| p.domain_id == id);
+    if !tok.is_admin() && !own {
+        return Err(policy_denied("get_domain"));
+    }
+    let d = w.domains.get(&id).ok_or_else(|| not_found("domain", &id))?;
+    Ok(json(StatusCode::OK, &DomainBody { domain: domain_view(&sim, d) }))
+}
+
+async fn create_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "create_domain")?;
+    let req: DomainCreateRequest = parse_body(S, &body)?;
+    let name = req.domain.name.unwrap_or_default();
+    check_name(&name, 64)?;
+    let mut w = sim.world();
+    if w.domains.values().any(|d| d.name.eq_ignore_ascii_case(&name)) {
+        return Err(domain_name_conflict(&name));
+    }
+    let rec = DomainRec {
+        id: new_hex_id(),
+        name,
+        description: req.domain.description.unwrap_or_default(),
+        enabled: req.domain.enabled.unwrap_or(true),
+    };
+    let view = domain_view(&sim, &rec);
+    w.domains.insert(rec.id.clone(), rec);
+    Ok(json(StatusCode::CREATED, &DomainBody { domain: view }))
+}
+
+async fn update_domain(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "update_domain")?;
+    let req: DomainCreateRequest = parse_body(S, &body)?;
+    let mut w = sim.world();
+    if !w.domains.contains_key(&id) {
+        return Err(not_found("domain", &id));
+    }
+    if let Some(n) = &req.domain.name {
+        check_name(n, 64)?;
+        if w.domains.values().any(|d| d.id != id && d.name.eq_ignore_ascii_case(n)) {
+            return Err(domain_name_conflict(n));
+        }
+    }
+    let d = w.domains.get_mut(&id).ok_or_else(|| not_found("domain", &id))?;
+    if let Some(n) = req.domain.name {
+        d.name = n;
+    }
+    if let Some(x) = req.domain.description {
+        d.description = x;
+    }
+    if let Some(e) = req.domain.enabled {
+        d.enabled = e;
+    }
+    Ok(json(StatusCode::OK, &DomainBody { domain: domain_view(&sim, d) }))
+}
+
+async fn delete_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    admin(&tok, "delete_domain")?;
+    let mut w = sim.world();
+    let d = w.domains.get(&id).ok_or_else(|| not_found("domain", &id))?;
+    if d.enabled {
+        return Err(ApiError::forbidden(S, "Cannot delete a domain that is enabled, please disable it first.")
+            .kind("Forbidden"));
+    }
+    // Keystone deletes what the domain holds.
+    w.domains.remove(&id);
+    let projects: Vec<String> = w.projects.values().filter(|p| p.domain_id == id).map(|p| p.id.clone()).collect();
+    let users: Vec<String> = w.users.values().filter(|u| u.domain_id == id).map(|u| u.id.clone()).collect();
+    w.projects.retain(|_, p| p.domain_id != id);
+    w.users.retain(|_, u| u.domain_id != id);
+    w.assignments.retain(|(p, u, _)| !projects.contains(p) && !users.contains(u));
+    revoke_tokens(&mut w, |t| users.contains(&t.user_id) || t.project_id.as_ref().is_some_and(|p| projects.contains(p)));
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

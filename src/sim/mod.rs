@@ -30,9 +30,9 @@ use axum::http::Method;
 use chrono::Utc;
 use tokio::sync::oneshot;
 
-pub use control::{Counter, QuotaPatch, Resources};
+pub use control::{Counter, IdentitySnapshot, QuotaPatch, Resources};
 pub use faults::FaultRule;
-pub use seed::{ACME_PROJECT_ID, ADMIN_PROJECT_ID, DEMO_PROJECT_ID, Quotas, Seed};
+pub use seed::{ACME_PROJECT_ID, ADMIN_PROJECT_ID, DEMO_PROJECT_ID, Quotas, SERVICE_PROJECT_ID, Seed};
 pub use state::Timings;
 
 use crate::sim::faults::Faults;

@@ -543,11 +543,11 @@ async fn check_tag(
 fn quota_of(w: &World, project: &str) -> Quota {
     let q = w.quotas_of(project);
     Quota {
-        network: Some(100),
+        network: Some(q.networks),
         subnet: Some(100),
         port: Some(q.ports),
         router: Some(10),
-        floatingip: Some(50),
+        floatingip: Some(q.floating_ips),
         security_group: Some(10),
         security_group_rule: Some(100),
         subnetpool: Some(-1),
@@ -606,7 +606,10 @@ async fn quota_default(
     quota_access(&tok, &project)?;
     let w = sim.world();
     let mut q = quota_of(&w, &project);
-    q.port = Some(crate::sim::seed::Quotas::default().ports);
+    let d = crate::sim::seed::Quotas::default();
+    q.port = Some(d.ports);
+    q.network = Some(d.networks);
+    q.floatingip = Some(d.floating_ips);
     Ok(json(StatusCode::OK, &QuotaBody { quota: q }))
 }
 
@@ -663,6 +666,12 @@ async fn update_quota(
     if let Some(n) = req.quota.port {
         p.quotas.ports = n;
     }
+    if let Some(n) = req.quota.network {
+        p.quotas.networks = n;
+    }
+    if let Some(n) = req.quota.floatingip {
+        p.quotas.floating_ips = n;
+    }
     Ok(json(StatusCode::OK, &QuotaBody { quota: quota_of(&w, &project) }))
 }
 
@@ -679,7 +688,10 @@ async fn reset_quota(
     }
     let mut w = sim.world();
     if let Some(p) = w.projects.get_mut(&project) {
-        p.quotas.ports = crate::sim::seed::Quotas::default().ports;
+        let d = crate::sim::seed::Quotas::default();
+        p.quotas.ports = d.ports;
+        p.quotas.networks = d.networks;
+        p.quotas.floating_ips = d.floating_ips;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

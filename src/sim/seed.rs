@@ -14,6 +14,9 @@ pub const DEMO_PROJECT_ID: &str = "2a7dad41a028167a2c64e6bc150fb6cd";
 pub const ACME_PROJECT_ID: &str = "6c1e5f0b2d8a4c3e9f7a1b2c3d4e5f60";
 /// The cloud admin's project.
 pub const ADMIN_PROJECT_ID: &str = "0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d";
+/// The service user's own project, where `provisioner` holds `admin` (for tenant onboarding:
+/// Keystone projects, users, role assignments and quotas need it).
+pub const SERVICE_PROJECT_ID: &str = "8d2f0c4e6a1b4e3f9c7d5b3a1e0f2c4d";
 
 /// The built-in seed.
 pub const DEFAULT_SEED: &str = r#"
@@ -23,6 +26,8 @@ roles:
   - {id: 7a1f3d0e5b2c4a69b8e7d6c5f4a3b2c1, name: admin}
   - {id: 9e8d7c6b5a4f43e2d1c0b9a8f7e6d5c4, name: member}
   - {id: 3c2b1a0f9e8d47c6b5a4f3e2d1c0b9a8, name: reader}
+  - {id: 5f4e3d2c1b0a49f8e7d6c5b4a3f2e1d0, name: manager}
+  - {id: 1d2c3b4a5f6e47d8c9b0a1f2e3d4c5b6, name: service}
 projects:
   - id: 0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d
     name: admin
@@ -36,6 +41,10 @@ projects:
     name: acme
     domain_id: default
     quotas: {instances: 2, cores: 8, ram: 16384, ports: 10, volumes: 2, gigabytes: 20}
+  - id: 8d2f0c4e6a1b4e3f9c7d5b3a1e0f2c4d
+    name: service
+    domain_id: default
+    description: The provisioner's own project (admin calls are scoped to it)
 users:
   - id: a0d6f1b2c3e44d5f8a9b0c1d2e3f4a5b
     name: admin
@@ -46,7 +55,7 @@ users:
     name: provisioner
     password: provisioner
     domain_id: default
-    roles: {demo: [member, reader], acme: [member, reader]}
+    roles: {demo: [member, reader], acme: [member, reader], service: [admin]}
 images:
   - {id: 9f1c2a3b-4d5e-4f60-8a71-b2c3d4e5f601, name: cirros-0.6.2, status: active, disk_format: qcow2, size: 21430272, min_disk: 1}
   - {id: 1e2d3c4b-5a69-4788-97a6-b5c4d3e2f102, name: ubuntu-24.04, status: active, disk_format: qcow2, size: 597688320, min_disk: 3, min_ram: 512}
@@ -99,9 +108,11 @@ pub struct SeedRole {
     pub name: String,
 }
 
-/// Per-project limits: Nova instances, cores, ram (MiB); Neutron ports; Cinder volumes and
-/// gigabytes. `-1` means unlimited.
+/// Per-project limits: Nova instances, cores, ram (MiB); Neutron ports, networks and floating
+/// IPs; Cinder volumes and gigabytes. `-1` means unlimited. A key a seed leaves out has the
+/// services' default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Quotas {
     pub instances: i64,
     pub cores: i64,
@@ -109,12 +120,25 @@ pub struct Quotas {
     pub ports: i64,
     pub volumes: i64,
     pub gigabytes: i64,
+    /// Neutron `network` (shown and settable; the simulator has no network create to enforce it).
+    pub networks: i64,
+    /// Neutron `floatingip` (shown and settable; no floating IPs in the simulator).
+    pub floating_ips: i64,
 }
 
 impl Default for Quotas {
     /// The services' own defaults.
     fn default() -> Self {
-        Quotas { instances: 10, cores: 20, ram: 51200, ports: 500, volumes: 10, gigabytes: 1000 }
+        Quotas {
+            instances: 10,
+            cores: 20,
+            ram: 51200,
+            ports: 500,
+            volumes: 10,
+            gigabytes: 1000,
+            networks: 100,
+            floating_ips: 50,
+        }
     }
 }
 
@@ -124,6 +148,10 @@ pub struct SeedProject {
     pub name: String,
     #[serde(default = "default_domain")]
     pub domain_id: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
     #[serde(default)]
     pub quotas: Quotas,
 }
@@ -142,6 +170,8 @@ pub struct SeedUser {
     /// Project name → role names.
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,12 +271,15 @@ impl Seed {
 
     fn validate(&self) -> Result<(), SeedError> {
         for u in &self.users {
-            for p in u.roles.keys() {
+            for (p, roles) in &u.roles {
                 if !self.projects.iter().any(|x| &x.name == p) {
                     return Err(SeedError::Invalid(format!(
                         "user {} has roles on unknown project {p}",
                         u.name
                     )));
+                }
+                if let Some(r) = roles.iter().find(|r| !self.roles.iter().any(|x| &x.name == *r)) {
+                    return Err(SeedError::Invalid(format!("user {} has unknown role {r}", u.name)));
                 }
             }
         }
@@ -279,5 +312,10 @@ mod tests {
         assert!(s.images.iter().any(|i| i.status != "active"));
         assert_eq!(s.flavors.len(), 3);
         assert!(Seed::parse("projects: []").is_err());
+        let service = s.projects.iter().find(|p| p.name == "service").unwrap();
+        assert_eq!(service.id, SERVICE_PROJECT_ID);
+        let provisioner = s.users.iter().find(|u| u.name == "provisioner").unwrap();
+        assert_eq!(provisioner.roles["service"], ["admin"]);
+        assert_eq!(demo.quotas.networks, 100, "keys a seed leaves out have the services' defaults");
     }
 }

@@ -8,14 +8,14 @@
 //! keeps Nova's `changes-since` honest. Quota usage is kept incrementally per project so a
 //! create checks its quota in O(1).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::sim::seed::{Quotas, Seed};
+use crate::sim::seed::{Quotas, Seed, SeedRole};
 
 /// How long things take in the simulated cloud.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,7 +110,31 @@ pub struct ProjectRec {
     pub id: String,
     pub name: String,
     pub domain_id: String,
+    pub description: String,
+    pub enabled: bool,
+    pub tags: Vec<String>,
     pub quotas: Quotas,
+}
+
+#[derive(Debug, Clone)]
+pub struct DomainRec {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRec {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    /// Compared on authentication; no API shows it. `None`: the user cannot authenticate.
+    pub password: Option<String>,
+    pub enabled: bool,
+    pub default_project_id: Option<String>,
+    pub email: Option<String>,
+    pub description: Option<String>,
 }
 
 /// What a project currently uses (kept incrementally).
@@ -382,7 +406,12 @@ pub struct World {
     pub seed: Seed,
     pub timings: Timings,
     pub tokens: HashMap<String, TokenInfo>,
+    pub domains: BTreeMap<String, DomainRec>,
     pub projects: BTreeMap<String, ProjectRec>,
+    pub users: BTreeMap<String, UserRec>,
+    pub roles: Vec<SeedRole>,
+    /// Direct role assignments on projects: (project id, user id, role id).
+    pub assignments: BTreeSet<(String, String, String)>,
     pub usage: HashMap<String, Usage>,
     pub networks: BTreeMap<String, NetworkRec>,
     pub subnets: BTreeMap<String, SubnetRec>,
@@ -403,7 +432,11 @@ impl World {
             seed: seed.clone(),
             timings,
             tokens: HashMap::new(),
+            domains: BTreeMap::new(),
             projects: BTreeMap::new(),
+            users: BTreeMap::new(),
+            roles: seed.roles.clone(),
+            assignments: BTreeSet::new(),
             usage: HashMap::new(),
             networks: BTreeMap::new(),
             subnets: BTreeMap::new(),
@@ -416,6 +449,12 @@ impl World {
             seq: 0,
             started: now,
         };
+        for d in &seed.domains {
+            w.domains.insert(
+                d.id.clone(),
+                DomainRec { id: d.id.clone(), name: d.name.clone(), description: String::new(), enabled: true },
+            );
+        }
         for p in &seed.projects {
             w.projects.insert(
                 p.id.clone(),
@@ -423,9 +462,38 @@ impl World {
                     id: p.id.clone(),
                     name: p.name.clone(),
                     domain_id: p.domain_id.clone(),
+                    description: p.description.clone(),
+                    enabled: true,
+                    tags: p.tags.clone(),
                     quotas: p.quotas,
                 },
             );
+        }
+        for u in &seed.users {
+            w.users.insert(
+                u.id.clone(),
+                UserRec {
+                    id: u.id.clone(),
+                    name: u.name.clone(),
+                    domain_id: u.domain_id.clone(),
+                    password: Some(u.password.clone()),
+                    enabled: true,
+                    default_project_id: None,
+                    email: u.email.clone(),
+                    description: None,
+                },
+            );
+            for (project, roles) in &u.roles {
+                let Some(pid) = seed.projects.iter().find(|p| &p.name == project).map(|p| p.id.clone())
+                else {
+                    continue;
+                };
+                for r in roles {
+                    if let Some(role) = seed.roles.iter().find(|x| &x.name == r) {
+                        w.assignments.insert((pid.clone(), u.id.clone(), role.id.clone()));
+                    }
+                }
+            }
         }
         let owner = seed.projects.first().map(|p| p.id.clone()).unwrap_or_default();
         for n in &seed.networks {

@@ -47,7 +47,10 @@ pub fn routes(prefix: &str) -> Router<Arc<Sim>> {
         .route(&format!("{prefix}/types/default"), get(default_type))
         .route(&format!("{prefix}/types/{{id}}"), get(show_type))
         .route(&format!("{prefix}/limits"), get(limits))
-        .route(&format!("{prefix}/os-quota-sets/{{target}}"), get(show_quota).put(update_quota))
+        .route(
+            &format!("{prefix}/os-quota-sets/{{target}}"),
+            get(show_quota).put(update_quota).delete(reset_quota),
+        )
         .route(&format!("{prefix}/os-quota-sets/{{target}}/defaults"), get(quota_defaults))
 }
 
@@ -495,6 +498,24 @@ async fn quota_defaults(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(p)
         m.insert(k, serde_json::json!(limit));
     }
     Ok(json(StatusCode::OK, &serde_json::json!({"quota_set": m})))
+}
+
+/// `DELETE os-quota-sets/{project}`: back to the defaults (200, no body, as Cinder answers).
+async fn reset_quota(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(p): P) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    if !tok.is_admin() {
+        return Err(ApiError::forbidden(
+            S,
+            "Policy doesn't allow volume_extension:quotas:delete to be performed.",
+        ));
+    }
+    let target = id_of(&p, "target");
+    let d = crate::sim::seed::Quotas::default();
+    if let Some(proj) = sim.world().projects.get_mut(&target) {
+        proj.quotas.volumes = d.volumes;
+        proj.quotas.gigabytes = d.gigabytes;
+    }
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn update_quota(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(p): P, body: Bytes) -> ApiResult {

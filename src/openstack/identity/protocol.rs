@@ -1,5 +1,6 @@
 //! Keystone v3 wire types: the password authentication request, the token body with its
-//! service catalog, projects, users and the error body.
+//! service catalog, and the admin resources tenant onboarding uses: domains, projects (with
+//! tags), users, roles and role assignments; and the error body.
 //!
 //! Shared by the client (which sends `AuthRequest` and reads `TokenResponse`) and the simulator
 //! (which does the opposite), so the two cannot drift apart. Fields the real service may omit
@@ -259,6 +260,7 @@ pub struct ProjectBody {
     pub project: Project,
 }
 
+/// A user. Keystone keeps `email` as an extra attribute: shown only when set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
@@ -266,12 +268,263 @@ pub struct User {
     pub domain_id: String,
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     #[serde(default)]
     pub password_expires_at: Option<String>,
     #[serde(default)]
     pub options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserBody {
+    pub user: User,
+}
+
+/// `POST /v3/users`. The password is a secret: `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl std::fmt::Debug for UserCreate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCreate")
+            .field("name", &self.name)
+            .field("domain_id", &self.domain_id)
+            .field("default_project_id", &self.default_project_id)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("email", &self.email)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserCreateRequest {
+    pub user: UserCreate,
+}
+
+/// `PATCH /v3/users/{id}`: only the given fields change. `Debug` hides the password.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl std::fmt::Debug for UserUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserUpdate")
+            .field("name", &self.name)
+            .field("default_project_id", &self.default_project_id)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("email", &self.email)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdateRequest {
+    pub user: UserUpdate,
+}
+
+/// `POST /v3/projects`. Keystone refuses tags longer than 255 characters or containing `/`
+/// or `,`; names are unique per domain, compared case-insensitively (409 otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_domain: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectCreateRequest {
+    pub project: ProjectCreate,
+}
+
+/// `PATCH /v3/projects/{id}`: only the given fields change (`tags` replaces them all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectUpdateRequest {
+    pub project: ProjectUpdate,
+}
+
+/// `GET/PUT /v3/projects/{id}/tags`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectTags {
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Links>,
+}
+
+/// A domain as `/v3/domains` shows it (the token's `Domain` is only id and name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainDetail {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainBody {
+    pub domain: DomainDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainList {
+    pub domains: Vec<DomainDetail>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+/// `POST /v3/domains`, and (every field optional) `PATCH /v3/domains/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DomainCreate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainCreateRequest {
+    pub domain: DomainCreate,
+}
+
+/// A role (`/v3/roles`). The roles Keystone's bootstrap makes are global (`domain_id` null)
+/// and immutable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleDetail {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub domain_id: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleBody {
+    pub role: RoleDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleList {
+    pub roles: Vec<RoleDetail>,
+    #[serde(default)]
+    pub links: Links,
+}
+
+/// One entry of `GET /v3/role_assignments`: a role, a user (or group), a scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleAssignment {
+    pub role: AssignmentRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<AssignmentRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<AssignmentRef>,
+    pub scope: AssignmentScope,
+    #[serde(default)]
+    pub links: AssignmentLinks,
+}
+
+/// An id, with the name (and domain) when asked for with `include_names`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentRef {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<Domain>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentScope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<AssignmentRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<AssignmentRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentLinks {
+    #[serde(default)]
+    pub assignment: String,
+    /// Set on an effective assignment that comes from an implied role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_role: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleAssignmentList {
+    pub role_assignments: Vec<RoleAssignment>,
     #[serde(default)]
     pub links: Links,
 }
