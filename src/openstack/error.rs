@@ -18,8 +18,14 @@
 //! - a conflict that clears by itself (Nova `conflictingRequest` "while it is in task_state", a
 //!   Cinder/Nova volume "status must be available" while it is still busy, other 409s): `Conflict`,
 //!   retryable a bounded number of times;
+//! - a Keystone 409 (a name that must be unique per domain is taken: "Conflict occurred
+//!   attempting to store project/user"): `AlreadyExists`, never retried: the caller finds the
+//!   existing one and decides whether to adopt it;
 //! - 404: `NotFound`; 401 (after the session's one re-authentication) and 403 that is not quota
-//!   (policy: the service user lacks a role in the project): `Auth`;
+//!   (policy: the service user lacks a role in the project, or is not a Keystone admin): `Auth`.
+//!   A policy refusal is `Auth` even when it names a quota API (Nova's "Policy doesn't allow
+//!   os_compute_api:os-quota-sets:update", Cinder's "volume_extension:quotas:update", Neutron's
+//!   "rule:update_quota is disallowed by policy");
 //! - any other status: `Permanent`.
 
 use std::time::{Duration, SystemTime};
@@ -86,6 +92,9 @@ pub enum ErrorClass {
     NotFound,
     /// A name in the order matches more than one resource.
     Ambiguous,
+    /// Keystone's 409: a project, user or domain with this name already exists in the domain.
+    /// Not retried; the caller looks the existing one up and adopts it if it is its own.
+    AlreadyExists,
     /// Authentication failed, or the service user may not do this in the project.
     Auth,
     /// Anything else: a bad request, an unexpected answer. Not retried.
@@ -107,6 +116,7 @@ impl ErrorClass {
             ErrorClass::Quota => "quota",
             ErrorClass::NotFound => "not_found",
             ErrorClass::Ambiguous => "ambiguous",
+            ErrorClass::AlreadyExists => "already_exists",
             ErrorClass::Auth => "auth",
             ErrorClass::Permanent => "permanent",
         }
@@ -233,7 +243,7 @@ impl OpenStackError {
         match self.class {
             ErrorClass::Quota => E::QuotaExceeded,
             ErrorClass::NotFound => E::NotFound,
-            ErrorClass::Ambiguous => E::InvalidOrder,
+            ErrorClass::Ambiguous | ErrorClass::AlreadyExists => E::InvalidOrder,
             ErrorClass::Auth => E::Auth,
             ErrorClass::Permanent if self.status == Some(400) => E::InvalidOrder,
             ErrorClass::Transient if self.status.is_none() && self.message.starts_with("timed out") => {
@@ -350,6 +360,13 @@ impl ErrorBody {
         })
     }
 
+    /// A policy refusal (Nova "Policy doesn't allow ...", Neutron "... is disallowed by
+    /// policy", Keystone "You are not authorized to perform the requested action").
+    fn says_policy(&self) -> bool {
+        let m = self.message.to_ascii_lowercase();
+        m.contains("policy") || m.contains("not authorized") || self.fault.as_deref() == Some("PolicyNotAuthorized")
+    }
+
     fn says_quota(&self) -> bool {
         let m = self.message.to_ascii_lowercase();
         m.contains("quota")
@@ -403,10 +420,12 @@ pub fn classify(service: Service, status: StatusCode, headers: &HeaderMap, body:
     let quota = body.says_quota();
     match code {
         401 => ErrorClass::Auth,
+        403 if body.says_policy() => ErrorClass::Auth,
         403 if quota => ErrorClass::Quota,
         403 => ErrorClass::Auth,
         404 => ErrorClass::NotFound,
         409 if quota => ErrorClass::Quota,
+        409 if service == Service::Identity => ErrorClass::AlreadyExists,
         409 if service == Service::Network && body.fault.as_deref() == Some("IpAddressGenerationFailure") => {
             ErrorClass::Permanent
         }
@@ -619,6 +638,79 @@ mod tests {
             r#"{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}"#,
         );
         assert_eq!(e.class, ErrorClass::Auth);
+    }
+
+    /// Keystone 30's admin answers and the services' quota-update policy refusals, captured
+    /// from the loopback deployment of shared/real-openstack (admin and non-admin tokens).
+    #[test]
+    fn real_keystone_admin_answers_and_quota_policy_refusals() {
+        let answer = |service, status: u16, body: &str| {
+            OpenStackError::from_response(
+                service,
+                "POST",
+                "/x",
+                StatusCode::from_u16(status).unwrap(),
+                &HeaderMap::new(),
+                body.as_bytes(),
+            )
+        };
+        use crate::messages::event::ErrorClass as E;
+        let e = answer(
+            Service::Identity,
+            403,
+            r#"{"error":{"code":403,"message":"You are not authorized to perform the requested action: identity:create_project.","title":"Forbidden"}}"#,
+        );
+        assert_eq!((e.class, e.event_class()), (ErrorClass::Auth, E::Auth));
+        assert!(!e.is_retryable());
+        let e = answer(
+            Service::Identity,
+            409,
+            r#"{"error":{"code":409,"message":"Conflict occurred attempting to store project - it is not permitted to have two projects with either the same name or same id in the same domain: name is ks-probe-1, project id 688be297712e495c8a09918cbb898700.","title":"Conflict"}}"#,
+        );
+        assert_eq!((e.class, e.fault.as_deref()), (ErrorClass::AlreadyExists, Some("Conflict")));
+        assert!(!e.is_retryable());
+        let e = answer(
+            Service::Identity,
+            409,
+            r#"{"error":{"code":409,"message":"Conflict occurred attempting to store user - Duplicate entry found with name KS-Probe-User at domain ID default.","title":"Conflict"}}"#,
+        );
+        assert_eq!(e.class, ErrorClass::AlreadyExists);
+        let e = answer(
+            Service::Identity,
+            404,
+            r#"{"error":{"code":404,"message":"Could not find role: nonexistentrole.","title":"Not Found"}}"#,
+        );
+        assert_eq!(e.class, ErrorClass::NotFound);
+        let e = answer(
+            Service::Identity,
+            400,
+            r#"{"error":{"code":400,"message":"Invalid input for field/attribute 0. Value: a/b. 'a/b' does not match '^[^,/]*$'","title":"Bad Request"}}"#,
+        );
+        assert_eq!((e.class, e.event_class()), (ErrorClass::Permanent, E::InvalidOrder));
+        // A non-admin setting quotas: policy, not an exhausted quota, whatever the wording.
+        for (service, body) in [
+            (
+                Service::Compute,
+                r#"{"forbidden": {"code": 403, "message": "Policy doesn't allow os_compute_api:os-quota-sets:update to be performed."}}"#,
+            ),
+            (
+                Service::Network,
+                r#"{"NeutronError": {"type": "PolicyNotAuthorized", "message": "rule:update_quota is disallowed by policy", "detail": ""}}"#,
+            ),
+            (
+                Service::Volume,
+                r#"{"forbidden": {"code": 403, "message": "Policy doesn't allow volume_extension:quotas:update to be performed."}}"#,
+            ),
+        ] {
+            assert_eq!(answer(service, 403, body).class, ErrorClass::Auth, "{body}");
+        }
+        // Keystone refuses to delete an enabled domain with a 403 too: not retried.
+        let e = answer(
+            Service::Identity,
+            403,
+            r#"{"error":{"code":403,"message":"Cannot delete a domain that is enabled, please disable it first.","title":"Forbidden"}}"#,
+        );
+        assert!(!e.is_retryable());
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - **One re-authentication on 401**: the token is dropped (only if it is still the cached one,
 //!   so concurrent 401s cause one re-authentication), a new one is fetched and the request is
 //!   sent once more; a second 401 is an `auth` error, never a loop.
+//! - **Admin calls** (Keystone projects, users, role assignments; quota updates) are sent in the
+//!   configured default project's scope ([`Session::default_project_id`]): the service user's own
+//!   project, where it holds `admin`; never in a customer's project.
 //! - **Endpoints** come from the token's catalog by service type, interface and region, and
 //!   version paths are normalised: Glance and Neutron are listed without a version (`/v2`,
 //!   `/v2.0` are appended), Nova with or without `/v2.1`, Cinder with or without `/v3/{project}`.
@@ -480,7 +483,7 @@ impl Session {
         let lifetime = (token.expires_at - token.issued_at).to_std().unwrap_or(Duration::ZERO);
         let mut endpoints = HashMap::new();
         let mut version_roots = HashMap::new();
-        for service in [Service::Image, Service::Network, Service::Compute, Service::Volume] {
+        for service in [Service::Identity, Service::Image, Service::Network, Service::Compute, Service::Volume] {
             if let Some(url) =
                 pick_endpoint(&catalog, service, self.cloud.interface.as_str(), self.cloud.region.as_deref())
             {
@@ -488,6 +491,13 @@ impl Session {
                 endpoints.insert(service, base);
                 version_roots.insert(service, root);
             }
+        }
+        // Keystone's admin API (tenant onboarding) at the catalog's identity endpoint, or else
+        // where we just authenticated.
+        if !endpoints.contains_key(&Service::Identity) {
+            let (base, root) = normalise_endpoint(Service::Identity, &self.cloud.auth_url, &project_id);
+            endpoints.insert(Service::Identity, base);
+            version_roots.insert(Service::Identity, root);
         }
         outcome("ok", "2xx");
         tracing::info!(

@@ -371,6 +371,33 @@ impl ComputeApi {
         let req = Request::new(SERVICE, Method::GET, "/limits", "/limits");
         Ok(self.session.json::<LimitsBody>(project, req).await?.limits)
     }
+
+    /// `GET /os-quota-sets/{target}` in `scope` (an admin's scope to read another project's).
+    pub async fn get_quota_set(&self, scope: &str, target: &str) -> Result<protocol::QuotaSet, OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::GET, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"));
+        Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
+    }
+
+    /// `PUT /os-quota-sets/{target}` (admin): instances, cores, ram as given; the rest kept.
+    /// Nova refuses a limit below what the project already uses (400).
+    pub async fn update_quota_set(
+        &self,
+        scope: &str,
+        target: &str,
+        quotas: &protocol::QuotaSet,
+    ) -> Result<protocol::QuotaSet, OpenStackError> {
+        let req = Request::new(SERVICE, Method::PUT, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"))
+            .json(&protocol::QuotaSetBody { quota_set: quotas.clone() });
+        Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
+    }
+
+    /// `DELETE /os-quota-sets/{target}` (admin): back to the cloud's defaults.
+    pub async fn delete_quota_set(&self, scope: &str, target: &str) -> Result<(), OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::DELETE, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"));
+        self.session.send(scope, req).await.map(|_| ())
+    }
 }
 
 #[cfg(test)]

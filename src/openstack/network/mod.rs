@@ -1,4 +1,5 @@
-//! Neutron v2.0: the network an order names, and the port the server is booted on.
+//! Neutron v2.0: the network an order names, the port the server is booted on, and a project's
+//! quotas (tenant onboarding, in an admin's scope).
 //!
 //! Built like the other services: [`NetworkApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`].
@@ -170,6 +171,30 @@ impl NetworkApi {
             Err(e) if e.class == ErrorClass::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v2.0/quotas/{target}` in `scope` (an admin's scope to read another project's).
+    pub async fn get_quota(&self, scope: &str, target: &str) -> Result<protocol::Quota, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/quotas/{id}", format!("/quotas/{target}"));
+        Ok(self.session.json::<protocol::QuotaBody>(scope, req).await?.quota)
+    }
+
+    /// `PUT /v2.0/quotas/{target}` (admin): port, network, floatingip as given.
+    pub async fn update_quota(
+        &self,
+        scope: &str,
+        target: &str,
+        quota: &protocol::Quota,
+    ) -> Result<protocol::Quota, OpenStackError> {
+        let req = Request::new(SERVICE, Method::PUT, "/quotas/{id}", format!("/quotas/{target}"))
+            .json(&protocol::QuotaBody { quota: quota.clone() });
+        Ok(self.session.json::<protocol::QuotaBody>(scope, req).await?.quota)
+    }
+
+    /// `DELETE /v2.0/quotas/{target}` (admin): back to the defaults.
+    pub async fn delete_quota(&self, scope: &str, target: &str) -> Result<(), OpenStackError> {
+        let req = Request::new(SERVICE, Method::DELETE, "/quotas/{id}", format!("/quotas/{target}"));
+        self.session.send(scope, req).await.map(|_| ())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Cinder v3: the order's data volume (create with metadata, get, list by metadata, delete).
+//! Cinder v3: the order's data volume (create with metadata, get, list by metadata, delete), and
+//! a project's quota set (tenant onboarding, in an admin's scope).
 //!
 //! Built like the other services: [`VolumeApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`]. Requests
@@ -131,6 +132,32 @@ impl VolumeApi {
             Err(e) if e.class == ErrorClass::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v3/{scope}/os-quota-sets/{target}` (an admin's scope to read another project's).
+    pub async fn get_quota_set(&self, scope: &str, target: &str) -> Result<protocol::QuotaSet, OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::GET, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"));
+        Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
+    }
+
+    /// `PUT /v3/{scope}/os-quota-sets/{target}` (admin): volumes, gigabytes as given.
+    pub async fn update_quota_set(
+        &self,
+        scope: &str,
+        target: &str,
+        quotas: &protocol::QuotaSet,
+    ) -> Result<protocol::QuotaSet, OpenStackError> {
+        let req = Request::new(SERVICE, Method::PUT, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"))
+            .json(&protocol::QuotaSetBody { quota_set: quotas.clone() });
+        Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
+    }
+
+    /// `DELETE /v3/{scope}/os-quota-sets/{target}` (admin): back to the cloud's defaults.
+    pub async fn delete_quota_set(&self, scope: &str, target: &str) -> Result<(), OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::DELETE, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"));
+        self.session.send(scope, req).await.map(|_| ())
     }
 }
 
