@@ -1,5 +1,5 @@
 //! The command line: `provisioner run | migrate | sim | order submit | jobs | services | replay |
-//! cancel | demo`.
+//! cancel | demo | secrets gen-key`.
 //!
 //! Each command is a thin wrapper: it loads settings, initialises tracing, and calls into the
 //! module that does the work, so that the tests can call the same functions.
@@ -54,6 +54,17 @@ pub enum Command {
     Cancel(AdminArgs),
     /// Start the simulator and a worker, publish sample orders, and show what happens.
     Demo(DemoArgs),
+    /// Secrets at rest.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random key for PROVISIONER_SECRETS_KEY (base64 of 32 bytes).
+    GenKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +222,11 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(args) => {
             let settings = settings(&cli)?;
             crate::ops::send_admin(&settings, crate::messages::AdminCommandKind::Cancel, args).await
+        }
+        Command::Secrets { command: SecretsCommand::GenKey } => {
+            // The one place a key is printed: on purpose, to the operator's terminal.
+            println!("{}", crate::secrets::SecretsKey::generate()?.expose());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             // The demo's own output is the show: logs only for errors unless RUST_LOG says more.

@@ -6,7 +6,8 @@
 //! A bad value fails startup with one message that names the variable or file key. Secrets
 //! (URL passwords, the HTTP bearer token) are wrapped in [`Secret`] / [`SecretUrl`], whose
 //! `Debug` and `Display` never show them. OpenStack credentials are not here: they come the
-//! OpenStack way (`OS_*`, `OS_CLOUD` + `clouds.yaml`), see `openstack::config`.
+//! OpenStack way (`OS_*`, `OS_CLOUD` + `clouds.yaml`), see `openstack::config`. The key that
+//! seals secrets at rest (`PROVISIONER_SECRETS_KEY`) is checked here and used by `secrets`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -202,6 +203,23 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub worker: WorkerSettings,
     pub openstack: OpenStackSettings,
+    pub secrets: SecretsSettings,
+}
+
+/// Secrets at rest (passwords in tenant orders, until the user exists).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// 32 random bytes in base64 (`openssl rand -base64 32`, `provisioner secrets gen-key`).
+    /// Without it, an order that carries a password is dead-lettered.
+    pub key: Option<Secret>,
+}
+
+impl SecretsSettings {
+    /// The configured key, if any (validated at load, so this only fails on a key set later).
+    pub fn key(&self) -> Result<Option<crate::secrets::SecretsKey>, crate::secrets::SecretsError> {
+        self.key.as_ref().map(|k| crate::secrets::SecretsKey::from_base64(k.expose())).transpose()
+    }
 }
 
 /// How the worker talks to the cloud. Which cloud, and the credentials, come from `OS_*` /
@@ -434,6 +452,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROVISIONER_WORKER_ID", "worker.id"),
     ("PROVISIONER_OPENSTACK_REQUEST_TIMEOUT_SECS", "openstack.request_timeout_secs"),
     ("PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS", "openstack.connect_timeout_secs"),
+    ("PROVISIONER_SECRETS_KEY", "secrets.key"),
 ];
 
 fn parse<T: FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
@@ -520,6 +539,7 @@ impl Settings {
             "PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS" => {
                 self.openstack.connect_timeout_secs = parse(var, v)?
             }
+            "PROVISIONER_SECRETS_KEY" => self.secrets.key = (!v.trim().is_empty()).then(|| Secret::new(v.trim())),
             _ => unreachable!("{var} is listed in ENV_VARS but not handled"),
         }
         Ok(())
@@ -592,6 +612,10 @@ impl Settings {
         }
         if self.openstack.connect_timeout_secs == 0 {
             return err("PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS", "must be at least 1");
+        }
+        if let Err(e) = self.secrets.key() {
+            // The message says what is wrong with the key, never the key.
+            return err("PROVISIONER_SECRETS_KEY", &e.to_string());
         }
         if let Ok(addr) = self.http.addr.parse::<SocketAddr>()
             && !addr.ip().is_loopback()
@@ -690,6 +714,18 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("amqp://worker:***@mq:5672/prod"), "{shown}");
+    }
+
+    #[test]
+    fn the_secrets_key_is_checked_and_never_shown() {
+        assert!(load(&[]).unwrap().secrets.key().unwrap().is_none());
+        let key = crate::secrets::SecretsKey::generate().unwrap();
+        let s = load(&[("PROVISIONER_SECRETS_KEY", key.expose())]).unwrap();
+        assert!(s.secrets.key().unwrap().is_some());
+        assert!(!format!("{s:?}").contains(key.expose()));
+        let e = load(&[("PROVISIONER_SECRETS_KEY", "c2hvcnQ=")]).unwrap_err().to_string();
+        assert!(e.contains("PROVISIONER_SECRETS_KEY") && e.contains("openssl rand -base64 32"), "{e}");
+        assert!(!e.contains("c2hvcnQ="), "{e}");
     }
 
     #[test]

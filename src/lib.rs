@@ -19,6 +19,7 @@
 //! - [`openstack`]: the cloud client (Keystone session, one module per service, one error taxonomy).
 //! - [`ops`]: what operators use: job status for the CLI, admin commands, the demo.
 //! - [`http`]: status API, health and metrics.
+//! - [`secrets`]: secrets at rest (an order's password), sealed with AES-256-GCM.
 //! - [`sim`]: the OpenStack simulator, sharing the client's wire types so they cannot drift.
 //! - [`startup`]: builds the running application from settings; `main` and the tests use it.
 
@@ -31,6 +32,7 @@ pub mod messages;
 pub mod metrics;
 pub mod openstack;
 pub mod ops;
+pub mod secrets;
 pub mod sim;
 pub mod startup;
 pub mod store;
