@@ -1,10 +1,18 @@
-//! What the engine needs from a cloud, in the engine's own terms: the [`Cloud`] trait.
+//! What the engine needs from a cloud, in the engine's own terms: the [`Cloud`] trait (servers,
+//! ports, volumes in a customer's project) and the [`Tenants`] trait (Keystone projects, users,
+//! role assignments and the quotas of a tenant, as an administrator).
 //!
 //! The steps of a kind call only these methods; [`super::openstack_cloud`] implements them on
-//! the OpenStack client (Glance, Neutron, Nova, Cinder through one Keystone session). Keeping
-//! the seam here means a step reads as what it does (create a port, list servers that changed),
-//! and the client's wire details stay in `openstack/`. Errors carry the client's class so that
-//! the engine decides retry / fail in one place ([`super::retry`]).
+//! the OpenStack client (Keystone, Glance, Neutron, Nova, Cinder through one Keystone session).
+//! Keeping the seam here means a step reads as what it does (create a port, list servers that
+//! changed, create the tenant's project), and the client's wire details stay in `openstack/`.
+//! Errors carry the client's class so that the engine decides retry / fail in one place
+//! ([`super::retry`]).
+//!
+//! Two traits, not one: the creation kind needs nothing of Keystone's admin API, and a cloud
+//! where the service user is not an admin can still run every VM order; `Tenants` calls are made
+//! in the service user's own project (where it must hold `admin`), `Cloud` calls in the
+//! customer's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +20,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
+use crate::config::Secret;
 use crate::messages::EventAddress;
 
 /// What the engine does about a failed cloud call.
@@ -250,4 +259,206 @@ pub trait Cloud: Send + Sync + 'static {
         id: &'a str,
         action: &'a str,
     ) -> BoxFuture<'a, CloudResult<Option<String>>>;
+}
+
+/// The Keystone tag that marks a project as a tenant's (the key later orders name it by).
+///
+/// Keystone tags are at most 255 characters and may not contain `/` or `,`; a tenant ref is 1-128
+/// printable ASCII characters and may. So the ref is percent-encoded in exactly those three
+/// characters (`%` → `%25`, `,` → `%2C`, `/` → `%2F`; injective, and every other character stays
+/// readable): `tenant:CUST-000123`. If that would exceed 255 characters (a ref with more than 60
+/// of them), the tag is `tenant-sha256:<hex of SHA-256 of the ref>` instead. Keystone's tag
+/// filter is exact (case and spaces count), and the client checks the tags of what it lists
+/// again, so one ref finds exactly its project.
+pub fn tenant_tag(tenant_ref: &str) -> String {
+    let mut tag = String::with_capacity(TENANT_TAG_PREFIX.len() + tenant_ref.len());
+    tag.push_str(TENANT_TAG_PREFIX);
+    for c in tenant_ref.chars() {
+        match c {
+            '%' => tag.push_str("%25"),
+            ',' => tag.push_str("%2C"),
+            '/' => tag.push_str("%2F"),
+            c => tag.push(c),
+        }
+    }
+    if tag.chars().count() <= 255 {
+        return tag;
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(tenant_ref.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("tenant-sha256:{hex}")
+}
+
+/// The prefix of [`tenant_tag`]'s readable form.
+pub const TENANT_TAG_PREFIX: &str = "tenant:";
+
+/// A Keystone project as tenant steps see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProjectInfo {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub enabled: bool,
+    pub tags: Vec<String>,
+}
+
+/// A new project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectSpec {
+    pub name: String,
+    /// The domain's name or id (`Default`, `default`, a 32-hex id).
+    pub domain: String,
+    pub description: String,
+    /// [`tenant_tag`] and the provisioner's mark; each valid as a Keystone tag.
+    pub tags: Vec<String>,
+}
+
+/// A Keystone user as tenant steps see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    pub enabled: bool,
+    pub default_project_id: Option<String>,
+    pub email: Option<String>,
+}
+
+/// A new user. `Debug` shows the password as `***` ([`Secret`]); nothing logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub name: String,
+    /// The domain's name or id.
+    pub domain: String,
+    pub default_project_id: String,
+    pub email: Option<String>,
+    /// `None`: a user that cannot log in with a password (until one is set).
+    pub password: Option<Secret>,
+}
+
+/// What a create did: made it, or found one of that name already there (Keystone's 409, looked
+/// up). The step decides whether the existing one is its own to adopt (its tag, its default
+/// project) or someone else's (a failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created<T> {
+    New(T),
+    Existing(T),
+}
+
+impl<T> Created<T> {
+    pub fn into_inner(self) -> T {
+        match self {
+            Created::New(t) | Created::Existing(t) => t,
+        }
+    }
+}
+
+/// A tenant's quotas on the three services, as billing's plan says; `None` leaves a limit as it
+/// is, `-1` is unlimited. Nova: instances, cores, ram; Neutron: ports, networks, floating IPs;
+/// Cinder: volumes, gigabytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TenantQuotas {
+    pub instances: Option<i64>,
+    pub cores: Option<i64>,
+    pub ram_mb: Option<i64>,
+    pub volumes: Option<i64>,
+    pub gigabytes: Option<i64>,
+    pub ports: Option<i64>,
+    pub networks: Option<i64>,
+    pub floating_ips: Option<i64>,
+}
+
+/// Keystone and the quota APIs, as tenant steps see them. Every call is made as the service
+/// user in its own project (where it must hold `admin`: a user without it gets `Auth`, not
+/// retried). Lookups answer `None` for "not there"; deletes succeed on "already gone".
+pub trait Tenants: Send + Sync + 'static {
+    /// The service user's id (a new project needs it to hold a role there too, to provision).
+    fn service_user_id(&self) -> BoxFuture<'_, CloudResult<String>>;
+    /// A domain's id from its name or id (`NotFound` if none).
+    fn resolve_domain<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, CloudResult<String>>;
+
+    /// The one project carrying this tag exactly (more than one is `Permanent`).
+    fn find_project_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>>;
+    /// The project of this name in the domain (names compare case-insensitively, as Keystone's).
+    fn find_project_by_name<'a>(
+        &'a self,
+        domain: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>>;
+    fn get_project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>>;
+    /// Creates the project, enabled; a taken name comes back as [`Created::Existing`].
+    fn create_project<'a>(&'a self, spec: &'a ProjectSpec) -> BoxFuture<'a, CloudResult<Created<ProjectInfo>>>;
+    fn set_project_enabled<'a>(&'a self, id: &'a str, enabled: bool) -> BoxFuture<'a, CloudResult<()>>;
+    /// Deletes the project (Keystone drops its role assignments); gone is success.
+    fn delete_project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+
+    /// The user of this name in the domain.
+    fn find_user<'a>(&'a self, domain: &'a str, name: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>>;
+    fn get_user<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>>;
+    /// Creates the user, enabled, with its default project; a taken name comes back as
+    /// [`Created::Existing`].
+    fn create_user<'a>(&'a self, spec: &'a UserSpec) -> BoxFuture<'a, CloudResult<Created<UserInfo>>>;
+    fn set_user_enabled<'a>(&'a self, id: &'a str, enabled: bool) -> BoxFuture<'a, CloudResult<()>>;
+    /// Deletes the user; gone is success.
+    fn delete_user<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+
+    /// A global role's id by name (`member`); `NotFound` if none.
+    fn find_role<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CloudResult<String>>;
+    /// Gives the user the role on the project; idempotent.
+    fn assign_role<'a>(
+        &'a self,
+        project: &'a str,
+        user: &'a str,
+        role_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<()>>;
+    /// The role ids the user holds directly on the project.
+    fn role_assignments<'a>(&'a self, project: &'a str, user: &'a str) -> BoxFuture<'a, CloudResult<Vec<String>>>;
+
+    /// Sets the given limits on Nova, Neutron and Cinder (a service none of whose limits is
+    /// given is not called).
+    fn set_quotas<'a>(&'a self, project: &'a str, quotas: &'a TenantQuotas) -> BoxFuture<'a, CloudResult<()>>;
+    /// The project's limits on the three services (every field set).
+    fn get_quotas<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<TenantQuotas>>;
+    /// Back to the cloud's defaults on the three services (the services keep a deleted
+    /// project's quota rows otherwise).
+    fn clear_quotas<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_tags_are_valid_keystone_tags_for_any_printable_ref() {
+        assert_eq!(tenant_tag("CUST-000123"), "tenant:CUST-000123");
+        assert_eq!(tenant_tag("a/b,c%d e"), "tenant:a%2Fb%2Cc%25d e");
+        // Injective where it matters: the escape character is escaped too.
+        assert_ne!(tenant_tag("a%2Fb"), tenant_tag("a/b"));
+        assert_ne!(tenant_tag("Acme"), tenant_tag("acme"));
+        let printable: String = (0x20u8..=0x7e).map(char::from).collect();
+        for r in [printable.clone(), "/".repeat(128), ",".repeat(61), "x".repeat(128), " ".to_string()] {
+            let tag = tenant_tag(&r);
+            assert!((1..=255).contains(&tag.chars().count()), "{} chars for {r:?}", tag.len());
+            assert!(!tag.contains('/') && !tag.contains(','), "{tag}");
+        }
+        // Too long to stay readable: a hash, still one per ref.
+        let long = tenant_tag(&"/".repeat(128));
+        assert!(long.starts_with("tenant-sha256:") && long.len() == 14 + 64, "{long}");
+        assert_ne!(long, tenant_tag(&"/".repeat(127)));
+        assert!(tenant_tag(&",".repeat(60)).starts_with(TENANT_TAG_PREFIX), "60 escapes still fit");
+    }
+
+    #[test]
+    fn a_user_spec_never_shows_its_password() {
+        let spec = UserSpec {
+            name: "alice".into(),
+            domain: "Default".into(),
+            default_project_id: "p".into(),
+            email: None,
+            password: Some(Secret::new("hunter2")),
+        };
+        assert!(!format!("{spec:?}").contains("hunter2"));
+    }
 }

@@ -1,11 +1,14 @@
-//! [`Cloud`] on the OpenStack client: one Keystone [`Session`] (tokens per project, rate
-//! limits) and the four service APIs.
+//! [`Cloud`] and [`Tenants`] on the OpenStack client: one Keystone [`Session`] (tokens per
+//! project, rate limits) and the five service APIs.
 //!
 //! What it adds to the client, for the engine's call budget: name resolution (image, flavor,
 //! network) is cached per project for [`RESOLVE_TTL`] and single-flight (a thousand orders for
 //! the same image cause one Glance lookup); the pollers' lists are one call per project (servers
 //! by tag and `changes-since`; volumes by our metadata mark and status); and the errors are
-//! mapped onto the engine's [`ErrorKind`] here, once.
+//! mapped onto the engine's [`ErrorKind`] here, once. For [`Tenants`]: every call is in the
+//! session's default scope (the service user's own project); a Keystone 409 on create is looked
+//! up and returned as [`Created::Existing`]; domain and role names are cached (they do not
+//! change under a running worker; a miss is not cached).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,13 +19,15 @@ use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use super::cloud::{
-    Cloud, CloudError, CloudResult, ErrorKind, PortSpec, Resolved, ServerInfo, ServerSpec, VolumeInfo,
-    VolumeSpec,
+    Cloud, CloudError, CloudResult, Created, ErrorKind, PortSpec, ProjectInfo, ProjectSpec, Resolved,
+    ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo, UserSpec, VolumeInfo, VolumeSpec,
 };
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
 use crate::openstack::compute::{ComputeApi, NewServer, ServerQuery};
 use crate::openstack::error::{ErrorClass, OpenStackError};
+use crate::openstack::identity::protocol::{Project, ProjectUpdate, User, UserUpdate};
+use crate::openstack::identity::{IdentityApi, NewProject, NewUser, ProjectQuery};
 use crate::openstack::image::ImageApi;
 use crate::openstack::network::{NetworkApi, NewPort};
 use crate::openstack::session::Session;
@@ -39,11 +44,15 @@ type Cell = Arc<OnceCell<Result<(Resolved, Instant), CloudError>>>;
 
 /// The OpenStack client behind the engine's [`Cloud`].
 pub struct OpenStackCloud {
+    identity: IdentityApi,
     compute: ComputeApi,
     network: NetworkApi,
     volume: VolumeApi,
     image: ImageApi,
     resolved: Mutex<HashMap<(String, String, String, String), Cell>>,
+    /// Domain name or id → id, and role name → id (found once, kept).
+    domains: Mutex<HashMap<String, String>>,
+    roles: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for OpenStackCloud {
@@ -55,11 +64,14 @@ impl std::fmt::Debug for OpenStackCloud {
 impl OpenStackCloud {
     pub fn new(session: Arc<Session>) -> OpenStackCloud {
         OpenStackCloud {
+            identity: IdentityApi::new(session.clone()),
             compute: ComputeApi::new(session.clone()),
             network: NetworkApi::new(session.clone()),
             volume: VolumeApi::new(session.clone()),
             image: ImageApi::new(session),
             resolved: Mutex::new(HashMap::new()),
+            domains: Mutex::new(HashMap::new()),
+            roles: Mutex::new(HashMap::new()),
         }
     }
 
@@ -103,7 +115,7 @@ fn kind(e: OpenStackError) -> CloudError {
         ErrorClass::Quota => ErrorKind::Quota,
         ErrorClass::NotFound => ErrorKind::NotFound,
         ErrorClass::Auth => ErrorKind::Auth,
-        ErrorClass::Ambiguous | ErrorClass::Permanent => ErrorKind::Permanent,
+        ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::Permanent => ErrorKind::Permanent,
     };
     CloudError::new(k, e.to_string())
 }
@@ -113,6 +125,77 @@ fn not_found_is_none<T>(r: Result<T, OpenStackError>) -> CloudResult<Option<T>> 
         Ok(v) => Ok(Some(v)),
         Err(e) if e.class == ErrorClass::NotFound => Ok(None),
         Err(e) => Err(kind(e)),
+    }
+}
+
+fn project_info(p: Project) -> ProjectInfo {
+    ProjectInfo { id: p.id, name: p.name, domain_id: p.domain_id, enabled: p.enabled, tags: p.tags }
+}
+
+fn user_info(u: User) -> UserInfo {
+    UserInfo {
+        id: u.id,
+        name: u.name,
+        domain_id: u.domain_id,
+        enabled: u.enabled,
+        default_project_id: u.default_project_id,
+        email: u.email,
+    }
+}
+
+fn cached(map: &Mutex<HashMap<String, String>>, key: &str) -> Option<String> {
+    map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+}
+
+fn remember(map: &Mutex<HashMap<String, String>>, key: &str, value: &str) {
+    map.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), value.to_string());
+}
+
+/// The one element, `None` for none, `Permanent` for several (the message lists the ids).
+fn at_most_one<T>(what: &str, key: &str, mut found: Vec<T>, id: impl Fn(&T) -> &str) -> CloudResult<Option<T>> {
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => {
+            let ids: Vec<&str> = found.iter().map(id).collect();
+            Err(CloudError::new(
+                ErrorKind::Permanent,
+                format!("{n} {what}s match {key:?} ({}); expected one", ids.join(", ")),
+            ))
+        }
+    }
+}
+
+impl OpenStackCloud {
+    async fn domain_id(&self, name_or_id: &str) -> CloudResult<String> {
+        if let Some(id) = cached(&self.domains, name_or_id) {
+            return Ok(id);
+        }
+        let d = self.identity.find_domain(name_or_id).await.map_err(kind)?;
+        remember(&self.domains, name_or_id, &d.id);
+        Ok(d.id)
+    }
+
+    async fn project_by_name(&self, domain: &str, name: &str) -> CloudResult<Option<ProjectInfo>> {
+        let domain_id = self.domain_id(domain).await?;
+        let query = ProjectQuery { name: Some(name.to_string()), domain_id: Some(domain_id), ..Default::default() };
+        let mut found = self.identity.list_projects(&query).await.map_err(kind)?;
+        found.retain(|p| p.name.eq_ignore_ascii_case(name));
+        at_most_one("project", name, found.into_iter().map(project_info).collect(), |p| &p.id)
+    }
+
+    async fn user_by_name(&self, domain: &str, name: &str) -> CloudResult<Option<UserInfo>> {
+        let domain_id = self.domain_id(domain).await?;
+        let found = self.identity.list_users(name, &domain_id).await.map_err(kind)?;
+        at_most_one("user", name, found.into_iter().map(user_info).collect(), |u| &u.id)
+    }
+
+    /// A create that Keystone answered 409: the existing one, looked up (gone again by now is
+    /// transient: the next attempt creates it).
+    fn existing<T>(found: Option<T>, what: &str, name: &str) -> CloudResult<Created<T>> {
+        found.map(Created::Existing).ok_or_else(|| {
+            CloudError::new(ErrorKind::Transient, format!("keystone said the {what} {name:?} exists, but it is not found"))
+        })
     }
 }
 
@@ -388,5 +471,223 @@ impl Cloud for OpenStackCloud {
         _a: &'a str,
     ) -> BoxFuture<'a, CloudResult<Option<String>>> {
         Box::pin(async move { Ok(None) })
+    }
+}
+
+impl Tenants for OpenStackCloud {
+    fn service_user_id(&self) -> BoxFuture<'_, CloudResult<String>> {
+        Box::pin(async move { self.identity.service_user_id().await.map_err(kind) })
+    }
+
+    fn resolve_domain<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, CloudResult<String>> {
+        Box::pin(self.domain_id(name_or_id))
+    }
+
+    fn find_project_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>> {
+        Box::pin(async move {
+            let query = ProjectQuery { tags: vec![tag.to_string()], ..Default::default() };
+            let found = self.identity.list_projects(&query).await.map_err(kind)?;
+            at_most_one("project", tag, found.into_iter().map(project_info).collect(), |p| &p.id)
+        })
+    }
+
+    fn find_project_by_name<'a>(
+        &'a self,
+        domain: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>> {
+        Box::pin(self.project_by_name(domain, name))
+    }
+
+    fn get_project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>> {
+        Box::pin(async move { Ok(not_found_is_none(self.identity.get_project(id).await)?.map(project_info)) })
+    }
+
+    fn create_project<'a>(&'a self, spec: &'a ProjectSpec) -> BoxFuture<'a, CloudResult<Created<ProjectInfo>>> {
+        Box::pin(async move {
+            let domain_id = self.domain_id(&spec.domain).await?;
+            let new = NewProject {
+                name: spec.name.clone(),
+                domain_id: domain_id.clone(),
+                description: spec.description.clone(),
+                tags: spec.tags.clone(),
+                enabled: true,
+            };
+            match self.identity.create_project(&new).await {
+                Ok(p) => Ok(Created::New(project_info(p))),
+                Err(e) if e.class == ErrorClass::AlreadyExists => {
+                    Self::existing(self.project_by_name(&domain_id, &spec.name).await?, "project", &spec.name)
+                }
+                Err(e) => Err(kind(e)),
+            }
+        })
+    }
+
+    fn set_project_enabled<'a>(&'a self, id: &'a str, enabled: bool) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let update = ProjectUpdate { enabled: Some(enabled), ..Default::default() };
+            self.identity.update_project(id, &update).await.map(|_| ()).map_err(kind)
+        })
+    }
+
+    fn delete_project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.identity.delete_project(id).await.map_err(kind) })
+    }
+
+    fn find_user<'a>(&'a self, domain: &'a str, name: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>> {
+        Box::pin(self.user_by_name(domain, name))
+    }
+
+    fn get_user<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>> {
+        Box::pin(async move { Ok(not_found_is_none(self.identity.get_user(id).await)?.map(user_info)) })
+    }
+
+    fn create_user<'a>(&'a self, spec: &'a UserSpec) -> BoxFuture<'a, CloudResult<Created<UserInfo>>> {
+        Box::pin(async move {
+            let domain_id = self.domain_id(&spec.domain).await?;
+            let new = NewUser {
+                name: spec.name.clone(),
+                domain_id: domain_id.clone(),
+                default_project_id: Some(spec.default_project_id.clone()),
+                email: spec.email.clone(),
+                description: None,
+                password: spec.password.clone(),
+                enabled: true,
+            };
+            match self.identity.create_user(&new).await {
+                Ok(u) => Ok(Created::New(user_info(u))),
+                Err(e) if e.class == ErrorClass::AlreadyExists => {
+                    Self::existing(self.user_by_name(&domain_id, &spec.name).await?, "user", &spec.name)
+                }
+                Err(e) => Err(kind(e)),
+            }
+        })
+    }
+
+    fn set_user_enabled<'a>(&'a self, id: &'a str, enabled: bool) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let update = UserUpdate { enabled: Some(enabled), ..Default::default() };
+            self.identity.update_user(id, &update).await.map(|_| ()).map_err(kind)
+        })
+    }
+
+    fn delete_user<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.identity.delete_user(id).await.map_err(kind) })
+    }
+
+    fn find_role<'a>(&'a self, name: &'a str) -> BoxFuture<'a, CloudResult<String>> {
+        Box::pin(async move {
+            if let Some(id) = cached(&self.roles, name) {
+                return Ok(id);
+            }
+            let role = self.identity.find_role(name).await.map_err(kind)?;
+            remember(&self.roles, name, &role.id);
+            Ok(role.id)
+        })
+    }
+
+    fn assign_role<'a>(
+        &'a self,
+        project: &'a str,
+        user: &'a str,
+        role_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.identity.assign_project_role(project, user, role_id).await.map_err(kind) })
+    }
+
+    fn role_assignments<'a>(&'a self, project: &'a str, user: &'a str) -> BoxFuture<'a, CloudResult<Vec<String>>> {
+        Box::pin(async move {
+            let found = self.identity.list_role_assignments(Some(project), Some(user)).await.map_err(kind)?;
+            Ok(found
+                .into_iter()
+                .filter(|a| {
+                    a.user.as_ref().is_some_and(|u| u.id == user)
+                        && a.scope.project.as_ref().is_some_and(|p| p.id == project)
+                })
+                .map(|a| a.role.id)
+                .collect())
+        })
+    }
+
+    fn set_quotas<'a>(&'a self, project: &'a str, q: &'a TenantQuotas) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let scope = self.identity.admin_scope().await.map_err(kind)?;
+            let scope = scope.as_str();
+            let nova = async {
+                if q.instances.is_none() && q.cores.is_none() && q.ram_mb.is_none() {
+                    return Ok(());
+                }
+                let set = crate::openstack::compute::protocol::QuotaSet {
+                    instances: q.instances,
+                    cores: q.cores,
+                    ram: q.ram_mb,
+                    ..Default::default()
+                };
+                self.compute.update_quota_set(scope, project, &set).await.map(|_| ())
+            };
+            let neutron = async {
+                if q.ports.is_none() && q.networks.is_none() && q.floating_ips.is_none() {
+                    return Ok(());
+                }
+                let quota = crate::openstack::network::protocol::Quota {
+                    port: q.ports,
+                    network: q.networks,
+                    floatingip: q.floating_ips,
+                    ..Default::default()
+                };
+                self.network.update_quota(scope, project, &quota).await.map(|_| ())
+            };
+            let cinder = async {
+                if q.volumes.is_none() && q.gigabytes.is_none() {
+                    return Ok(());
+                }
+                let set = crate::openstack::volume::protocol::QuotaSet {
+                    volumes: q.volumes,
+                    gigabytes: q.gigabytes,
+                    ..Default::default()
+                };
+                self.volume.update_quota_set(scope, project, &set).await.map(|_| ())
+            };
+            let (a, b, c) = tokio::join!(nova, neutron, cinder);
+            a.and(b).and(c).map_err(kind)
+        })
+    }
+
+    fn get_quotas<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<TenantQuotas>> {
+        Box::pin(async move {
+            let scope = self.identity.admin_scope().await.map_err(kind)?;
+            let (n, q, c) = tokio::join!(
+                self.compute.get_quota_set(&scope, project),
+                self.network.get_quota(&scope, project),
+                self.volume.get_quota_set(&scope, project),
+            );
+            let (n, q, c) = (n.map_err(kind)?, q.map_err(kind)?, c.map_err(kind)?);
+            Ok(TenantQuotas {
+                instances: n.instances,
+                cores: n.cores,
+                ram_mb: n.ram,
+                volumes: c.volumes,
+                gigabytes: c.gigabytes,
+                ports: q.port,
+                networks: q.network,
+                floating_ips: q.floatingip,
+            })
+        })
+    }
+
+    fn clear_quotas<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let scope = self.identity.admin_scope().await.map_err(kind)?;
+            let gone = |r: Result<(), OpenStackError>| match r {
+                Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+                other => other,
+            };
+            let (a, b, c) = tokio::join!(
+                self.compute.delete_quota_set(&scope, project),
+                self.network.delete_quota(&scope, project),
+                self.volume.delete_quota_set(&scope, project),
+            );
+            gone(a).and(gone(b)).and(gone(c)).map_err(kind)
+        })
     }
 }
