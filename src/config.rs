@@ -539,7 +539,9 @@ impl Settings {
             "PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS" => {
                 self.openstack.connect_timeout_secs = parse(var, v)?
             }
-            "PROVISIONER_SECRETS_KEY" => self.secrets.key = (!v.trim().is_empty()).then(|| Secret::new(v.trim())),
+            "PROVISIONER_SECRETS_KEY" => {
+                self.secrets.key = (!v.trim().is_empty()).then(|| Secret::new(v.trim()))
+            }
             _ => unreachable!("{var} is listed in ENV_VARS but not handled"),
         }
         Ok(())

@@ -57,9 +57,7 @@ impl std::fmt::Debug for SecretsKey {
 impl SecretsKey {
     /// Reads a key given as base64 of 32 bytes (surrounding whitespace ignored).
     pub fn from_base64(text: &str) -> Result<SecretsKey, SecretsError> {
-        let bytes = B64
-            .decode(text.trim())
-            .map_err(|_| SecretsError::BadKey("not valid base64".into()))?;
+        let bytes = B64.decode(text.trim()).map_err(|_| SecretsError::BadKey("not valid base64".into()))?;
         SecretsKey::from_bytes(&bytes)
     }
 
@@ -67,9 +65,10 @@ impl SecretsKey {
         if bytes.len() != 32 {
             return Err(SecretsError::BadKey(format!("it decodes to {} bytes", bytes.len())));
         }
-        let unbound =
-            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SecretsError::BadKey("rejected by AES-256".into()))?;
-        let digest = Sha256::new().chain_update(b"openstack-provisioner key id\0").chain_update(bytes).finalize();
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| SecretsError::BadKey("rejected by AES-256".into()))?;
+        let digest =
+            Sha256::new().chain_update(b"openstack-provisioner key id\0").chain_update(bytes).finalize();
         let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
         Ok(SecretsKey { key: LessSafeKey::new(unbound), id })
     }
@@ -93,7 +92,11 @@ impl SecretsKey {
         SystemRandom::new().fill(&mut nonce).map_err(|_| SecretsError::Random)?;
         let mut data = plaintext.as_bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(context.as_bytes()), &mut data)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut data,
+            )
             .map_err(|_| SecretsError::Corrupt)?;
         let mut out = Vec::with_capacity(NONCE_LEN + data.len());
         out.extend_from_slice(&nonce);
@@ -108,7 +111,10 @@ impl SecretsKey {
             return Err(SecretsError::NotSealed);
         };
         if key_id != self.id {
-            return Err(SecretsError::WrongKey { sealed_with: key_id.to_string(), configured: self.id.clone() });
+            return Err(SecretsError::WrongKey {
+                sealed_with: key_id.to_string(),
+                configured: self.id.clone(),
+            });
         }
         let raw = B64.decode(body).map_err(|_| SecretsError::NotSealed)?;
         if raw.len() < NONCE_LEN {
@@ -149,7 +155,11 @@ mod tests {
         assert_eq!(k.open(&sealed, "B-2026-000123").unwrap().expose(), "S3cret-pw");
         // A random nonce each time: the same password never seals the same way twice.
         assert_ne!(k.seal("S3cret-pw", "B-2026-000123").unwrap(), sealed);
-        assert_eq!(k.open(&sealed, "B-2026-000124").unwrap_err(), SecretsError::Corrupt, "moved to another order");
+        assert_eq!(
+            k.open(&sealed, "B-2026-000124").unwrap_err(),
+            SecretsError::Corrupt,
+            "moved to another order"
+        );
         let other = key();
         assert!(matches!(other.open(&sealed, "B-2026-000123"), Err(SecretsError::WrongKey { .. })));
         let mut tampered = sealed.clone();

@@ -218,7 +218,8 @@ impl App {
             ("OS_PASSWORD", "provisioner".to_string()),
             ("OS_USER_DOMAIN_NAME", "Default".to_string()),
             ("OS_PROJECT_DOMAIN_NAME", "Default".to_string()),
-            ("OS_PROJECT_NAME", "demo".to_string()),
+            // The service user's own project, where it holds admin (tenant orders need it).
+            ("OS_PROJECT_NAME", "service".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -300,6 +300,7 @@ pub struct ProjectInfo {
     pub name: String,
     pub domain_id: String,
     pub enabled: bool,
+    /// Sorted.
     pub tags: Vec<String>,
 }
 
@@ -389,13 +390,20 @@ pub trait Tenants: Send + Sync + 'static {
     ) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>>;
     fn get_project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<Option<ProjectInfo>>>;
     /// Creates the project, enabled; a taken name comes back as [`Created::Existing`].
-    fn create_project<'a>(&'a self, spec: &'a ProjectSpec) -> BoxFuture<'a, CloudResult<Created<ProjectInfo>>>;
+    fn create_project<'a>(
+        &'a self,
+        spec: &'a ProjectSpec,
+    ) -> BoxFuture<'a, CloudResult<Created<ProjectInfo>>>;
     fn set_project_enabled<'a>(&'a self, id: &'a str, enabled: bool) -> BoxFuture<'a, CloudResult<()>>;
     /// Deletes the project (Keystone drops its role assignments); gone is success.
     fn delete_project<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
 
     /// The user of this name in the domain.
-    fn find_user<'a>(&'a self, domain: &'a str, name: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>>;
+    fn find_user<'a>(
+        &'a self,
+        domain: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<UserInfo>>>;
     fn get_user<'a>(&'a self, id: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>>;
     /// Creates the user, enabled, with its default project; a taken name comes back as
     /// [`Created::Existing`].
@@ -414,11 +422,16 @@ pub trait Tenants: Send + Sync + 'static {
         role_id: &'a str,
     ) -> BoxFuture<'a, CloudResult<()>>;
     /// The role ids the user holds directly on the project.
-    fn role_assignments<'a>(&'a self, project: &'a str, user: &'a str) -> BoxFuture<'a, CloudResult<Vec<String>>>;
+    fn role_assignments<'a>(
+        &'a self,
+        project: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<String>>>;
 
     /// Sets the given limits on Nova, Neutron and Cinder (a service none of whose limits is
     /// given is not called).
-    fn set_quotas<'a>(&'a self, project: &'a str, quotas: &'a TenantQuotas) -> BoxFuture<'a, CloudResult<()>>;
+    fn set_quotas<'a>(&'a self, project: &'a str, quotas: &'a TenantQuotas)
+    -> BoxFuture<'a, CloudResult<()>>;
     /// The project's limits on the three services (every field set).
     fn get_quotas<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<TenantQuotas>>;
     /// Back to the cloud's defaults on the three services (the services keep a deleted

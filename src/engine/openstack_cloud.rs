@@ -128,8 +128,11 @@ fn not_found_is_none<T>(r: Result<T, OpenStackError>) -> CloudResult<Option<T>> 
     }
 }
 
+/// Tags sorted: Keystone echoes them in the order given but reads them back in its own order.
 fn project_info(p: Project) -> ProjectInfo {
-    ProjectInfo { id: p.id, name: p.name, domain_id: p.domain_id, enabled: p.enabled, tags: p.tags }
+    let mut tags = p.tags;
+    tags.sort();
+    ProjectInfo { id: p.id, name: p.name, domain_id: p.domain_id, enabled: p.enabled, tags }
 }
 
 fn user_info(u: User) -> UserInfo {
@@ -152,7 +155,12 @@ fn remember(map: &Mutex<HashMap<String, String>>, key: &str, value: &str) {
 }
 
 /// The one element, `None` for none, `Permanent` for several (the message lists the ids).
-fn at_most_one<T>(what: &str, key: &str, mut found: Vec<T>, id: impl Fn(&T) -> &str) -> CloudResult<Option<T>> {
+fn at_most_one<T>(
+    what: &str,
+    key: &str,
+    mut found: Vec<T>,
+    id: impl Fn(&T) -> &str,
+) -> CloudResult<Option<T>> {
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
@@ -178,7 +186,8 @@ impl OpenStackCloud {
 
     async fn project_by_name(&self, domain: &str, name: &str) -> CloudResult<Option<ProjectInfo>> {
         let domain_id = self.domain_id(domain).await?;
-        let query = ProjectQuery { name: Some(name.to_string()), domain_id: Some(domain_id), ..Default::default() };
+        let query =
+            ProjectQuery { name: Some(name.to_string()), domain_id: Some(domain_id), ..Default::default() };
         let mut found = self.identity.list_projects(&query).await.map_err(kind)?;
         found.retain(|p| p.name.eq_ignore_ascii_case(name));
         at_most_one("project", name, found.into_iter().map(project_info).collect(), |p| &p.id)
@@ -194,7 +203,10 @@ impl OpenStackCloud {
     /// transient: the next attempt creates it).
     fn existing<T>(found: Option<T>, what: &str, name: &str) -> CloudResult<Created<T>> {
         found.map(Created::Existing).ok_or_else(|| {
-            CloudError::new(ErrorKind::Transient, format!("keystone said the {what} {name:?} exists, but it is not found"))
+            CloudError::new(
+                ErrorKind::Transient,
+                format!("keystone said the {what} {name:?} exists, but it is not found"),
+            )
         })
     }
 }
@@ -503,7 +515,10 @@ impl Tenants for OpenStackCloud {
         Box::pin(async move { Ok(not_found_is_none(self.identity.get_project(id).await)?.map(project_info)) })
     }
 
-    fn create_project<'a>(&'a self, spec: &'a ProjectSpec) -> BoxFuture<'a, CloudResult<Created<ProjectInfo>>> {
+    fn create_project<'a>(
+        &'a self,
+        spec: &'a ProjectSpec,
+    ) -> BoxFuture<'a, CloudResult<Created<ProjectInfo>>> {
         Box::pin(async move {
             let domain_id = self.domain_id(&spec.domain).await?;
             let new = NewProject {
@@ -534,7 +549,11 @@ impl Tenants for OpenStackCloud {
         Box::pin(async move { self.identity.delete_project(id).await.map_err(kind) })
     }
 
-    fn find_user<'a>(&'a self, domain: &'a str, name: &'a str) -> BoxFuture<'a, CloudResult<Option<UserInfo>>> {
+    fn find_user<'a>(
+        &'a self,
+        domain: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<UserInfo>>> {
         Box::pin(self.user_by_name(domain, name))
     }
 
@@ -595,7 +614,11 @@ impl Tenants for OpenStackCloud {
         Box::pin(async move { self.identity.assign_project_role(project, user, role_id).await.map_err(kind) })
     }
 
-    fn role_assignments<'a>(&'a self, project: &'a str, user: &'a str) -> BoxFuture<'a, CloudResult<Vec<String>>> {
+    fn role_assignments<'a>(
+        &'a self,
+        project: &'a str,
+        user: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<String>>> {
         Box::pin(async move {
             let found = self.identity.list_role_assignments(Some(project), Some(user)).await.map_err(kind)?;
             Ok(found

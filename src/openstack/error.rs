@@ -361,10 +361,14 @@ impl ErrorBody {
     }
 
     /// A policy refusal (Nova "Policy doesn't allow ...", Neutron "... is disallowed by
-    /// policy", Keystone "You are not authorized to perform the requested action").
+    /// policy" or `InvalidScope` "... requires a scope of ['project']", Keystone "You are not
+    /// authorized to perform the requested action").
     fn says_policy(&self) -> bool {
         let m = self.message.to_ascii_lowercase();
-        m.contains("policy") || m.contains("not authorized") || self.fault.as_deref() == Some("PolicyNotAuthorized")
+        m.contains("policy")
+            || m.contains("not authorized")
+            || m.contains("requires a scope")
+            || matches!(self.fault.as_deref(), Some("PolicyNotAuthorized" | "InvalidScope"))
     }
 
     fn says_quota(&self) -> bool {
@@ -700,6 +704,11 @@ mod tests {
             (
                 Service::Volume,
                 r#"{"forbidden": {"code": 403, "message": "Policy doesn't allow volume_extension:quotas:update to be performed."}}"#,
+            ),
+            // A domain-scoped token (a domain manager's).
+            (
+                Service::Network,
+                r#"{"NeutronError": {"type": "InvalidScope", "message": "rule:update_quota requires a scope of ['project'], request was made with domain scope.", "detail": ""}}"#,
             ),
         ] {
             assert_eq!(answer(service, 403, body).class, ErrorClass::Auth, "{body}");

@@ -483,7 +483,9 @@ impl Session {
         let lifetime = (token.expires_at - token.issued_at).to_std().unwrap_or(Duration::ZERO);
         let mut endpoints = HashMap::new();
         let mut version_roots = HashMap::new();
-        for service in [Service::Identity, Service::Image, Service::Network, Service::Compute, Service::Volume] {
+        for service in
+            [Service::Identity, Service::Image, Service::Network, Service::Compute, Service::Volume]
+        {
             if let Some(url) =
                 pick_endpoint(&catalog, service, self.cloud.interface.as_str(), self.cloud.region.as_deref())
             {
@@ -494,9 +496,9 @@ impl Session {
         }
         // Keystone's admin API (tenant onboarding) at the catalog's identity endpoint, or else
         // where we just authenticated.
-        if !endpoints.contains_key(&Service::Identity) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(Service::Identity) {
             let (base, root) = normalise_endpoint(Service::Identity, &self.cloud.auth_url, &project_id);
-            endpoints.insert(Service::Identity, base);
+            slot.insert(base);
             version_roots.insert(Service::Identity, root);
         }
         outcome("ok", "2xx");

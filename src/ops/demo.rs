@@ -209,7 +209,8 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
         ("OS_AUTH_URL", sim.auth_url()),
         ("OS_USERNAME", "provisioner".into()),
         ("OS_PASSWORD", "provisioner".into()),
-        ("OS_PROJECT_NAME", "demo".into()),
+        // The service user's own project, where it holds admin (tenant orders need it).
+        ("OS_PROJECT_NAME", "service".into()),
         ("OS_USER_DOMAIN_NAME", "Default".into()),
         ("OS_PROJECT_DOMAIN_NAME", "Default".into()),
         ("OS_REGION_NAME", "RegionOne".into()),

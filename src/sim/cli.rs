@@ -56,7 +56,8 @@ pub fn client_config(auth_url: &str) -> String {
          export OS_REGION_NAME=RegionOne\n\
          export OS_INTERFACE=public\n\
          \n\
-         # or, in ~/.config/openstack/clouds.yaml (then OS_CLOUD=sim-demo):\n\
+         # or, in ~/.config/openstack/clouds.yaml (then OS_CLOUD=sim-demo; a worker that onboards\n\
+         # tenants uses sim-service, where provisioner holds admin):\n\
          clouds:\n\
          \x20 sim-demo:\n\
          \x20   auth: {{auth_url: {auth_url}, username: provisioner, password: provisioner, project_name: demo, user_domain_name: Default, project_domain_name: Default}}\n\
@@ -65,6 +66,10 @@ pub fn client_config(auth_url: &str) -> String {
          \x20   identity_api_version: 3\n\
          \x20 sim-acme:\n\
          \x20   auth: {{auth_url: {auth_url}, username: provisioner, password: provisioner, project_name: acme, user_domain_name: Default, project_domain_name: Default}}\n\
+         \x20   region_name: RegionOne\n\
+         \x20   identity_api_version: 3\n\
+         \x20 sim-service:\n\
+         \x20   auth: {{auth_url: {auth_url}, username: provisioner, password: provisioner, project_name: service, user_domain_name: Default, project_domain_name: Default}}\n\
          \x20   region_name: RegionOne\n\
          \x20   identity_api_version: 3\n\
          \x20 sim-admin:\n\
@@ -138,6 +143,7 @@ mod tests {
             "OS_USER_DOMAIN_NAME=Default",
             "sim-demo:",
             "sim-acme:",
+            "sim-service:",
             "sim-admin:",
         ] {
             assert!(c.contains(needle), "{needle}");

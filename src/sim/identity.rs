@@ -45,14 +45,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/identity/v3/auth/catalog", get(auth_catalog))
         .route("/identity/v3/auth/projects", get(auth_projects))
         .route("/identity/v3/projects", get(list_projects).post(create_project))
-        .route(
-            "/identity/v3/projects/{id}",
-            get(show_project).patch(update_project).delete(delete_project),
-        )
-        .route(
-            "/identity/v3/projects/{id}/tags",
-            get(get_tags).put(replace_tags).delete(clear_tags),
-        )
+        .route("/identity/v3/projects/{id}", get(show_project).patch(update_project).delete(delete_project))
+        .route("/identity/v3/projects/{id}/tags", get(get_tags).put(replace_tags).delete(clear_tags))
         .route(
             "/identity/v3/projects/{id}/tags/{tag}",
             put(add_tag).get(check_tag).head(check_tag).delete(remove_tag),
@@ -130,7 +124,9 @@ fn domain_name(w: &World, id: &str) -> String {
 fn find_domain_id(w: &World, d: &DomainRef) -> Option<String> {
     match (&d.id, &d.name) {
         (Some(id), _) => w.domains.get(id).map(|x| x.id.clone()),
-        (None, Some(name)) => w.domains.values().find(|x| x.name.eq_ignore_ascii_case(name)).map(|x| x.id.clone()),
+        (None, Some(name)) => {
+            w.domains.values().find(|x| x.name.eq_ignore_ascii_case(name)).map(|x| x.id.clone())
+        }
         (None, None) => None,
     }
 }
@@ -180,7 +176,8 @@ pub(crate) fn issue_token(
     let user = w.users.get(user_id).filter(|u| u.enabled).ok_or_else(|| ApiError::unauthorized(S))?;
     let roles = match project_id {
         Some(pid) => {
-            let project = w.projects.get(pid).filter(|p| p.enabled).ok_or_else(|| ApiError::unauthorized(S))?;
+            let project =
+                w.projects.get(pid).filter(|p| p.enabled).ok_or_else(|| ApiError::unauthorized(S))?;
             let direct = direct_roles(w, &project.id, &user.id);
             if direct.is_empty() {
                 return Err(ApiError::unauthorized(S)
@@ -348,8 +345,11 @@ async fn auth_catalog(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiRes
 // ---- policy, errors, helpers ----
 
 fn policy_denied(action: &str) -> ApiError {
-    ApiError::forbidden(S, format!("You are not authorized to perform the requested action: identity:{action}."))
-        .kind("Forbidden")
+    ApiError::forbidden(
+        S,
+        format!("You are not authorized to perform the requested action: identity:{action}."),
+    )
+    .kind("Forbidden")
 }
 
 /// Keystone's `admin_required`: the token carries the `admin` role.
@@ -422,7 +422,15 @@ fn revoke_tokens(w: &mut World, pred: impl Fn(&TokenInfo) -> bool) {
 
 // ---- projects ----
 
+/// A project as shown by reads. Keystone echoes tags in the order given on create and update,
+/// but reads them back sorted (without case, its database's order): [`project_echo`].
 fn project_view(sim: &Sim, p: &ProjectRec) -> Project {
+    let mut view = project_echo(sim, p);
+    view.tags.sort_by_key(|t| t.to_lowercase());
+    view
+}
+
+fn project_echo(sim: &Sim, p: &ProjectRec) -> Project {
     Project {
         id: p.id.clone(),
         name: p.name.clone(),
@@ -450,7 +458,8 @@ fn project_list(sim: &Sim, w: &World, ids: &[String], path: &str, q: &QueryPairs
     let list = |key: &str| -> Vec<String> {
         q.all(key).iter().flat_map(|v| v.split(',')).filter(|s| !s.is_empty()).map(str::to_string).collect()
     };
-    let (all, any, not_all, not_any) = (list("tags"), list("tags-any"), list("not-tags"), list("not-tags-any"));
+    let (all, any, not_all, not_any) =
+        (list("tags"), list("tags-any"), list("not-tags"), list("not-tags-any"));
     let projects = w
         .projects
         .values()
@@ -522,12 +531,17 @@ async fn create_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
     let tags = c.tags.unwrap_or_default();
     check_tags(&tags)?;
     if c.is_domain == Some(true) {
-        return Err(ApiError::bad_request(S, "Projects acting as domains are not supported by the simulator."));
+        return Err(ApiError::bad_request(
+            S,
+            "Projects acting as domains are not supported by the simulator.",
+        ));
     }
     let mut w = sim.world();
     let domain_id = c.domain_id.or_else(|| c.parent_id.clone()).unwrap_or_else(|| DEFAULT_DOMAIN.into());
     if !w.domains.contains_key(&domain_id) {
-        return Err(ApiError::bad_request(S, format!("Could not find domain: {domain_id}.")).kind("Bad Request"));
+        return Err(
+            ApiError::bad_request(S, format!("Could not find domain: {domain_id}.")).kind("Bad Request")
+        );
     }
     if c.parent_id.as_deref().is_some_and(|p| p != domain_id) {
         return Err(ApiError::bad_request(S, "Project hierarchies are not supported by the simulator."));
@@ -546,7 +560,7 @@ async fn create_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         tags,
         quotas: Quotas::default(),
     };
-    let view = project_view(&sim, &rec);
+    let view = project_echo(&sim, &rec);
     w.projects.insert(id, rec);
     Ok(json(StatusCode::CREATED, &ProjectBody { project: view }))
 }
@@ -589,14 +603,18 @@ async fn update_project(
     if let Some(e) = u.enabled {
         p.enabled = e;
     }
-    let view = project_view(&sim, p);
+    let view = project_echo(&sim, p);
     if disabled {
         revoke_tokens(&mut w, |t| t.project_id.as_deref() == Some(&id));
     }
     Ok(json(StatusCode::OK, &ProjectBody { project: view }))
 }
 
-async fn delete_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn delete_project(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
     let tok = authenticate(&sim, &headers, S)?;
     admin(&tok, "delete_project")?;
     let mut w = sim.world();
@@ -826,7 +844,10 @@ async fn list_grants(
         .filter_map(|r| role_name(&w, r).map(|n| role_view(&sim, r, &n)))
         .collect();
     let path = format!("/identity/v3/projects/{project}/users/{user}/roles");
-    Ok(json(StatusCode::OK, &RoleList { roles, links: collection_links(&sim, &path, &QueryPairs::default()) }))
+    Ok(json(
+        StatusCode::OK,
+        &RoleList { roles, links: collection_links(&sim, &path, &QueryPairs::default()) },
+    ))
 }
 
 async fn list_role_assignments(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
@@ -836,9 +857,8 @@ async fn list_role_assignments(State(sim): State<Arc<Sim>>, headers: HeaderMap, 
     let names = q.flag("include_names") || q.get("include_names").is_some_and(|v| v.is_empty());
     let effective = q.get("effective").is_some();
     // No group, domain or system assignments exist in the simulator.
-    let other_target = q.get("group.id").is_some()
-        || q.get("scope.domain.id").is_some()
-        || q.get("scope.system").is_some();
+    let other_target =
+        q.get("group.id").is_some() || q.get("scope.domain.id").is_some() || q.get("scope.system").is_some();
     let domain_ref = |id: &str| names.then(|| Domain { id: id.to_string(), name: domain_name(&w, id) });
     let mut out = Vec::new();
     let mut pairs: Vec<(String, String)> = Vec::new();
@@ -852,7 +872,11 @@ async fn list_role_assignments(State(sim): State<Arc<Sim>>, headers: HeaderMap, 
             continue;
         }
         let direct = direct_roles(&w, p, u);
-        let roles = if effective { effective_roles(&w, &direct) } else { direct.into_iter().map(|r| (r, None)).collect() };
+        let roles = if effective {
+            effective_roles(&w, &direct)
+        } else {
+            direct.into_iter().map(|r| (r, None)).collect()
+        };
         for (r, prior) in roles {
             if q.get("role.id").is_some_and(|x| x != r) {
                 continue;
@@ -860,7 +884,11 @@ async fn list_role_assignments(State(sim): State<Arc<Sim>>, headers: HeaderMap, 
             let project = w.projects.get(p);
             let user = w.users.get(u);
             out.push(RoleAssignment {
-                role: AssignmentRef { id: r.clone(), name: names.then(|| role_name(&w, &r)).flatten(), domain: None },
+                role: AssignmentRef {
+                    id: r.clone(),
+                    name: names.then(|| role_name(&w, &r)).flatten(),
+                    domain: None,
+                },
                 user: Some(AssignmentRef {
                     id: u.clone(),
                     name: names.then(|| user.map(|x| x.name.clone())).flatten(),
@@ -926,7 +954,9 @@ async fn create_user(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byte
     let mut w = sim.world();
     let domain_id = c.domain_id.unwrap_or_else(|| DEFAULT_DOMAIN.into());
     if !w.domains.contains_key(&domain_id) {
-        return Err(ApiError::bad_request(S, format!("Could not find domain: {domain_id}.")).kind("Bad Request"));
+        return Err(
+            ApiError::bad_request(S, format!("Could not find domain: {domain_id}.")).kind("Bad Request")
+        );
     }
     let names = w.users.values().map(|u| (u.id.as_str(), u.domain_id.as_str(), u.name.as_str()));
     if name_taken_in_domain(names, &domain_id, &c.name, None) {
@@ -1076,7 +1106,10 @@ async fn list_domains(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryP
         .filter(|d| q.get("enabled").and_then(flag).is_none_or(|e| d.enabled == e))
         .map(|d| domain_view(&sim, d))
         .collect();
-    Ok(json(StatusCode::OK, &DomainList { domains, links: collection_links(&sim, "/identity/v3/domains", &q) }))
+    Ok(json(
+        StatusCode::OK,
+        &DomainList { domains, links: collection_links(&sim, "/identity/v3/domains", &q) },
+    ))
 }
 
 async fn show_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
@@ -1149,16 +1182,22 @@ async fn delete_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id)
     let mut w = sim.world();
     let d = w.domains.get(&id).ok_or_else(|| not_found("domain", &id))?;
     if d.enabled {
-        return Err(ApiError::forbidden(S, "Cannot delete a domain that is enabled, please disable it first.")
-            .kind("Forbidden"));
+        return Err(ApiError::forbidden(
+            S,
+            "Cannot delete a domain that is enabled, please disable it first.",
+        )
+        .kind("Forbidden"));
     }
     // Keystone deletes what the domain holds.
     w.domains.remove(&id);
-    let projects: Vec<String> = w.projects.values().filter(|p| p.domain_id == id).map(|p| p.id.clone()).collect();
+    let projects: Vec<String> =
+        w.projects.values().filter(|p| p.domain_id == id).map(|p| p.id.clone()).collect();
     let users: Vec<String> = w.users.values().filter(|u| u.domain_id == id).map(|u| u.id.clone()).collect();
     w.projects.retain(|_, p| p.domain_id != id);
     w.users.retain(|_, u| u.domain_id != id);
     w.assignments.retain(|(p, u, _)| !projects.contains(p) && !users.contains(u));
-    revoke_tokens(&mut w, |t| users.contains(&t.user_id) || t.project_id.as_ref().is_some_and(|p| projects.contains(p)));
+    revoke_tokens(&mut w, |t| {
+        users.contains(&t.user_id) || t.project_id.as_ref().is_some_and(|p| projects.contains(p))
+    });
     Ok(StatusCode::NO_CONTENT.into_response())
 }

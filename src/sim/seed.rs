@@ -80,7 +80,8 @@ volume_types:
 pub struct Seed {
     #[serde(default)]
     pub domains: Vec<SeedDomain>,
-    #[serde(default)]
+    /// Keystone's bootstrap roles when a seed lists none.
+    #[serde(default = "bootstrap_roles")]
     pub roles: Vec<SeedRole>,
     #[serde(default)]
     pub projects: Vec<SeedProject>,
@@ -106,6 +107,20 @@ pub struct SeedDomain {
 pub struct SeedRole {
     pub id: String,
     pub name: String,
+}
+
+/// The roles `keystone-manage bootstrap` creates (ids as in [`DEFAULT_SEED`]).
+fn bootstrap_roles() -> Vec<SeedRole> {
+    [
+        ("7a1f3d0e5b2c4a69b8e7d6c5f4a3b2c1", "admin"),
+        ("9e8d7c6b5a4f43e2d1c0b9a8f7e6d5c4", "member"),
+        ("3c2b1a0f9e8d47c6b5a4f3e2d1c0b9a8", "reader"),
+        ("5f4e3d2c1b0a49f8e7d6c5b4a3f2e1d0", "manager"),
+        ("1d2c3b4a5f6e47d8c9b0a1f2e3d4c5b6", "service"),
+    ]
+    .into_iter()
+    .map(|(id, name)| SeedRole { id: id.into(), name: name.into() })
+    .collect()
 }
 
 /// Per-project limits: Nova instances, cores, ram (MiB); Neutron ports, networks and floating
@@ -317,5 +332,8 @@ mod tests {
         let provisioner = s.users.iter().find(|u| u.name == "provisioner").unwrap();
         assert_eq!(provisioner.roles["service"], ["admin"]);
         assert_eq!(demo.quotas.networks, 100, "keys a seed leaves out have the services' defaults");
+        let minimal = Seed::parse("projects: [{id: p, name: solo}]\nusers: [{id: u, name: a, password: b, roles: {solo: [member]}}]").unwrap();
+        assert_eq!(minimal.roles.len(), 5, "a seed without roles has Keystone's bootstrap roles");
+        assert!(Seed::parse("projects: [{id: p, name: solo}]\nusers: [{id: u, name: a, password: b, roles: {solo: [membr]}}]").is_err());
     }
 }

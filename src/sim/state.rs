@@ -452,7 +452,12 @@ impl World {
         for d in &seed.domains {
             w.domains.insert(
                 d.id.clone(),
-                DomainRec { id: d.id.clone(), name: d.name.clone(), description: String::new(), enabled: true },
+                DomainRec {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                    description: String::new(),
+                    enabled: true,
+                },
             );
         }
         for p in &seed.projects {

@@ -1,12 +1,18 @@
 //! Tests: the OpenStack client against the simulator over HTTP: authentication (single-flight,
 //! early refresh, one re-authentication on 401), the error taxonomy on real answers (rate
-//! limits, quotas of Nova, Neutron and Cinder, auth, transport), microversion degradation, and a
-//! round trip through every service call the engine uses.
+//! limits, quotas of Nova, Neutron and Cinder, auth, transport), microversion degradation, a
+//! round trip through every service call the engine uses, and the tenant calls (Keystone admin
+//! API and quota sets) through the engine's `Tenants` seam, also against a real Keystone.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use openstack_provisioner::config::Secret;
+use openstack_provisioner::engine::cloud::{
+    Created, ErrorKind, ProjectSpec, TenantQuotas, Tenants, UserSpec, tenant_tag,
+};
+use openstack_provisioner::engine::openstack_cloud::OpenStackCloud;
 use openstack_provisioner::openstack::compute::{NewServer, ServerQuery};
 use openstack_provisioner::openstack::config::{CloudConfig, DomainRef, Interface, ProjectRef, UserRef};
 use openstack_provisioner::openstack::microversion::{self, Microversion};
@@ -15,7 +21,8 @@ use openstack_provisioner::openstack::smoke::{self, SmokeSpec};
 use openstack_provisioner::openstack::volume::{NewVolume, VolumeQuery};
 use openstack_provisioner::openstack::{ErrorClass, OpenStack, SessionOptions};
 use openstack_provisioner::sim::{
-    ACME_PROJECT_ID, DEMO_PROJECT_ID, FaultRule, QuotaPatch, SimConfig, SimHandle, Simulator,
+    ACME_PROJECT_ID, DEMO_PROJECT_ID, FaultRule, QuotaPatch, SERVICE_PROJECT_ID, SimConfig, SimHandle,
+    Simulator,
 };
 
 const AUTH_PATH: &str = "/identity/v3/auth/tokens";
@@ -568,4 +575,187 @@ async fn openstack_smoke_against_a_real_cloud() {
     println!("{report}");
     assert!(report.nova_microversion.is_some_and(|v| v >= microversion::NOVA_BASE));
     assert_eq!(client.session().stats().reauthentications.load(Ordering::Relaxed), 0);
+}
+
+/// The service user scoped to its own project, where it holds `admin` (tenant calls need it).
+fn admin_client(sim: &SimHandle) -> OpenStack {
+    let mut cloud = cloud_for(sim, "provisioner");
+    cloud.default_project = Some(ProjectRef::Id(SERVICE_PROJECT_ID.into()));
+    OpenStack::new(cloud, SessionOptions::default()).expect("client builds")
+}
+
+/// Every tenant call the engine makes, once, with the retries it must survive (a create whose
+/// answer was lost: Keystone's 409, adopted) and the undo. Run against the simulator and, in
+/// the ignored test below, against a real Keystone; `domain` is a name (`Default`).
+async fn tenant_round_trip(client: &OpenStack, domain: &str) {
+    let tenants = OpenStackCloud::new(client.session().clone());
+    let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    // A ref with the characters a Keystone tag may not hold.
+    let tenant_ref = format!("CUST/{suffix},100% Acme");
+    let tag = tenant_tag(&tenant_ref);
+    assert!(tenants.find_project_by_tag(&tag).await.expect("list by tag").is_none());
+    let spec = ProjectSpec {
+        name: format!("it-tenant-{suffix}"),
+        domain: domain.into(),
+        description: "integration test tenant".into(),
+        tags: vec![tag.clone(), "provisioner".into()],
+    };
+    let project = match tenants.create_project(&spec).await.expect("create project") {
+        Created::New(p) => p,
+        other => panic!("a new name is created: {other:?}"),
+    };
+    let mut sorted = spec.tags.clone();
+    sorted.sort();
+    assert_eq!((project.tags.clone(), project.enabled), (sorted, true));
+    // The answer was lost and the step runs again: Keystone says 409 (names compare without
+    // case), and the existing project is returned to adopt.
+    let again = ProjectSpec { name: spec.name.to_uppercase(), ..spec.clone() };
+    assert_eq!(
+        tenants.create_project(&again).await.expect("409 adopted"),
+        Created::Existing(project.clone())
+    );
+    assert_eq!(tenants.find_project_by_tag(&tag).await.unwrap(), Some(project.clone()));
+    let other_case = tenant_tag(&tenant_ref.to_lowercase());
+    assert!(tenants.find_project_by_tag(&other_case).await.unwrap().is_none(), "tags match exactly");
+    assert_eq!(tenants.find_project_by_name(domain, &spec.name).await.unwrap(), Some(project.clone()));
+    let domain_id = tenants.resolve_domain(domain).await.expect("domain");
+    assert_eq!(project.domain_id, domain_id);
+
+    let password = Secret::new(format!("S3cret-{suffix}"));
+    let user_spec = UserSpec {
+        name: format!("it-user-{suffix}"),
+        domain: domain.into(),
+        default_project_id: project.id.clone(),
+        email: Some("ops@example.com".into()),
+        password: Some(password.clone()),
+    };
+    let user = match tenants.create_user(&user_spec).await.expect("create user") {
+        Created::New(u) => u,
+        other => panic!("a new name is created: {other:?}"),
+    };
+    assert_eq!(user.default_project_id.as_deref(), Some(project.id.as_str()));
+    assert_eq!(user.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(tenants.create_user(&user_spec).await.expect("409 adopted"), Created::Existing(user.clone()));
+    assert_eq!(tenants.find_user(domain, &user_spec.name).await.unwrap(), Some(user.clone()));
+
+    let member = tenants.find_role("member").await.expect("role");
+    tenants.assign_role(&project.id, &user.id, &member).await.expect("assign");
+    tenants.assign_role(&project.id, &user.id, &member).await.expect("assigning again is a no-op");
+    assert_eq!(tenants.role_assignments(&project.id, &user.id).await.unwrap(), vec![member.clone()]);
+    // The service user takes a role there too, so it can provision into the new project.
+    let me = tenants.service_user_id().await.expect("service user");
+    tenants.assign_role(&project.id, &me, &member).await.expect("assign the service user");
+    client.identity().check_project(&project.id).await.expect("the service user has a token there");
+
+    let quotas = TenantQuotas {
+        instances: Some(2),
+        cores: Some(4),
+        ram_mb: Some(4096),
+        volumes: Some(3),
+        gigabytes: Some(30),
+        ports: Some(5),
+        networks: Some(2),
+        floating_ips: Some(1),
+    };
+    tenants.set_quotas(&project.id, &quotas).await.expect("quotas");
+    assert_eq!(tenants.get_quotas(&project.id).await.expect("read back"), quotas);
+    let partial = TenantQuotas { instances: Some(3), ..TenantQuotas::default() };
+    tenants.set_quotas(&project.id, &partial).await.expect("a partial update");
+    let now = tenants.get_quotas(&project.id).await.unwrap();
+    assert_eq!((now.instances, now.cores, now.ports), (Some(3), Some(4), Some(5)), "others kept");
+
+    // The new user logs in with its password, to its project.
+    let mut as_user = client.session().cloud().clone();
+    as_user.user = UserRef::Name { name: user_spec.name.clone(), domain: DomainRef::Id(domain_id.clone()) };
+    as_user.password = password;
+    as_user.default_project = Some(ProjectRef::Id(project.id.clone()));
+    let user_client = OpenStack::new(as_user.clone(), SessionOptions::default()).expect("client");
+    let info = user_client.identity().check_project(&project.id).await.expect("the user's token");
+    assert_eq!(info.user_id, user.id);
+
+    // Close: disabled (no new token for the user), then deleted; deleting again is fine.
+    tenants.set_user_enabled(&user.id, false).await.expect("disable user");
+    tenants.set_project_enabled(&project.id, false).await.expect("disable project");
+    assert!(!tenants.get_project(&project.id).await.unwrap().expect("still there").enabled);
+    assert!(!tenants.get_user(&user.id).await.unwrap().expect("still there").enabled);
+    let refused = OpenStack::new(as_user, SessionOptions::default()).unwrap();
+    let err = refused.identity().check_project(&project.id).await.expect_err("disabled");
+    assert_eq!(err.class, ErrorClass::Auth, "{err}");
+    tenants.clear_quotas(&project.id).await.expect("quotas back to defaults");
+    tenants.delete_user(&user.id).await.expect("delete user");
+    tenants.delete_user(&user.id).await.expect("gone is success");
+    tenants.delete_project(&project.id).await.expect("delete project");
+    tenants.delete_project(&project.id).await.expect("gone is success");
+    assert!(tenants.get_project(&project.id).await.unwrap().is_none());
+    assert!(tenants.get_user(&user.id).await.unwrap().is_none());
+    assert!(tenants.find_project_by_tag(&tag).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn openstack_tenant_calls_round_trip_through_keystone_and_the_quota_apis() {
+    let sim = start_sim().await;
+    let client = admin_client(&sim);
+    tenant_round_trip(&client, "Default").await;
+    // Every admin call went in the service user's own project: one token, for `service`
+    // (and one each for the new project, the new user and the refused login).
+    let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn openstack_a_service_user_without_admin_gets_auth_errors_that_are_not_retried() {
+    let sim = start_sim().await;
+    // The default scope is `demo`, where the provisioner is only a member.
+    let tenants = OpenStackCloud::new(client(&sim).session().clone());
+    let spec = ProjectSpec {
+        name: "nope".into(),
+        domain: "default".into(),
+        description: String::new(),
+        tags: vec!["provisioner".into()],
+    };
+    let err = tenants.create_project(&spec).await.expect_err("not an admin");
+    assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+    assert!(err.message.contains("identity:create_project"), "Keystone's policy message: {err}");
+    let err = tenants.find_project_by_tag("tenant:x").await.expect_err("not an admin");
+    assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+    assert!(err.message.contains("identity:list_projects"), "{err}");
+    let err = tenants
+        .set_quotas(ACME_PROJECT_ID, &TenantQuotas { instances: Some(5), ..TenantQuotas::default() })
+        .await
+        .expect_err("not an admin");
+    assert_eq!(err.kind, ErrorKind::Auth, "a policy 403 on a quota API is auth, not quota: {err}");
+    assert!(!openstack_provisioner::engine::retry::is_retryable(err.kind));
+    assert_eq!(sim.control().quotas()["acme"].instances, 2, "unchanged");
+    let posts = sim.control().count("POST", "/identity/v3/projects");
+    assert_eq!(posts, 1, "sent once, not retried");
+    assert!(sim.control().identity().projects.iter().all(|p| p.name != "nope"));
+    sim.shutdown().await;
+}
+
+/// The tenant round trip against a real Keystone (and Nova, Neutron, Cinder for the quotas),
+/// as a Keystone admin: `OS_CLOUD=os-admin` with shared/real-openstack's clouds.yaml. With
+/// `NONADMIN_CLOUD=os-tenant` it also checks what a member-only service user gets.
+#[tokio::test]
+#[ignore = "needs a real cloud (OS_CLOUD or OS_AUTH_URL) where the user holds admin"]
+async fn openstack_tenants_against_a_real_keystone() {
+    let cloud = CloudConfig::from_env().expect("cloud config").expect("a cloud is configured");
+    let client = OpenStack::new(cloud, SessionOptions::default()).expect("client");
+    tenant_round_trip(&client, "Default").await;
+    if let Ok(name) = std::env::var("NONADMIN_CLOUD") {
+        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        vars.insert("OS_CLOUD".into(), name);
+        let cloud = CloudConfig::from_vars(&vars).expect("config").expect("cloud");
+        let member = OpenStack::new(cloud, SessionOptions::default()).unwrap();
+        let own = member.identity().default_project_id().await.expect("its own project");
+        let tenants = OpenStackCloud::new(member.session().clone());
+        let err = tenants.find_project_by_tag("tenant:x").await.expect_err("not an admin");
+        assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+        let err = tenants
+            .set_quotas(&own, &TenantQuotas { instances: Some(5), ..TenantQuotas::default() })
+            .await
+            .expect_err("not an admin");
+        assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+        println!("a member-only service user: {err}");
+    }
 }

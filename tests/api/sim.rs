@@ -206,7 +206,7 @@ async fn sim_keystone_issues_scoped_and_unscoped_tokens_with_the_catalog() {
     let mut names: Vec<&str> =
         projects["projects"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["acme", "demo"]);
+    assert_eq!(names, ["acme", "demo", "service"]);
 
     let bad = env
         .http
@@ -875,4 +875,365 @@ async fn sim_command_prints_client_config_and_serves_a_seed_file() {
     child.start_kill().unwrap();
     let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Keystone's admin API as Keystone 30 answers it: creates, 409s and 400s worded as Keystone
+/// words them, exact tag filters and case-blind names, role assignments (with implied roles),
+/// policy 403s for a non-admin, and revocation when a project or user is disabled.
+#[tokio::test]
+async fn sim_keystone_admin_api_answers_as_keystone_does() {
+    let env = start(Timings::fast()).await;
+    // `provisioner` holds admin on its own project, `service`; in `demo` it is a member.
+    let admin = env.token("provisioner", "provisioner", "service").await;
+    let member = env.token("provisioner", "provisioner", "demo").await;
+    let call = |m: Method, path: &str, tok: &str, body: Option<Value>| {
+        let (m, path, tok) = (m.clone(), format!("/identity/v3{path}"), tok.to_string());
+        let env = &env;
+        async move { env.call(m, &path, &tok, None, body).await }
+    };
+    let expect = |r: Response, status: StatusCode| async move {
+        assert_eq!(r.status(), status, "{:?}", r.url().path());
+        r.json::<Value>().await.unwrap_or(Value::Null)
+    };
+
+    // Domains: by name (the CLI's `--domain Default` asks /domains/Default, then ?name=).
+    let r = call(Method::GET, "/domains/Default", &admin, None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let d = expect(call(Method::GET, "/domains?name=default", &admin, None).await, StatusCode::OK).await;
+    assert_eq!(d["domains"][0]["id"], "default", "names compare without case");
+    let created = json!({"domain": {"name": "resellers", "description": "d"}});
+    let dom = expect(call(Method::POST, "/domains", &admin, Some(created)).await, StatusCode::CREATED).await;
+    let dom_id = dom["domain"]["id"].as_str().unwrap().to_string();
+    let dup = expect(
+        call(Method::POST, "/domains", &admin, Some(json!({"domain": {"name": "Resellers"}}))).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(
+        dup["error"]["message"],
+        "Conflict occurred attempting to store project - it is not permitted to have two projects acting as domains with the same name: Resellers."
+    );
+
+    // Projects with tags.
+    let body = json!({"project": {"name": "cust-1", "domain_id": dom_id, "description": "Customer 1",
+        "tags": ["tenant:CUST-1", "provisioner"]}});
+    let p = expect(call(Method::POST, "/projects", &admin, Some(body)).await, StatusCode::CREATED).await;
+    let pid = p["project"]["id"].as_str().unwrap().to_string();
+    assert_eq!(p["project"]["tags"], json!(["tenant:CUST-1", "provisioner"]), "echoed as given");
+    assert_eq!(
+        (p["project"]["enabled"].clone(), p["project"]["parent_id"].clone()),
+        (json!(true), json!(dom_id))
+    );
+    let shown =
+        expect(call(Method::GET, &format!("/projects/{pid}"), &admin, None).await, StatusCode::OK).await;
+    assert_eq!(shown["project"]["tags"], json!(["provisioner", "tenant:CUST-1"]), "read back sorted");
+    let dup = json!({"project": {"name": "CUST-1", "domain_id": dom_id}});
+    let e = expect(call(Method::POST, "/projects", &admin, Some(dup)).await, StatusCode::CONFLICT).await;
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("Conflict occurred attempting to store project - it is not permitted to have two projects with either the same name or same id in the same domain: name is CUST-1, project id "),
+        "{m}"
+    );
+    assert_eq!(e["error"]["title"], "Conflict");
+    let same_name_other_domain = json!({"project": {"name": "cust-1", "domain_id": "default"}});
+    let other = expect(
+        call(Method::POST, "/projects", &admin, Some(same_name_other_domain)).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let bad = json!({"project": {"name": "x", "tags": ["a/b"]}});
+    let e = expect(call(Method::POST, "/projects", &admin, Some(bad)).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        e["error"]["message"],
+        "Invalid input for field/attribute 0. Value: a/b. 'a/b' does not match '^[^,/]*$'"
+    );
+    let long = json!({"project": {"name": "x", "tags": ["y".repeat(256)]}});
+    expect(call(Method::POST, "/projects", &admin, Some(long)).await, StatusCode::BAD_REQUEST).await;
+    let nodomain = json!({"project": {"name": "x", "domain_id": "nonexistent"}});
+    let e =
+        expect(call(Method::POST, "/projects", &admin, Some(nodomain)).await, StatusCode::BAD_REQUEST).await;
+    assert_eq!(e["error"]["message"], "Could not find domain: nonexistent.");
+    let names = |v: &Value| -> Vec<String> {
+        v["projects"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect()
+    };
+    let found =
+        expect(call(Method::GET, "/projects?tags=tenant:CUST-1", &admin, None).await, StatusCode::OK).await;
+    assert_eq!(names(&found), vec![pid.as_str()]);
+    let none =
+        expect(call(Method::GET, "/projects?tags=tenant:cust-1", &admin, None).await, StatusCode::OK).await;
+    assert!(names(&none).is_empty(), "tag filters are exact");
+    let any =
+        expect(call(Method::GET, "/projects?tags-any=nope,provisioner", &admin, None).await, StatusCode::OK)
+            .await;
+    assert_eq!(names(&any), vec![pid.as_str()]);
+    let by_name = expect(
+        call(Method::GET, &format!("/projects?name=CUST-1&domain_id={dom_id}"), &admin, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(names(&by_name), vec![pid.as_str()], "names compare without case");
+    // The tags sub-API.
+    let r = call(Method::PUT, &format!("/projects/{pid}/tags/plan:gold"), &admin, None).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = call(Method::HEAD, &format!("/projects/{pid}/tags/plan:gold"), &admin, None).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = call(Method::DELETE, &format!("/projects/{pid}/tags/plan:gold"), &admin, None).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = call(Method::HEAD, &format!("/projects/{pid}/tags/plan:gold"), &admin, None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Users; the password is never shown.
+    let body = json!({"user": {"name": "alice", "domain_id": dom_id, "default_project_id": pid,
+        "email": "alice@example.com", "password": "S3cret-pw", "enabled": true}});
+    let r = call(Method::POST, "/users", &admin, Some(body)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("S3cret"), "{text}");
+    let u: Value = serde_json::from_str(&text).unwrap();
+    let uid = u["user"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (u["user"]["email"].clone(), u["user"]["default_project_id"].clone()),
+        (json!("alice@example.com"), json!(pid))
+    );
+    let dup = json!({"user": {"name": "Alice", "domain_id": dom_id}});
+    let e = expect(call(Method::POST, "/users", &admin, Some(dup)).await, StatusCode::CONFLICT).await;
+    assert_eq!(
+        e["error"]["message"],
+        format!(
+            "Conflict occurred attempting to store user - Duplicate entry found with name Alice at domain ID {dom_id}."
+        )
+    );
+    let listed = expect(
+        call(Method::GET, &format!("/users?name=ALICE&domain_id={dom_id}"), &admin, None).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed["users"][0]["id"], json!(uid));
+
+    // Roles and assignments.
+    let roles = expect(call(Method::GET, "/roles?name=member", &admin, None).await, StatusCode::OK).await;
+    let member_role = roles["roles"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (roles["roles"].as_array().unwrap().len(), roles["roles"][0]["domain_id"].clone()),
+        (1, Value::Null)
+    );
+    let grant = format!("/projects/{pid}/users/{uid}/roles/{member_role}");
+    for _ in 0..2 {
+        let r = call(Method::PUT, &grant, &admin, None).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "idempotent");
+    }
+    assert_eq!(call(Method::HEAD, &grant, &admin, None).await.status(), StatusCode::NO_CONTENT);
+    let e = expect(
+        call(Method::PUT, &format!("/projects/{pid}/users/{uid}/roles/nope"), &admin, None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(e["error"]["message"], "Could not find role: nope.");
+    let list = expect(
+        call(Method::GET, &format!("/role_assignments?scope.project.id={pid}&user.id={uid}"), &admin, None)
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let a = list["role_assignments"].as_array().unwrap();
+    assert_eq!(a.len(), 1, "direct assignments only: {list}");
+    assert_eq!(
+        (a[0]["role"]["id"].clone(), a[0]["user"]["id"].clone(), a[0]["scope"]["project"]["id"].clone()),
+        (json!(member_role), json!(uid), json!(pid))
+    );
+    let eff = expect(
+        call(
+            Method::GET,
+            &format!("/role_assignments?scope.project.id={pid}&effective&include_names"),
+            &admin,
+            None,
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let eff_names: Vec<&str> = eff["role_assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["role"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(eff_names, ["member", "reader"], "member implies reader");
+
+    // The new user logs in: scoped to its project, or unscoped (then to its default project).
+    let login = |scope: Option<Value>| {
+        let mut auth = json!({"identity": {"methods": ["password"], "password": {"user": {
+            "name": "alice", "domain": {"name": "resellers"}, "password": "S3cret-pw"}}}});
+        if let Some(s) = scope {
+            auth["scope"] = s;
+        }
+        env.http.post(env.url("/identity/v3/auth/tokens")).json(&json!({"auth": auth})).send()
+    };
+    let r = login(Some(json!({"project": {"id": pid}}))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let alice = r.headers()["x-subject-token"].to_str().unwrap().to_string();
+    let t: TokenResponse = r.json().await.unwrap();
+    let names: Vec<&str> = t.token.roles.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["member", "reader"]);
+    let t: TokenResponse = login(None).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        t.token.project.map(|p| p.id),
+        Some(pid.clone()),
+        "an unscoped login lands on the default project"
+    );
+
+    // A member (not admin) gets Keystone's policy 403.
+    for (m, path, rule) in [
+        (Method::POST, "/projects".to_string(), "identity:create_project"),
+        (Method::GET, "/users".to_string(), "identity:list_users"),
+        (Method::PUT, grant.clone(), "identity:create_grant"),
+        (Method::GET, "/role_assignments".to_string(), "identity:list_role_assignments"),
+        (Method::PATCH, format!("/projects/{pid}"), "identity:update_project"),
+    ] {
+        let body = (m == Method::POST || m == Method::PATCH).then(|| json!({"project": {"name": "z"}}));
+        let e = expect(call(m, &path, &member, body).await, StatusCode::FORBIDDEN).await;
+        assert_eq!(
+            e["error"],
+            json!({"code": 403, "title": "Forbidden", "message": format!("You are not authorized to perform the requested action: {rule}.")})
+        );
+    }
+
+    // Disabling the project revokes alice's token and refuses new ones.
+    let nova = env.get("/compute/v2.1/servers", &alice).await;
+    assert_eq!(nova.status(), StatusCode::OK);
+    let off = json!({"project": {"enabled": false}});
+    let p = expect(call(Method::PATCH, &format!("/projects/{pid}"), &admin, Some(off)).await, StatusCode::OK)
+        .await;
+    assert_eq!(p["project"]["enabled"], false);
+    assert_eq!(env.get("/compute/v2.1/servers", &alice).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(Some(json!({"project": {"id": pid}}))).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let off = json!({"user": {"enabled": false}});
+    let u =
+        expect(call(Method::PATCH, &format!("/users/{uid}"), &admin, Some(off)).await, StatusCode::OK).await;
+    assert_eq!(u["user"]["enabled"], false);
+    assert_eq!(login(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Deletes: 204, then 404 with Keystone's words; the assignments go with them.
+    assert_eq!(
+        call(Method::DELETE, &format!("/users/{uid}"), &admin, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let e = expect(call(Method::DELETE, &format!("/users/{uid}"), &admin, None).await, StatusCode::NOT_FOUND)
+        .await;
+    assert_eq!(e["error"]["message"], format!("Could not find user: {uid}."));
+    assert_eq!(
+        call(Method::DELETE, &format!("/projects/{pid}"), &admin, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let e = expect(call(Method::GET, &format!("/projects/{pid}"), &admin, None).await, StatusCode::NOT_FOUND)
+        .await;
+    assert_eq!(e["error"]["message"], format!("Could not find project: {pid}."));
+    let ids = env.sim.control().identity();
+    assert!(ids.assignments.iter().all(|a| a.project_id != pid && a.user_id != uid));
+    assert!(ids.projects.iter().any(|p| p.id == other["project"]["id"]));
+    let r = call(Method::DELETE, &format!("/domains/{dom_id}"), &admin, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "an enabled domain is not deleted");
+}
+
+/// A project made through Keystone works like a seeded one: tokens scoped to it carry the
+/// catalog, and its quotas, set through Nova, Neutron and Cinder, are enforced.
+#[tokio::test]
+async fn sim_a_new_project_works_like_a_seeded_one_with_its_quotas_enforced() {
+    let env = start(Timings::fast()).await;
+    let admin = env.token("provisioner", "provisioner", "service").await;
+    let p: Value = env
+        .call(
+            Method::POST,
+            "/identity/v3/projects",
+            &admin,
+            None,
+            Some(json!({"project": {"name": "fresh"}})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pid = p["project"]["id"].as_str().unwrap().to_string();
+    let roles: Value = env.get("/identity/v3/roles?name=member", &admin).await.json().await.unwrap();
+    let member = roles["roles"][0]["id"].as_str().unwrap();
+    let me = "c5d3e2f1a0b94c8d7e6f5a4b3c2d1e0f";
+    let r = env
+        .call(
+            Method::PUT,
+            &format!("/identity/v3/projects/{pid}/users/{me}/roles/{member}"),
+            &admin,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Quotas through each service's own API, in the admin's scope.
+    let set = |path: String, body: Value| {
+        let (env, admin) = (&env, admin.clone());
+        async move {
+            let r = env.call(Method::PUT, &path, &admin, None, Some(body)).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+        }
+    };
+    set(
+        format!("/compute/v2.1/os-quota-sets/{pid}"),
+        json!({"quota_set": {"instances": 2, "cores": 4, "ram": 4096}}),
+    )
+    .await;
+    set(
+        format!("/networking/v2.0/quotas/{pid}"),
+        json!({"quota": {"port": 1, "network": 3, "floatingip": 2}}),
+    )
+    .await;
+    set(
+        format!("/volume/v3/{}/os-quota-sets/{pid}", openstack_provisioner::sim::SERVICE_PROJECT_ID),
+        json!({"quota_set": {"volumes": 1, "gigabytes": 5}}),
+    )
+    .await;
+    let q: Value = env.get(&format!("/networking/v2.0/quotas/{pid}"), &admin).await.json().await.unwrap();
+    assert_eq!((q["quota"]["network"].clone(), q["quota"]["floatingip"].clone()), (json!(3), json!(2)));
+
+    let tok = env.token("provisioner", "provisioner", "fresh").await;
+    let t: Value = env
+        .http
+        .get(env.url("/identity/v3/auth/tokens"))
+        .header("X-Auth-Token", &tok)
+        .header("X-Subject-Token", &tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(t["token"]["catalog"].as_array().is_some_and(|c| c.len() >= 5), "a catalog: {t}");
+    env.server_id(&tok, "a", json!({})).await;
+    env.server_id(&tok, "b", json!({})).await;
+    let third = env.server(&tok, "c", json!({})).await;
+    assert_eq!(third.status(), StatusCode::FORBIDDEN);
+    let f: FaultBody = third.json().await.unwrap();
+    assert!(
+        f.detail.message.starts_with("Quota exceeded for instances: Requested 1, but already used 2 of 2"),
+        "{f:?}"
+    );
+    env.port(&tok, "p1").await;
+    let r = env
+        .call(
+            Method::POST,
+            "/networking/v2.0/ports",
+            &tok,
+            None,
+            Some(json!({"port": {"network_id": network_id()}})),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "port quota 1");
+    let vol = |size: u32| {
+        env.call(Method::POST, "/volume/v3/volumes", &tok, None, Some(json!({"volume": {"size": size}})))
+    };
+    assert_eq!(vol(1).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(vol(1).await.status(), StatusCode::PAYLOAD_TOO_LARGE, "volume quota 1");
+    let usage = &env.sim.control().resources().projects[&pid];
+    assert_eq!((usage.usage.instances, usage.usage.ports, usage.usage.volumes), (2, 1, 1));
 }

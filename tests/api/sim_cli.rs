@@ -34,8 +34,13 @@ struct Cli {
 }
 
 impl Cli {
-    /// Runs `openstack <args>` as `user` in `project`; panics with its output if it fails.
+    /// Runs `openstack <args>` as `user` (whose password is its name) in `project`; panics with
+    /// its output if it fails.
     async fn run(&self, user: &str, project: &str, args: &[&str]) -> String {
+        self.run_as(user, user, project, args).await
+    }
+
+    async fn run_as(&self, user: &str, password: &str, project: &str, args: &[&str]) -> String {
         let mut cmd = tokio::process::Command::new(&self.bin);
         for (k, _) in std::env::vars() {
             if k.starts_with("OS_") {
@@ -46,7 +51,7 @@ impl Cli {
             .env("OS_AUTH_URL", &self.auth_url)
             .env("OS_IDENTITY_API_VERSION", "3")
             .env("OS_USERNAME", user)
-            .env("OS_PASSWORD", user)
+            .env("OS_PASSWORD", password)
             .env("OS_PROJECT_NAME", project)
             .env("OS_USER_DOMAIN_NAME", "Default")
             .env("OS_PROJECT_DOMAIN_NAME", "Default")
@@ -189,6 +194,103 @@ async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
     let shown = cli.json("admin", "admin", &["quota", "show", "demo"]).await.to_string();
     assert!(shown.contains('7') && shown.contains("70"), "{shown}");
 
+    let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
+    assert!(errors.is_empty(), "server errors: {errors:?}");
+    sim.shutdown().await;
+}
+
+/// Tenant onboarding and closing with the real CLI, as the service user (admin on its own
+/// project `service`): project with tags, user with a password and default project, role,
+/// quotas on the three services, a token as the new user, disable, delete.
+#[tokio::test]
+async fn sim_cli_python_openstackclient_onboards_and_closes_a_tenant() {
+    let bin = openstack_cli();
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let cli = Cli { bin, auth_url: sim.auth_url() };
+    let admin = |args: &'static [&'static str]| cli.run("provisioner", "service", args);
+
+    let p = cli
+        .json(
+            "provisioner",
+            "service",
+            &[
+                "project",
+                "create",
+                "--domain",
+                "Default",
+                "--tag",
+                "tenant:CUST-9",
+                "--tag",
+                "provisioner",
+                "--description",
+                "Customer 9",
+                "cust-9",
+            ],
+        )
+        .await;
+    let pid = p["id"].as_str().unwrap().to_string();
+    let mut tags: Vec<&str> = p["tags"].as_array().unwrap().iter().filter_map(|t| t.as_str()).collect();
+    tags.sort();
+    assert_eq!(tags, ["provisioner", "tenant:CUST-9"], "{p}");
+    assert_eq!(p["domain_id"], "default");
+    let u = cli
+        .json(
+            "provisioner",
+            "service",
+            &[
+                "user",
+                "create",
+                "--domain",
+                "Default",
+                "--project",
+                "cust-9",
+                "--password",
+                "pw-Cust9!",
+                "--email",
+                "ops@cust9.example",
+                "cust-9-admin",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (u["default_project_id"].as_str(), u["email"].as_str()),
+        (Some(pid.as_str()), Some("ops@cust9.example"))
+    );
+    assert!(!u.to_string().contains("pw-Cust9!"), "{u}");
+    admin(&["role", "add", "--project", "cust-9", "--user", "cust-9-admin", "member"]).await;
+    admin(&[
+        "quota",
+        "set",
+        "--instances",
+        "2",
+        "--cores",
+        "4",
+        "--ram",
+        "2048",
+        "--volumes",
+        "1",
+        "--gigabytes",
+        "5",
+        "--ports",
+        "3",
+        "cust-9",
+    ])
+    .await;
+    let q = &sim.control().quotas()["cust-9"];
+    assert_eq!((q.instances, q.cores, q.ram, q.volumes, q.gigabytes, q.ports), (2, 4, 2048, 1, 5, 3));
+
+    // The new user's own login.
+    let out = cli.run_as("cust-9-admin", "pw-Cust9!", "cust-9", &["token", "issue", "-f", "json"]).await;
+    let t: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((t["project_id"].as_str(), t["user_id"].as_str()), (Some(pid.as_str()), u["id"].as_str()));
+
+    admin(&["project", "set", "--disable", "cust-9"]).await;
+    let ids = sim.control().identity();
+    assert!(ids.projects.iter().any(|p| p.id == pid && !p.enabled), "disabled");
+    admin(&["project", "delete", "cust-9"]).await;
+    let ids = sim.control().identity();
+    assert!(!ids.projects.iter().any(|p| p.id == pid), "deleted");
+    assert!(!ids.assignments.iter().any(|a| a.project_id == pid), "its assignments went with it");
     let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
     assert!(errors.is_empty(), "server errors: {errors:?}");
     sim.shutdown().await;

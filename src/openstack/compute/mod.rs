@@ -373,7 +373,11 @@ impl ComputeApi {
     }
 
     /// `GET /os-quota-sets/{target}` in `scope` (an admin's scope to read another project's).
-    pub async fn get_quota_set(&self, scope: &str, target: &str) -> Result<protocol::QuotaSet, OpenStackError> {
+    pub async fn get_quota_set(
+        &self,
+        scope: &str,
+        target: &str,
+    ) -> Result<protocol::QuotaSet, OpenStackError> {
         let req =
             Request::new(SERVICE, Method::GET, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"));
         Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
@@ -387,8 +391,9 @@ impl ComputeApi {
         target: &str,
         quotas: &protocol::QuotaSet,
     ) -> Result<protocol::QuotaSet, OpenStackError> {
-        let req = Request::new(SERVICE, Method::PUT, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"))
-            .json(&protocol::QuotaSetBody { quota_set: quotas.clone() });
+        let req =
+            Request::new(SERVICE, Method::PUT, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"))
+                .json(&protocol::QuotaSetBody { quota_set: quotas.clone() });
         Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
     }
 

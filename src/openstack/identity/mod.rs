@@ -338,7 +338,12 @@ impl IdentityApi {
     }
 
     /// `PUT /v3/projects/{p}/users/{u}/roles/{r}`: idempotent (204 when it already exists).
-    pub async fn assign_project_role(&self, project: &str, user: &str, role: &str) -> Result<(), OpenStackError> {
+    pub async fn assign_project_role(
+        &self,
+        project: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<(), OpenStackError> {
         let req = Request::new(
             SERVICE,
             Method::PUT,
@@ -350,7 +355,12 @@ impl IdentityApi {
 
     /// `HEAD /v3/projects/{p}/users/{u}/roles/{r}`: whether the user holds the role directly.
     /// (A 404 also answers a missing project, user or role: all mean "no".)
-    pub async fn has_project_role(&self, project: &str, user: &str, role: &str) -> Result<bool, OpenStackError> {
+    pub async fn has_project_role(
+        &self,
+        project: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<bool, OpenStackError> {
         let req = Request::new(
             SERVICE,
             Method::HEAD,
@@ -365,7 +375,12 @@ impl IdentityApi {
     }
 
     /// `DELETE /v3/projects/{p}/users/{u}/roles/{r}`; an assignment already gone is success.
-    pub async fn unassign_project_role(&self, project: &str, user: &str, role: &str) -> Result<(), OpenStackError> {
+    pub async fn unassign_project_role(
+        &self,
+        project: &str,
+        user: &str,
+        role: &str,
+    ) -> Result<(), OpenStackError> {
         let req = Request::new(
             SERVICE,
             Method::DELETE,

@@ -639,6 +639,74 @@ mod tests {
         assert_eq!(again["token"]["expires_at"], "2015-11-07T02:58:43.578887Z");
     }
 
+    /// Answers of a real Keystone 30 (shared/real-openstack), verbatim.
+    #[test]
+    fn parses_real_keystone_admin_answers() {
+        let p: ProjectBody = serde_json::from_str(
+            r#"{"project": {"id": "22d5464d218c4e5dacbecc5657bf533c", "name": "ks-probe-1", "domain_id": "default", "description": "probe", "enabled": true, "parent_id": "default", "is_domain": false, "tags": ["provisioner", "tenant-ref:CUST-1"], "options": {}, "links": {"self": "http://127.0.0.1:5000/v3/projects/22d5464d218c4e5dacbecc5657bf533c"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.project.tags, ["provisioner", "tenant-ref:CUST-1"]);
+        assert_eq!((p.project.domain_id.as_str(), p.project.enabled), ("default", true));
+        // A PATCH answer carries `extra`; ignored.
+        let patched: ProjectBody = serde_json::from_str(
+            r#"{"project": {"id": "22d5464d218c4e5dacbecc5657bf533c", "name": "ks-probe-1", "domain_id": "default", "description": "probe", "enabled": false, "parent_id": "default", "is_domain": false, "tags": ["provisioner", "tenant-ref:CUST-1"], "extra": {}, "options": {}, "links": {"self": "http://127.0.0.1:5000/v3/projects/22d5464d218c4e5dacbecc5657bf533c"}}}"#,
+        )
+        .unwrap();
+        assert!(!patched.project.enabled);
+        let u: UserBody = serde_json::from_str(
+            r#"{"user": {"email": "a@example.com", "id": "31eb085a2d0f4a63a7043af0228db9a6", "name": "ks-probe-user", "domain_id": "default", "enabled": true, "default_project_id": "22d5464d218c4e5dacbecc5657bf533c", "password_expires_at": null, "options": {}, "links": {"self": "http://127.0.0.1:5000/v3/users/31eb085a2d0f4a63a7043af0228db9a6"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(u.user.email.as_deref(), Some("a@example.com"));
+        assert_eq!(u.user.default_project_id.as_deref(), Some("22d5464d218c4e5dacbecc5657bf533c"));
+        // A user made without a default project or email: the keys are absent, and we write
+        // them absent too.
+        let bare: UserBody = serde_json::from_str(
+            r#"{"user": {"id": "cd0666a7b0534506a609f3f5983c7bca", "name": "ks-probe-mgruser", "domain_id": "default", "enabled": true, "password_expires_at": null, "options": {}, "links": {"self": "http://127.0.0.1:5000/v3/users/cd0666a7b0534506a609f3f5983c7bca"}}}"#,
+        )
+        .unwrap();
+        let again = serde_json::to_value(&bare).unwrap();
+        assert!(again["user"].get("email").is_none() && again["user"].get("default_project_id").is_none());
+        let roles: RoleList = serde_json::from_str(
+            r#"{"roles": [{"id": "e41413957f4145e289221f51b301bc54", "name": "member", "domain_id": null, "description": null, "options": {"immutable": true}, "links": {"self": "http://127.0.0.1:5000/v3/roles/e41413957f4145e289221f51b301bc54"}}], "links": {"next": null, "self": "http://127.0.0.1:5000/v3/roles?name=member", "previous": null}}"#,
+        )
+        .unwrap();
+        assert_eq!((roles.roles[0].name.as_str(), roles.roles[0].domain_id.as_deref()), ("member", None));
+        assert_eq!(roles.links.next, None);
+        let list: RoleAssignmentList = serde_json::from_str(
+            r#"{"role_assignments": [{"links": {"assignment": "http://127.0.0.1:5000/v3/projects/22d5464d218c4e5dacbecc5657bf533c/users/31eb085a2d0f4a63a7043af0228db9a6/roles/e41413957f4145e289221f51b301bc54"}, "scope": {"project": {"id": "22d5464d218c4e5dacbecc5657bf533c", "name": "ks-probe-1", "domain": {"id": "default", "name": "Default"}}}, "user": {"id": "31eb085a2d0f4a63a7043af0228db9a6", "name": "ks-probe-user", "domain": {"id": "default", "name": "Default"}}, "role": {"id": "e41413957f4145e289221f51b301bc54", "name": "member"}}], "links": {"next": null, "self": "http://127.0.0.1:5000/v3/role_assignments?scope.project.id=22d5464d218c4e5dacbecc5657bf533c&user.id=31eb085a2d0f4a63a7043af0228db9a6&include_names=true", "previous": null}}"#,
+        )
+        .unwrap();
+        let a = &list.role_assignments[0];
+        assert_eq!(a.role.id, "e41413957f4145e289221f51b301bc54");
+        assert_eq!(a.user.as_ref().unwrap().name.as_deref(), Some("ks-probe-user"));
+        assert_eq!(a.scope.project.as_ref().unwrap().id, "22d5464d218c4e5dacbecc5657bf533c");
+        let d: DomainList = serde_json::from_str(
+            r#"{"domains": [{"id": "default", "name": "Default", "description": "The default domain", "enabled": true, "tags": [], "options": {}, "links": {"self": "http://127.0.0.1:5000/v3/domains/default"}}], "links": {"next": null, "self": "http://127.0.0.1:5000/v3/domains?name=Default", "previous": null}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.domains[0].id, "default");
+        let e: ErrorBody = serde_json::from_str(
+            r#"{"error":{"code":409,"message":"Conflict occurred attempting to store user - Duplicate entry found with name KS-Probe-User at domain ID default.","title":"Conflict"}}"#,
+        )
+        .unwrap();
+        assert_eq!((e.error.code, e.error.title.as_str()), (409, "Conflict"));
+    }
+
+    #[test]
+    fn a_user_create_request_never_shows_its_password() {
+        let req = UserCreate { name: "a".into(), password: Some("hunter2".into()), ..Default::default() };
+        assert!(!format!("{req:?}").contains("hunter2"));
+        let upd = UserUpdate { password: Some("hunter2".into()), ..Default::default() };
+        assert!(!format!("{upd:?}").contains("hunter2"));
+        // The body Keystone gets carries it (and only what was set).
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            serde_json::json!({"name": "a", "password": "hunter2"})
+        );
+    }
+
     #[test]
     fn parses_error_body() {
         let e: ErrorBody = serde_json::from_str(

@@ -135,7 +135,11 @@ impl VolumeApi {
     }
 
     /// `GET /v3/{scope}/os-quota-sets/{target}` (an admin's scope to read another project's).
-    pub async fn get_quota_set(&self, scope: &str, target: &str) -> Result<protocol::QuotaSet, OpenStackError> {
+    pub async fn get_quota_set(
+        &self,
+        scope: &str,
+        target: &str,
+    ) -> Result<protocol::QuotaSet, OpenStackError> {
         let req =
             Request::new(SERVICE, Method::GET, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"));
         Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
@@ -148,8 +152,9 @@ impl VolumeApi {
         target: &str,
         quotas: &protocol::QuotaSet,
     ) -> Result<protocol::QuotaSet, OpenStackError> {
-        let req = Request::new(SERVICE, Method::PUT, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"))
-            .json(&protocol::QuotaSetBody { quota_set: quotas.clone() });
+        let req =
+            Request::new(SERVICE, Method::PUT, "/os-quota-sets/{id}", format!("/os-quota-sets/{target}"))
+                .json(&protocol::QuotaSetBody { quota_set: quotas.clone() });
         Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
     }
 
