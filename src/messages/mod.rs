@@ -45,6 +45,36 @@ mod tests {
     }
 
     #[test]
+    fn action_examples_validate_round_trip_and_match_their_routing_key() {
+        let schemas = Schemas::new();
+        for (name, body) in examples("action-") {
+            let a = schemas.parse_action(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(serde_json::to_value(&a).unwrap(), value, "{name} does not round-trip");
+            assert!(name.ends_with(&format!("action-{}.json", a.action)), "{name}");
+            let parsed = schemas.parse_incoming(a.action.routing_key(), &body).unwrap();
+            assert_eq!(parsed, Incoming::Action(a.clone()));
+            let wrong = if a.action == Action::Terminate { "order.suspend" } else { "order.terminate" };
+            assert_eq!(schemas.parse_incoming(wrong, &body).unwrap_err().kind(), "routing_key", "{name}");
+            assert_eq!(schemas.parse_incoming("order.create", &body).unwrap_err().kind(), "schema", "{name}");
+        }
+        let mut no_flavor: Value = serde_json::from_slice(&examples("action-resize")[0].1).unwrap();
+        no_flavor.as_object_mut().unwrap().remove("flavor");
+        let e = schemas.parse_action(no_flavor.to_string().as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("flavor"), "{e}");
+        let mut flavor_on_suspend: Value = serde_json::from_slice(&examples("action-suspend")[0].1).unwrap();
+        flavor_on_suspend["flavor"] = "m1.small".into();
+        assert!(schemas.parse_action(flavor_on_suspend.to_string().as_bytes()).is_err());
+        let mut self_target: Value = serde_json::from_slice(&examples("action-terminate")[0].1).unwrap();
+        self_target["target_order_id"] = self_target["order_id"].clone();
+        assert_eq!(schemas.parse_action(self_target.to_string().as_bytes()).unwrap_err().kind(), "meaning");
+        let mut long_reason: Value = serde_json::from_slice(&examples("action-terminate")[0].1).unwrap();
+        long_reason["reason"] = "x".repeat(256).into();
+        assert!(schemas.parse_action(long_reason.to_string().as_bytes()).is_err());
+        assert_eq!(schemas.parse_incoming("order.reboot", b"{}").unwrap_err().kind(), "routing_key");
+    }
+
+    #[test]
     fn event_examples_validate_and_round_trip() {
         let schemas = Schemas::new();
         for (name, body) in examples("event-") {

@@ -488,13 +488,16 @@ async fn deploy_mysql_scripts_grant_least_privilege() {
         ..Default::default()
     };
     let store = openstack_provisioner::store::Store::connect(&settings).await.expect("the worker migrates");
-    sqlx::query(
-        "INSERT INTO jobs (id, order_id, project_id, order_body, order_digest, state, step, next_run_at) \
-         VALUES (UUID(), 'B-deploy-1', 'p', '{}', REPEAT('0', 64), 'queued', 'resolve', NOW(6))",
-    )
-    .execute(store.pool())
-    .await
-    .expect("the worker writes jobs");
+    let mut jobs = [openstack_provisioner::store::intake::NewJob {
+        id: uuid::Uuid::new_v4(),
+        order_id: "B-deploy-1".into(),
+        project_id: "p".into(),
+        action: "create".into(),
+        target_order_id: None,
+        order_body: "{}".into(),
+        order_digest: "0".repeat(64),
+    }];
+    store.insert_jobs(&mut jobs).await.expect("the worker writes jobs and services");
     // ... and no more: nothing outside its database.
     let e = sqlx::query("SELECT COUNT(*) FROM mysql.user").execute(store.pool()).await.unwrap_err();
     assert!(e.to_string().contains("denied"), "{e}");
@@ -520,7 +523,15 @@ async fn deploy_mysql_scripts_grant_least_privilege() {
         .await
         .expect("the status reader reads job_status");
     assert_eq!(state, "queued");
+    let (service,): (String,) =
+        sqlx::query_as("SELECT state FROM service_status WHERE target_order_id = 'B-deploy-1'")
+            .fetch_one(&mut reader)
+            .await
+            .expect("the status reader reads service_status");
+    assert_eq!(service, "provisioning");
     for sql in [
+        "SELECT * FROM services",
+        "UPDATE service_status SET state = 'terminated'",
         "SELECT order_body FROM jobs",
         "SELECT * FROM job_history",
         "SELECT * FROM outbox",

@@ -38,7 +38,7 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn zero() -> Timings {
+pub(crate) fn zero() -> Timings {
     Timings {
         boot_mean_ms: 0,
         boot_jitter_ms: 0,
@@ -50,14 +50,14 @@ fn zero() -> Timings {
 }
 
 /// One scenario's world.
-struct World {
+pub(crate) struct World {
     db: String,
-    store: Store,
-    names: Names,
+    pub(crate) store: Store,
+    pub(crate) names: Names,
     conn: Connection,
-    channel: Channel,
+    pub(crate) channel: Channel,
     events_queue: String,
-    sim: SimHandle,
+    pub(crate) sim: SimHandle,
     workers: Vec<tokio::process::Child>,
 }
 
@@ -67,7 +67,7 @@ fn provisioner_binary() -> PathBuf {
 }
 
 impl World {
-    async fn new(timings: Timings) -> Result<World, String> {
+    pub(crate) async fn new(timings: Timings) -> Result<World, String> {
         let db = format!("prov_bench_{}", uuid::Uuid::new_v4().simple());
         let settings = DatabaseSettings {
             url: SecretUrl::new(format!("mysql://root@127.0.0.1:3306/{db}")),
@@ -106,7 +106,12 @@ impl World {
         Ok(World { db, store, names, conn, channel, events_queue, sim, workers: Vec::new() })
     }
 
-    fn start_worker(&mut self, i: usize, max_in_flight: usize, poll_ms: u64) -> Result<(), String> {
+    pub(crate) fn start_worker(
+        &mut self,
+        i: usize,
+        max_in_flight: usize,
+        poll_ms: u64,
+    ) -> Result<(), String> {
         let child = tokio::process::Command::new(provisioner_binary())
             .arg("run")
             .env("PROVISIONER_DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{}", self.db))
@@ -143,7 +148,7 @@ impl World {
     }
 
     /// Publishes `n` orders (`volume`: each with a 1 GB volume); their publish instants by order id.
-    async fn publish(&self, tag: &str, n: usize, volume: bool) -> HashMap<String, Instant> {
+    pub(crate) async fn publish(&self, tag: &str, n: usize, volume: bool) -> HashMap<String, Instant> {
         self.publish_paced(tag, n, volume, None).await
     }
 
@@ -184,7 +189,7 @@ impl World {
     }
 
     /// Consumes events until `n` jobs have one (or `timeout`); arrival instants by order id.
-    async fn events(&self, n: usize, timeout: Duration) -> HashMap<String, (Instant, Event)> {
+    pub(crate) async fn events(&self, n: usize, timeout: Duration) -> HashMap<String, (Instant, Event)> {
         let mut out = HashMap::with_capacity(n);
         let Ok(ch) = self.conn.create_channel().await else { return out };
         let Ok(mut consumer) = ch
@@ -215,7 +220,7 @@ impl World {
     }
 
     /// The largest peak RSS (VmHWM) of the workers, MB.
-    fn peak_rss_mb(&self) -> f64 {
+    pub(crate) fn peak_rss_mb(&self) -> f64 {
         self.workers
             .iter()
             .filter_map(|w| w.id())
@@ -231,11 +236,11 @@ impl World {
     }
 
     /// API calls the simulator answered (Keystone included), in all.
-    fn api_calls(&self) -> u64 {
+    pub(crate) fn api_calls(&self) -> u64 {
         self.sim.control().counters().iter().map(|c| c.count).sum()
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         for w in &mut self.workers {
             let _ = w.kill().await;
         }

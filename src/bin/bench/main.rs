@@ -1,13 +1,14 @@
 //! `bench`: the benchmark suite (not tests: it prints figures, it asserts nothing).
 //!
 //! `cargo run --release --bin bench -- all` runs every scenario against the local MariaDB and
-//! RabbitMQ and the in-process simulator, then prints one summary table; `intake`, `e2e` and
-//! `sim` run one. The end-to-end scenarios start `provisioner run` processes: build the release
+//! RabbitMQ and the in-process simulator, then prints one summary table; `intake`, `e2e`,
+//! `lifecycle` and `sim` run one. The end-to-end scenarios start `provisioner run` processes: build the release
 //! binaries first (`cargo build --release`), which `cargo run --release --bin bench` does not do
 //! for the other binary on its own.
 
 mod e2e;
 mod intake;
+mod lifecycle;
 mod sim;
 
 fn main() {
@@ -17,9 +18,10 @@ fn main() {
         match which.as_str() {
             "intake" => intake::run().await,
             "e2e" => e2e::run().await,
+            "lifecycle" => lifecycle::run().await,
             "sim" => sim::run().await,
             "all" => all().await,
-            other => eprintln!("unknown scenario {other:?}: intake | e2e | sim | all"),
+            other => eprintln!("unknown scenario {other:?}: intake | e2e | lifecycle | sim | all"),
         }
     });
 }
@@ -32,6 +34,7 @@ async fn all() {
         intake::print(f, &openstack_provisioner::config::Settings::default());
     }
     let e2e = e2e::measure().await;
+    let lifecycle = lifecycle::measure().await;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = sim::measure(32, std::time::Duration::from_secs(5), 100_000)
         .await
@@ -84,6 +87,17 @@ async fn all() {
             rows.push((format!("{jobs} jobs in flight: worker peak RSS, MB"), format!("{rss:.0}"), "≤ 200"))
         }
         None => rows.push(("10,000 jobs in flight".into(), na(), "")),
+    }
+    match &lifecycle {
+        Some((rate, calls, _)) => {
+            rows.push((
+                "terminate, 1,000 services with a volume, per s".into(),
+                format!("{rate:.0}"),
+                "≥ 200",
+            ));
+            rows.push(("  OpenStack calls per terminated VM".into(), format!("{calls:.2}"), "≤ 6"));
+        }
+        None => rows.push(("terminate".into(), na(), "")),
     }
     match &sim {
         Some(f) => {
