@@ -496,6 +496,7 @@ async fn deploy_mysql_scripts_grant_least_privilege() {
         target_order_id: None,
         order_body: "{}".into(),
         order_digest: "0".repeat(64),
+        traceparent: None,
     }];
     store.insert_jobs(&mut jobs).await.expect("the worker writes jobs and services");
     // ... and no more: nothing outside its database.
