@@ -1,5 +1,5 @@
 //! The command line: `provisioner run | migrate | sim | order submit | jobs | services | replay |
-//! cancel | demo | secrets gen-key`.
+//! cancel | demo | reconcile | secrets gen-key`.
 //!
 //! Each command is a thin wrapper: it loads settings, initialises tracing, and calls into the
 //! module that does the work, so that the tests can call the same functions.
@@ -54,6 +54,8 @@ pub enum Command {
     Cancel(AdminArgs),
     /// Start the simulator and a worker, publish sample orders, and show what happens.
     Demo(DemoArgs),
+    /// Compare the cloud with the database: orphans and drift (see docs/operations.md).
+    Reconcile(ReconcileArgs),
     /// Secrets at rest.
     Secrets {
         #[command(subcommand)]
@@ -140,6 +142,17 @@ pub struct AdminArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Run one pass now and print the findings (without it: run the periodic loop until a
+    /// signal, as a dedicated reconciler process).
+    #[arg(long)]
+    pub once: bool,
+    /// Print the pass report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Orders to publish besides the scripted ones.
     #[arg(long, default_value_t = 0)]
@@ -222,6 +235,10 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Cancel(args) => {
             let settings = settings(&cli)?;
             crate::ops::send_admin(&settings, crate::messages::AdminCommandKind::Cancel, args).await
+        }
+        Command::Reconcile(args) => {
+            let settings = settings(&cli)?;
+            crate::ops::reconcile::reconcile_command(&settings, args).await
         }
         Command::Secrets { command: SecretsCommand::GenKey } => {
             // The one place a key is printed: on purpose, to the operator's terminal.

@@ -204,6 +204,86 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub openstack: OpenStackSettings,
     pub secrets: SecretsSettings,
+    pub reconcile: ReconcileSettings,
+    /// `on`: a create order that pre-flight already knows cannot succeed (quota, a name that
+    /// resolves to nothing) fails fast, before the first create call.
+    pub preflight: Toggle,
+}
+
+/// `on` / `off` (also `true` / `false`, `1` / `0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    #[default]
+    Off,
+    On,
+}
+
+impl Toggle {
+    pub fn is_on(self) -> bool {
+        self == Toggle::On
+    }
+}
+
+impl FromStr for Toggle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => Ok(Toggle::On),
+            "off" | "false" | "0" | "no" | "" => Ok(Toggle::Off),
+            other => Err(format!("`{other}` is not one of on, off")),
+        }
+    }
+}
+
+/// What the reconciler does with an orphan (a resource marked by the provisioner that no job
+/// or service owns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrphanPolicy {
+    /// Record it (table, metric, log line) and leave it.
+    #[default]
+    Report,
+    /// Record it and delete it (once).
+    Delete,
+}
+
+impl OrphanPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanPolicy::Report => "report",
+            OrphanPolicy::Delete => "delete",
+        }
+    }
+}
+
+impl FromStr for OrphanPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "report" => Ok(OrphanPolicy::Report),
+            "delete" => Ok(OrphanPolicy::Delete),
+            other => Err(format!("`{other}` is not one of report, delete")),
+        }
+    }
+}
+
+/// The reconciler: one worker at a time compares the cloud with the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Seconds between passes (across all workers); 0 turns the reconciler off in the worker
+    /// (`provisioner reconcile --once` still runs a pass).
+    pub interval_secs: u64,
+    /// A marked resource younger than this is never an orphan (its job may still record it).
+    pub grace_secs: u64,
+    pub orphans: OrphanPolicy,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings { interval_secs: 300, grace_secs: 900, orphans: OrphanPolicy::Report }
+    }
 }
 
 /// Secrets at rest (passwords in tenant orders, until the user exists).
@@ -453,6 +533,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROVISIONER_OPENSTACK_REQUEST_TIMEOUT_SECS", "openstack.request_timeout_secs"),
     ("PROVISIONER_OPENSTACK_CONNECT_TIMEOUT_SECS", "openstack.connect_timeout_secs"),
     ("PROVISIONER_SECRETS_KEY", "secrets.key"),
+    ("PROVISIONER_RECONCILE_INTERVAL_SECS", "reconcile.interval_secs"),
+    ("PROVISIONER_RECONCILE_GRACE_SECS", "reconcile.grace_secs"),
+    ("PROVISIONER_RECONCILE_ORPHANS", "reconcile.orphans"),
+    ("PROVISIONER_PREFLIGHT", "preflight"),
 ];
 
 fn parse<T: FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
@@ -542,6 +626,10 @@ impl Settings {
             "PROVISIONER_SECRETS_KEY" => {
                 self.secrets.key = (!v.trim().is_empty()).then(|| Secret::new(v.trim()))
             }
+            "PROVISIONER_RECONCILE_INTERVAL_SECS" => self.reconcile.interval_secs = parse(var, v)?,
+            "PROVISIONER_RECONCILE_GRACE_SECS" => self.reconcile.grace_secs = parse(var, v)?,
+            "PROVISIONER_RECONCILE_ORPHANS" => self.reconcile.orphans = parse(var, v)?,
+            "PROVISIONER_PREFLIGHT" => self.preflight = parse(var, v)?,
             _ => unreachable!("{var} is listed in ENV_VARS but not handled"),
         }
         Ok(())

@@ -65,6 +65,16 @@ pub const OUTBOX_BACKLOG: &str = "provisioner_outbox_backlog";
 pub const EVENTS_PUBLISHED: &str = "provisioner_events_published_total";
 /// Admin commands, by command and outcome.
 pub const ADMIN_COMMANDS: &str = "provisioner_admin_commands_total";
+/// Reconciler passes, by outcome; their duration; findings first seen, by kind, resource and
+/// reason; orphan deletes, by resource and outcome; open findings (gauge); servers tagged.
+pub const RECONCILE_PASSES: &str = "provisioner_reconcile_passes_total";
+pub const RECONCILE_DURATION: &str = "provisioner_reconcile_pass_duration_seconds";
+pub const RECONCILE_FINDINGS: &str = "provisioner_reconcile_findings_total";
+pub const RECONCILE_DELETES: &str = "provisioner_reconcile_deletes_total";
+pub const RECONCILE_OPEN: &str = "provisioner_reconcile_open_findings";
+pub const RECONCILE_ADOPTED: &str = "provisioner_reconcile_adopted_total";
+/// Pre-flight checks, by where they ran (`cli`, `http`, `intake`) and verdict.
+pub const PREFLIGHT_CHECKS: &str = "provisioner_preflight_checks_total";
 /// Always 1, with the version as a label.
 pub const BUILD_INFO: &str = "provisioner_build_info";
 
@@ -139,6 +149,25 @@ pub const DEFS: &[Def] = &[
     def(OUTBOX_BACKLOG, Type::Gauge, "Completion events not yet confirmed by the broker, from the database."),
     def(EVENTS_PUBLISHED, Type::Counter, "Completion events published and confirmed."),
     def(ADMIN_COMMANDS, Type::Counter, "Admin commands, by command and outcome."),
+    def(RECONCILE_PASSES, Type::Counter, "Reconciler passes run by this worker, by outcome."),
+    def(RECONCILE_DURATION, Type::Histogram(JOB_BUCKETS), "Duration of reconciler passes in seconds."),
+    def(
+        RECONCILE_FINDINGS,
+        Type::Counter,
+        "Reconciler findings first seen by this worker, by kind (orphan, drift), resource and reason.",
+    ),
+    def(
+        RECONCILE_DELETES,
+        Type::Counter,
+        "Orphans the reconciler deleted or failed to, by resource and outcome.",
+    ),
+    def(RECONCILE_OPEN, Type::Gauge, "Open reconciler findings by kind, from the database."),
+    def(
+        RECONCILE_ADOPTED,
+        Type::Counter,
+        "Servers found only by their metadata and tagged by the reconciler.",
+    ),
+    def(PREFLIGHT_CHECKS, Type::Counter, "Pre-flight checks of orders, by where they ran and verdict."),
 ];
 
 /// A label set: names and values in the order the call site gives them.

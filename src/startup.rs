@@ -195,10 +195,27 @@ impl App {
             .map_err(|e| StartupError::Cloud(e.to_string()))?;
         let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(Arc::new(session)));
         let config = EngineConfig::from_settings(&self.settings, self.worker_id.clone());
-        let engine =
-            Engine::new(self.store.clone(), cloud, config, self.events.clone(), self.shutdown.clone());
+        let engine = Engine::new(
+            self.store.clone(),
+            cloud.clone(),
+            config,
+            self.events.clone(),
+            self.shutdown.clone(),
+        );
         self.spawn("engine", async move {
             engine.run().await;
+            Ok(())
+        });
+        // One worker at a time runs a pass (a lease in the database); every worker offers to.
+        let reconciler = crate::engine::reconcile::Reconciler::new(
+            self.store.clone(),
+            cloud,
+            crate::engine::reconcile::ReconcileConfig::from_settings(&self.settings, self.worker_id.clone()),
+            self.events.clone(),
+        );
+        let token = self.shutdown_token();
+        self.spawn("reconciler", async move {
+            reconciler.run(token).await;
             Ok(())
         });
         Ok(())

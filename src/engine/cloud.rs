@@ -149,6 +149,44 @@ pub struct VolumeInfo {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// A server carrying the provisioner's mark (a `provisioner` / `job-<id>` tag, or only the
+/// `provisioner_job` metadata: below Nova 2.52 a server is tagged after it was created).
+#[derive(Debug, Clone, Default)]
+pub struct MarkedServer {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub task_state: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A port carrying the `provisioner` tag.
+#[derive(Debug, Clone, Default)]
+pub struct MarkedPort {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// The server using it, if any.
+    pub device_id: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// A volume carrying the provisioner's metadata mark.
+#[derive(Debug, Clone)]
+pub struct MarkedVolume {
+    pub info: VolumeInfo,
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// Everything in a project that carries the provisioner's mark (the reconciler's view).
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub servers: Vec<MarkedServer>,
+    pub ports: Vec<MarkedPort>,
+    pub volumes: Vec<MarkedVolume>,
+}
+
 /// The cloud, as the steps see it. All calls are scoped to the order's project.
 pub trait Cloud: Send + Sync + 'static {
     /// Image, flavor and network by name or id (cached per project, single-flight).
@@ -219,6 +257,18 @@ pub trait Cloud: Send + Sync + 'static {
     ) -> BoxFuture<'a, CloudResult<Vec<VolumeInfo>>>;
     /// Deletes a volume; a volume already gone is success.
     fn delete_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
+
+    /// Every server, port and volume of the project carrying the provisioner's mark: one list
+    /// call per service (all pages), never a GET per resource. Nova cannot filter by metadata,
+    /// so its list is the project's servers, kept when tagged or carrying the metadata mark.
+    fn marked_resources<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Inventory>>;
+    /// Adds the tags a server lacks (a server found only by its metadata, below Nova 2.52).
+    fn tag_server<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        tags: &'a [String],
+    ) -> BoxFuture<'a, CloudResult<()>>;
 
     /// Attaches a volume to a server; returns the device if the answer names it.
     fn attach_volume<'a>(

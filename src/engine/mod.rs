@@ -23,6 +23,7 @@ pub mod kind;
 pub mod lifecycle;
 pub mod openstack_cloud;
 pub mod poller;
+pub mod reconcile;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -851,6 +852,7 @@ impl Engine {
                     message: why,
                 }),
                 traceparent: trace::current().or_else(|| row.traceparent.clone()),
+                drift: None,
             })),
         };
         let _ = self.inner.committer.save(save).await;
@@ -908,6 +910,7 @@ impl Engine {
             }),
             // The span that ends the job, or the stored context when traces are off.
             traceparent: trace::current().or_else(|| job.traceparent.clone()),
+            drift: None,
         };
         outbox_event(&event)
     }

@@ -19,8 +19,9 @@ use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use super::cloud::{
-    Cloud, CloudError, CloudResult, Created, ErrorKind, PortSpec, ProjectInfo, ProjectSpec, Resolved,
-    ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo, UserSpec, VolumeInfo, VolumeSpec,
+    Cloud, CloudError, CloudResult, Created, ErrorKind, Inventory, MarkedPort, MarkedServer, MarkedVolume,
+    PortSpec, ProjectInfo, ProjectSpec, Resolved, ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo,
+    UserSpec, VolumeInfo, VolumeSpec,
 };
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
@@ -425,6 +426,63 @@ impl Cloud for OpenStackCloud {
 
     fn delete_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
         Box::pin(async move { self.volume.delete_volume(project, id).await.map_err(kind) })
+    }
+
+    fn marked_resources<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Inventory>> {
+        Box::pin(async move {
+            use super::create::{TAG, VOLUME_MARK_KEY};
+            let mut mark = BTreeMap::new();
+            mark.insert(VOLUME_MARK.0.to_string(), VOLUME_MARK.1.to_string());
+            let (all, tag) = (ServerQuery::default(), [TAG.to_string()]);
+            let (servers, ports, volumes) = tokio::join!(
+                self.compute.list_servers(project, &all),
+                self.network.list_ports_by_tags(project, &tag),
+                self.volume.list_volumes_by_metadata(project, &mark),
+            );
+            let (servers, ports, volumes) =
+                (servers.map_err(kind)?, ports.map_err(kind)?, volumes.map_err(kind)?);
+            let servers = servers
+                .into_iter()
+                .filter(|s| !s.status.eq_ignore_ascii_case("DELETED"))
+                .filter(|s| {
+                    s.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == TAG))
+                        || s.metadata.contains_key(VOLUME_MARK_KEY)
+                })
+                .map(|s| MarkedServer {
+                    created: Some(s.created),
+                    tags: s.tags.clone().unwrap_or_default(),
+                    task_state: s.task_state.clone(),
+                    metadata: s.metadata.clone(),
+                    id: s.id,
+                    name: s.name,
+                    status: s.status,
+                })
+                .collect();
+            let ports = ports
+                .into_iter()
+                .map(|p| MarkedPort {
+                    device_id: Some(p.device_id.clone()).filter(|d| !d.is_empty()),
+                    created: p.created_at,
+                    tags: p.tags,
+                    id: p.id,
+                })
+                .collect();
+            let volumes = volumes
+                .into_iter()
+                .filter(|v| v.status != "deleting")
+                .map(|v| MarkedVolume { created: Some(v.created_at), info: volume_info(v) })
+                .collect();
+            Ok(Inventory { servers, ports, volumes })
+        })
+    }
+
+    fn tag_server<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        tags: &'a [String],
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.compute.ensure_server_tags(project, id, tags).await.map_err(kind) })
     }
 
     fn attach_volume<'a>(

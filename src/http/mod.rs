@@ -6,6 +6,8 @@
 //!   page of jobs, newest first, with `next_cursor` for the next page.
 //! - `/v1/services/{target_order_id}`: one service (what a create order made) with its jobs;
 //!   `/v1/services?state=&project_id=&limit=&cursor=`: a page of services, newest first.
+//! - `/v1/findings?all=&kind=&project_id=&limit=`: the reconciler's findings, newest first (open
+//!   ones; `all=true` adds the cleared ones).
 //! - `/healthz`: the process answers. `/readyz`: the database answers and the broker is reachable
 //!   (503 otherwise, saying which). `/metrics`: Prometheus text (see [`crate::metrics`]); the
 //!   job-state gauges and the outbox backlog are counted from the database at each scrape.
@@ -136,6 +138,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/jobs/{id}", get(show_job))
         .route("/v1/services", get(list_services))
         .route("/v1/services/{id}", get(show_service))
+        .route("/v1/findings", get(list_findings))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -313,6 +316,37 @@ async fn list_services(
     let filter =
         ServiceFilter { state: p.state, project_id: p.project_id, limit: p.limit.unwrap_or(50), cursor };
     Ok(Json(state.store.list_services(&filter).await?).into_response())
+}
+
+/// Query parameters of `GET /v1/findings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingParams {
+    pub all: Option<bool>,
+    pub kind: Option<String>,
+    pub project_id: Option<String>,
+    pub limit: Option<u32>,
+}
+
+async fn list_findings(
+    State(state): State<HttpState>,
+    params: Result<Query<FindingParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if let Some(k) = &p.kind
+        && k != "orphan"
+        && k != "drift"
+    {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("kind {k:?} is not one of orphan, drift")));
+    }
+    let filter = crate::store::reconcile::FindingFilter {
+        all: p.all.unwrap_or(false),
+        kind: p.kind,
+        project_id: p.project_id,
+        limit: p.limit.unwrap_or(100),
+    };
+    let findings = state.store.list_findings(&filter).await?;
+    Ok(Json(serde_json::json!({ "findings": findings })).into_response())
 }
 
 async fn metrics_text(State(state): State<HttpState>, headers: HeaderMap) -> Response {

@@ -1,4 +1,5 @@
-//! Completion event v1 (`schemas/event.v1.json`): how a job ended, for billing.
+//! Completion event v1 (`schemas/event.v1.json`): how a job ended, for billing; and, with the
+//! same shape, `service.drift`: the reconciler found a service not as recorded.
 //!
 //! Written to the outbox in the same transaction as the job's final state and relayed to exchange
 //! `provisioning.events` with routing key equal to [`EventType::routing_key`]. Delivery is at
@@ -35,6 +36,20 @@ pub struct Event {
     /// came without one and the worker exports no traces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// `service.drift` only: what the reconciler found different from what was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<EventDrift>,
+}
+
+/// A drift the reconciler found on a service (`service.drift`): its kind (`server_missing`,
+/// `server_error`, `server_state`, `volume_missing`, `volume_detached`), what the database says
+/// the cloud should show, and what the cloud showed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventDrift {
+    pub kind: String,
+    pub expected: String,
+    pub found: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +60,9 @@ pub enum EventType {
     Failed,
     #[serde(rename = "job.cancelled")]
     Cancelled,
+    /// The reconciler found a service's cloud resources not as recorded (no job ended).
+    #[serde(rename = "service.drift")]
+    Drift,
 }
 
 impl EventType {
@@ -54,6 +72,7 @@ impl EventType {
             EventType::Completed => "job.completed",
             EventType::Failed => "job.failed",
             EventType::Cancelled => "job.cancelled",
+            EventType::Drift => "service.drift",
         }
     }
 }

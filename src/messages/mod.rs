@@ -13,7 +13,9 @@ pub mod schema;
 
 pub use action::{Action, ActionOrder};
 pub use admin::{AdminCommand, AdminCommandKind, AdminTarget};
-pub use event::{ErrorClass, Event, EventAddress, EventError, EventServer, EventType, EventVolume};
+pub use event::{
+    ErrorClass, Event, EventAddress, EventDrift, EventError, EventServer, EventType, EventVolume,
+};
 pub use order::{Order, OrderServer, OrderVolume};
 pub use schema::{CREATE_KEY, Incoming, Rejection, Schemas};
 

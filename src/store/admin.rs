@@ -298,6 +298,7 @@ impl Store {
                     message: text.clone(),
                 }),
                 traceparent: job.traceparent.clone(),
+                drift: None,
             };
             let body =
                 serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;

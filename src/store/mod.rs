@@ -20,6 +20,7 @@ use crate::config::{DatabaseSettings, database_name};
 
 pub mod jobs;
 pub mod outbox;
+pub mod reconcile;
 pub mod services;
 pub mod status;
 

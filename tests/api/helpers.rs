@@ -76,6 +76,9 @@ impl TestEnv {
         settings.engine.enabled = false;
         settings.shutdown.grace_secs = 15;
         settings.worker.id = Some(format!("test-{}", &db_name[7..15]));
+        // No periodic reconciler pass unless a test asks for one (its drift events would land
+        // in other tests' event queues).
+        settings.reconcile.interval_secs = 0;
         let store = Store::connect(&settings.database).await.expect("create and migrate the test database");
         let names = Names::new(&prefix);
         let amqp = Connection::connect(&amqp_url(AMQP_ADDR), ConnectionProperties::default())
@@ -373,6 +376,7 @@ pub fn settings_env(s: &Settings) -> Vec<(&'static str, String)> {
         ("PROVISIONER_LIFECYCLE_SUSPEND_MODE", s.lifecycle.suspend_mode.as_str().to_string()),
         ("PROVISIONER_LIFECYCLE_DELETE_VOLUMES", s.lifecycle.delete_volumes.to_string()),
         ("PROVISIONER_WORKER_ID", s.worker.id.clone().unwrap_or_default()),
+        ("PROVISIONER_RECONCILE_INTERVAL_SECS", s.reconcile.interval_secs.to_string()),
     ]
 }
 

@@ -9,6 +9,7 @@ mod intake;
 mod lifecycle;
 mod openstack;
 mod ops;
+mod reconcile;
 mod sim;
 mod sim_cli;
 mod traces;
