@@ -1,5 +1,5 @@
 //! The command line: `provisioner run | migrate | sim | order submit | jobs | services | replay |
-//! cancel | demo | reconcile | secrets gen-key`.
+//! cancel | demo | reconcile | secrets gen-key | ui hash-password`.
 //!
 //! Each command is a thin wrapper: it loads settings, initialises tracing, and calls into the
 //! module that does the work, so that the tests can call the same functions.
@@ -61,6 +61,17 @@ pub enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// The operator web console (`/ui`).
+    Ui {
+        #[command(subcommand)]
+        command: UiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UiCommand {
+    /// Read a password on standard input and print its Argon2id hash for PROVISIONER_UI_USERS.
+    HashPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +254,22 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Secrets { command: SecretsCommand::GenKey } => {
             // The one place a key is printed: on purpose, to the operator's terminal.
             println!("{}", crate::secrets::SecretsKey::generate()?.expose());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ui { command: UiCommand::HashPassword } => {
+            use std::io::BufRead as _;
+            eprintln!("password (one line on standard input):");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err("an empty password".into());
+            }
+            let hash = crate::http::ui::auth::hash_password(password)?;
+            println!("{hash}");
+            eprintln!(
+                "PROVISIONER_UI_USERS entry: NAME:operator:{hash}  (or NAME:read-only:...; `;` between users)"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {

@@ -208,6 +208,70 @@ pub struct Settings {
     /// `on`: a create order that pre-flight already knows cannot succeed (quota, a name that
     /// resolves to nothing) fails fast, before the first create call.
     pub preflight: Toggle,
+    pub ui: UiSettings,
+}
+
+/// The operator web console (`/ui`, see `http::ui`): who may log in.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiSettings {
+    /// Without users the console is read-only on a loopback listener and absent elsewhere.
+    pub users: Vec<UiUser>,
+}
+
+/// One console user: `name:role:argon2-hash` in `PROVISIONER_UI_USERS` (users separated by `;`
+/// or whitespace; the PHC hash has `,` in it), or a `[[ui.users]]` table in the file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UiUser {
+    pub name: String,
+    pub role: UiRole,
+    /// An Argon2 PHC string (`provisioner ui hash-password` prints one).
+    pub password_hash: Secret,
+}
+
+/// What a console user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum UiRole {
+    /// Sees every page, presses no button.
+    #[serde(rename = "read-only")]
+    ReadOnly,
+    /// Also replays and cancels jobs.
+    #[serde(rename = "operator")]
+    Operator,
+}
+
+impl UiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UiRole::ReadOnly => "read-only",
+            UiRole::Operator => "operator",
+        }
+    }
+}
+
+impl FromStr for UiRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "read-only" | "readonly" => Ok(UiRole::ReadOnly),
+            "operator" => Ok(UiRole::Operator),
+            other => Err(format!("role `{other}` is not one of read-only, operator")),
+        }
+    }
+}
+
+/// Parses `PROVISIONER_UI_USERS`: `name:role:hash` entries separated by `;` or whitespace.
+pub fn parse_ui_users(v: &str) -> Result<Vec<UiUser>, String> {
+    let mut users = Vec::new();
+    for entry in v.split(|c: char| c == ';' || c.is_whitespace()).filter(|e| !e.is_empty()) {
+        let mut parts = entry.splitn(3, ':');
+        let (Some(name), Some(role), Some(hash)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("each user is name:role:argon2-hash".into());
+        };
+        users.push(UiUser { name: name.to_string(), role: role.parse()?, password_hash: Secret::new(hash) });
+    }
+    Ok(users)
 }
 
 /// `on` / `off` (also `true` / `false`, `1` / `0`).
@@ -537,6 +601,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("PROVISIONER_RECONCILE_GRACE_SECS", "reconcile.grace_secs"),
     ("PROVISIONER_RECONCILE_ORPHANS", "reconcile.orphans"),
     ("PROVISIONER_PREFLIGHT", "preflight"),
+    ("PROVISIONER_UI_USERS", "ui.users"),
 ];
 
 fn parse<T: FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
@@ -630,6 +695,9 @@ impl Settings {
             "PROVISIONER_RECONCILE_GRACE_SECS" => self.reconcile.grace_secs = parse(var, v)?,
             "PROVISIONER_RECONCILE_ORPHANS" => self.reconcile.orphans = parse(var, v)?,
             "PROVISIONER_PREFLIGHT" => self.preflight = parse(var, v)?,
+            "PROVISIONER_UI_USERS" => {
+                self.ui.users = parse_ui_users(v).map_err(|e| ConfigError(format!("{var}: {e}")))?
+            }
             _ => unreachable!("{var} is listed in ENV_VARS but not handled"),
         }
         Ok(())
@@ -706,6 +774,18 @@ impl Settings {
         if let Err(e) = self.secrets.key() {
             // The message says what is wrong with the key, never the key.
             return err("PROVISIONER_SECRETS_KEY", &e.to_string());
+        }
+        for (i, u) in self.ui.users.iter().enumerate() {
+            let bad = |m: String| err("PROVISIONER_UI_USERS", &m);
+            if u.name.is_empty() || u.name.len() > 64 || u.name.chars().any(|c| c.is_control() || c == ':') {
+                return bad(format!("user {}: a name is 1 to 64 characters, no `:`", i + 1));
+            }
+            if self.ui.users[..i].iter().any(|o| o.name == u.name) {
+                return bad(format!("user `{}` is listed twice", u.name));
+            }
+            if let Err(e) = crate::http::ui::auth::check_hash(u.password_hash.expose()) {
+                return bad(format!("user `{}`: {e}", u.name));
+            }
         }
         if let Ok(addr) = self.http.addr.parse::<SocketAddr>()
             && !addr.ip().is_loopback()

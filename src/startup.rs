@@ -102,6 +102,29 @@ pub fn worker_id(settings: &Settings) -> String {
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
+/// Counts the messages waiting in `queue` (a passive declare on a fresh channel), for the
+/// console's dead-letter count.
+fn queue_depth(broker: Broker, queue: String) -> crate::http::ui::DeadLetterProbe {
+    Arc::new(move || {
+        let (broker, queue) = (broker.clone(), queue.clone());
+        Box::pin(async move {
+            let count = async {
+                let channel = broker.channel().await.map_err(|e| e.to_string())?;
+                let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+                let q = channel
+                    .queue_declare(queue.as_str().into(), options, lapin::types::FieldTable::default())
+                    .await
+                    .map_err(|e| format!("queue {queue}: {e}"))?;
+                let _ = channel.close(200, "done".into()).await;
+                Ok(u64::from(q.message_count()))
+            };
+            tokio::time::timeout(Duration::from_secs(2), count)
+                .await
+                .unwrap_or_else(|_| Err("the broker did not answer within 2 s".to_string()))
+        })
+    })
+}
+
 impl App {
     /// Connects everything and starts the tasks. Fails with one clear message if the database
     /// or the broker cannot be reached or the topology cannot be declared.
@@ -167,7 +190,8 @@ impl App {
             let listener =
                 crate::http::bind(&app.settings.http.addr, app.settings.http.token.as_ref()).await?;
             app.http_addr = listener.local_addr().ok();
-            let (state, token) = (HttpState::new(&app.settings, app.store.clone()), app.shutdown_token());
+            let (mut state, token) = (HttpState::new(&app.settings, app.store.clone()), app.shutdown_token());
+            state.console.dead_letters = Some(queue_depth(app.broker.clone(), app.names.dead_queue.clone()));
             app.spawn(
                 "http",
                 async move { crate::http::serve(listener, state, token).await.map_err(Into::into) },

@@ -2,7 +2,7 @@
 //!
 //! Routes (all GET):
 //! - `/v1/jobs/{id}`: one job (by job id, or by order id) with its history; 404 if unknown.
-//! - `/v1/jobs?order_id=&state=&action=&target_order_id=&project_id=&since=&limit=&cursor=`: a
+//! - `/v1/jobs?order_id=&state=&action=&target_order_id=&project_id=&error_class=&since=&limit=&cursor=`: a
 //!   page of jobs, newest first, with `next_cursor` for the next page.
 //! - `/v1/services/{target_order_id}`: one service (what a create order made) with its jobs;
 //!   `/v1/services?state=&project_id=&limit=&cursor=`: a page of services, newest first.
@@ -15,7 +15,10 @@
 //! A listener bound beyond loopback must have a bearer token (settings refuse to start without
 //! one); when a token is configured, `/v1/*` and `/metrics` require `Authorization: Bearer
 //! <token>`, while `/healthz` and `/readyz` stay open for probes (they reveal nothing). The server
-//! only reads: every write goes through the broker (orders, admin commands).
+//! only reads: every write goes through the broker (orders, admin commands), except the
+//! operator console's buttons under `/ui` (see [`ui`]: its own login, roles and CSRF tokens).
+
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -65,12 +68,19 @@ pub struct HttpState {
     pub store: Store,
     pub token: Option<Secret>,
     pub broker: BrokerProbe,
+    /// The operator console's users and settings (see [`ui`]).
+    pub console: ui::Console,
 }
 
 impl HttpState {
     /// The state for a worker: its store, the configured token, and a TCP probe of the broker.
     pub fn new(settings: &Settings, store: Store) -> Self {
-        HttpState { store, token: settings.http.token.clone(), broker: tcp_probe(settings.amqp.url.expose()) }
+        HttpState {
+            store,
+            token: settings.http.token.clone(),
+            broker: tcp_probe(settings.amqp.url.expose()),
+            console: ui::Console::new(settings),
+        }
     }
 }
 
@@ -125,7 +135,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, auth = state.token.is_some(), "HTTP status API listening");
     }
-    axum::serve(listener, router(state))
+    // The peer address is for the console's audit log.
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(HttpError::Serve)
@@ -145,6 +156,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(protected)
+        .merge(ui::router())
         .with_state(state)
 }
 
@@ -234,6 +246,7 @@ pub struct ListParams {
     pub action: Option<String>,
     pub target_order_id: Option<String>,
     pub project_id: Option<String>,
+    pub error_class: Option<String>,
     /// RFC 3339.
     pub since: Option<String>,
     pub limit: Option<u32>,
@@ -274,6 +287,7 @@ async fn list_jobs(
         action: p.action,
         target_order_id: p.target_order_id,
         project_id: p.project_id,
+        error_class: p.error_class,
         since,
         limit: p.limit.unwrap_or(50),
         cursor,

@@ -18,6 +18,7 @@ use sqlx::{ConnectOptions, Connection, Executor, MySqlPool};
 
 use crate::config::{DatabaseSettings, database_name};
 
+pub mod console;
 pub mod jobs;
 pub mod outbox;
 pub mod reconcile;

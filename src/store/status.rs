@@ -101,6 +101,8 @@ pub struct JobFilter {
     /// The jobs of one service.
     pub target_order_id: Option<String>,
     pub project_id: Option<String>,
+    /// Jobs that failed (or were cancelled) with this error class.
+    pub error_class: Option<String>,
     /// Jobs created at or after this time.
     pub since: Option<DateTime<Utc>>,
     pub limit: u32,
@@ -150,14 +152,14 @@ impl Cursor {
     }
 }
 
-const STATUS_COLUMNS: &str = "s.job_id, s.order_id, s.project_id, s.state, s.step, s.attempts, s.error_class, \
+pub(crate) const STATUS_COLUMNS: &str = "s.job_id, s.order_id, s.project_id, s.state, s.step, s.attempts, s.error_class, \
      s.error_message, s.server_id, s.port_id, s.volume_id, s.created_at, s.updated_at, s.finished_at, s.action, \
      s.target_order_id";
 
 /// The actions billing can order (the `action` column).
 pub const ACTIONS: &[&str] = &["create", "suspend", "unsuspend", "resize", "terminate"];
 
-fn status_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobStatus> {
+pub(crate) fn status_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobStatus> {
     let get = |e: sqlx::Error| StoreError::Db { op: "decode job status", source: e };
     Ok(JobStatus {
         job_id: row.try_get("job_id").map_err(get)?,
@@ -289,6 +291,9 @@ impl Store {
         }
         if let Some(project) = &filter.project_id {
             q.push(" AND s.project_id = ").push_bind(project.clone());
+        }
+        if let Some(class) = &filter.error_class {
+            q.push(" AND s.error_class = ").push_bind(class.clone());
         }
         if let Some(since) = filter.since {
             q.push(" AND s.created_at >= ").push_bind(since);

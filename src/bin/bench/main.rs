@@ -2,10 +2,11 @@
 //!
 //! `cargo run --release --bin bench -- all` runs every scenario against the local MariaDB and
 //! RabbitMQ and the in-process simulator, then prints one summary table; `intake`, `e2e`,
-//! `lifecycle` and `sim` run one. The end-to-end scenarios start `provisioner run` processes: build the release
+//! `lifecycle`, `sim` and `console` run one (`console` is not part of `all`: it fills 1,000,000 jobs). The end-to-end scenarios start `provisioner run` processes: build the release
 //! binaries first (`cargo build --release`), which `cargo run --release --bin bench` does not do
 //! for the other binary on its own.
 
+mod console;
 mod e2e;
 mod intake;
 mod lifecycle;
@@ -20,8 +21,9 @@ fn main() {
             "e2e" => e2e::run().await,
             "lifecycle" => lifecycle::run().await,
             "sim" => sim::run().await,
+            "console" => console::run().await,
             "all" => all().await,
-            other => eprintln!("unknown scenario {other:?}: intake | e2e | lifecycle | sim | all"),
+            other => eprintln!("unknown scenario {other:?}: intake | e2e | lifecycle | sim | console | all"),
         }
     });
 }
