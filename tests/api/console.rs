@@ -538,6 +538,26 @@ async fn console_refuses_posts_without_csrf_or_role_and_is_absent_without_users(
     assert_eq!(r.status(), 403);
     let r = http.get(format!("{}/ui", server.base)).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("id=\"open-findings\""));
+
+    // The reconciler's findings, escaped like everything else.
+    sqlx::query(
+        "INSERT INTO reconcile_findings (kind, resource_type, resource_id, project_id, reason, action) \
+         VALUES ('orphan', 'server', '<i>srv</i>', 'p1', 'job_missing', 'reported')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let html = http
+        .get(format!("{}/ui/findings?kind=orphan", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("&lt;i&gt;srv&lt;/i&gt;") && !html.contains("<i>srv"), "{html}");
+    assert!(html.contains("job_missing"));
     server.stop.cancel();
     server.task.await.unwrap().unwrap();
     env.cleanup().await;

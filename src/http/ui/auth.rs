@@ -118,6 +118,27 @@ mod tests {
     }
 
     #[test]
+    fn users_come_from_the_environment_and_bad_ones_stop_startup() {
+        use crate::config::Settings;
+        let h = hash_password("pw").unwrap();
+        let load =
+            |v: String| Settings::load_from(None, move |k| (k == "PROVISIONER_UI_USERS").then(|| v.clone()));
+        let s = load(format!("alice:operator:{h}; bob:read-only:{h}")).unwrap();
+        let got: Vec<_> = s.ui.users.iter().map(|u| (u.name.as_str(), u.role)).collect();
+        assert_eq!(got, [("alice", UiRole::Operator), ("bob", UiRole::ReadOnly)]);
+        for bad in [
+            format!("alice:admin:{h}"),
+            "alice:operator:plaintext".into(),
+            format!("a:operator:{h};a:operator:{h}"),
+            "alice".into(),
+        ] {
+            let e = load(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains("PROVISIONER_UI_USERS"), "{bad}: {e}");
+            assert!(!e.contains("plaintext") || bad.contains("plaintext"), "{e}");
+        }
+    }
+
+    #[test]
     fn cookies_and_tokens() {
         assert_eq!(cookie("a=1; prov_session=xyz; b=2", SESSION_COOKIE), Some("xyz"));
         assert_eq!(cookie("prov_session_x=1", SESSION_COOKIE), None);

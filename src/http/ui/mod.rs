@@ -3,10 +3,10 @@
 //! Pages: the dashboard (jobs by state, failures by class, throughput, outbox backlog, dead
 //! letters, workers), the jobs list (filters, keyset paging, search by any id), a job (its order
 //! with secrets redacted, its history as a timeline, resources, events, audit), the services,
-//! and the audit log. No build step: the markup is `maud` (which escapes every value it is given:
-//! an order id or a Nova fault is attacker-controlled text), the CSS and the one small script are
-//! embedded with `include_str!`, the charts are inline SVG drawn here. A strict
-//! Content-Security-Policy forbids inline script and style.
+//! the reconciler's findings, and the audit log. No build step: the markup is `maud` (which
+//! escapes every value it is given: an order id or a Nova fault is attacker-controlled text), the
+//! CSS and the one small script are embedded with `include_str!`, the charts are inline SVG drawn
+//! here. A strict Content-Security-Policy forbids inline script and style.
 //!
 //! Who sees what (see [`auth`]): with users in `PROVISIONER_UI_USERS`, every page needs a login;
 //! `read-only` users see, `operator`s also replay and cancel. Every POST carries the session's
@@ -208,6 +208,7 @@ pub fn router() -> Router<HttpState> {
         .route("/ui/replay-failed", get(bulk_confirm).post(bulk_replay))
         .route("/ui/services", get(services))
         .route("/ui/services/{id}", get(service))
+        .route("/ui/findings", get(findings))
         .route("/ui/audit", get(audit))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
@@ -237,11 +238,12 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn dashboard(viewer: Viewer, State(state): State<HttpState>) -> Result<Response, UiError> {
     let d = state.store.dashboard().await?;
+    let open_findings = state.store.open_finding_counts().await?;
     let dead = match &state.console.dead_letters {
         Some(probe) => probe().await,
         None => Err("this listener has no broker connection".to_string()),
     };
-    Ok(page(pages::dashboard(&viewer, &d, &dead)))
+    Ok(page(pages::dashboard(&viewer, &d, &dead, &open_findings)))
 }
 
 /// Query parameters of the jobs list (every one optional; empty means unset).
@@ -576,6 +578,37 @@ async fn service(
         Some(detail) => Ok(page(pages::service(&viewer, &detail))),
         None => Err(UiError(StatusCode::NOT_FOUND, format!("No service was made by order {id:?}."))),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FindingsQuery {
+    kind: String,
+    project: String,
+    /// Cleared findings too.
+    all: bool,
+}
+
+async fn findings(
+    viewer: Viewer,
+    State(state): State<HttpState>,
+    q: Result<Query<FindingsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, UiError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    if let Some(k) = opt(&q.kind)
+        && k != "orphan"
+        && k != "drift"
+    {
+        return Err(bad(format!("kind {k:?} is not one of orphan, drift")));
+    }
+    let filter = crate::store::reconcile::FindingFilter {
+        all: q.all,
+        kind: opt(&q.kind),
+        project_id: opt(&q.project),
+        limit: 500,
+    };
+    let list = state.store.list_findings(&filter).await?;
+    Ok(page(pages::findings(&viewer, &q.kind, &q.project, q.all, &list)))
 }
 
 async fn audit(viewer: Viewer, State(state): State<HttpState>) -> Result<Response, UiError> {

@@ -82,7 +82,7 @@ fn layout(viewer: &Viewer, here: &str, title: &str, refresh: Option<u32>, body: 
                 header {
                     span.brand { "provisioner" }
                     nav {
-                        @for (href, name) in [("/ui", "Dashboard"), ("/ui/jobs", "Jobs"), ("/ui/services", "Services"), ("/ui/audit", "Audit log")] {
+                        @for (href, name) in [("/ui", "Dashboard"), ("/ui/jobs", "Jobs"), ("/ui/services", "Services"), ("/ui/findings", "Findings"), ("/ui/audit", "Audit log")] {
                             a href=(href) class=[(here == name).then_some("here")] { (name) }
                         }
                     }
@@ -150,7 +150,12 @@ fn hbars(items: &[(String, u64)], class: &str, link: impl Fn(&str) -> String) ->
     }
 }
 
-pub fn dashboard(viewer: &Viewer, d: &Dashboard, dead: &Result<u64, String>) -> Markup {
+pub fn dashboard(
+    viewer: &Viewer,
+    d: &Dashboard,
+    dead: &Result<u64, String>,
+    open_findings: &[(String, u64)],
+) -> Markup {
     let day = |s: &str| d.finished_day.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
     let hour = |s: &str| d.finished_hour.iter().find(|(k, _)| k == s).map(|(_, n)| *n).unwrap_or(0);
     let body = html! {
@@ -214,6 +219,11 @@ pub fn dashboard(viewer: &Viewer, d: &Dashboard, dead: &Result<u64, String>) -> 
                     Ok(n) => { div.big #dead-letters { (n) } p.muted { "messages in the dead-letter queue" } }
                     Err(e) => { p.muted #dead-letters { "unknown: " (e) } }
                 }
+            }
+            div.card #open-findings {
+                h2 { "Reconciler findings (open)" }
+                (hbars(open_findings, "bad", |k| format!("/ui/findings?kind={k}")))
+                p.muted { "what the cloud has that the database does not expect, or the other way round" }
             }
         }
         div.card #workers {
@@ -531,6 +541,53 @@ pub fn audit(viewer: &Viewer, entries: &[AuditEntry]) -> Markup {
         div.card { @if entries.is_empty() { p.muted { "Nothing yet." } } @else { (audit_table(entries)) } }
     };
     layout(viewer, "Audit log", "Audit log", None, body)
+}
+
+pub fn findings(
+    viewer: &Viewer,
+    kind: &str,
+    project: &str,
+    all: bool,
+    list: &[crate::store::reconcile::Finding],
+) -> Markup {
+    let body = html! {
+        h1 { "Reconciler findings" }
+        div.card {
+            form.filters method="get" action="/ui/findings" {
+                (select("kind", "kind", &["orphan", "drift"], kind))
+                label { "project" input name="project" value=(project) size="14"; }
+                label { "cleared too" input type="checkbox" name="all" value="true" checked[all]; }
+                button type="submit" { "Filter" }
+            }
+        }
+        div.card {
+            @if list.is_empty() { p.muted #no-findings { "No finding matches." } } @else {
+                table #findings {
+                    tr {
+                        th { "last seen" } th { "kind" } th { "resource" } th { "project" } th { "job / service" }
+                        th { "reason" } th { "expected → found" } th { "action" } th { "first seen" }
+                    }
+                    @for f in list {
+                        tr {
+                            td { (short_time(f.last_seen_at)) @if !f.open { div.muted { "cleared" } } }
+                            td { (f.kind) }
+                            td.mono { (f.resource_type) " " (f.resource_id) }
+                            td.mono { (f.project_id) }
+                            td {
+                                @if let Some(j) = &f.job_id { a.mono href=(job_url(j)) { (j) } br; }
+                                @if let Some(t) = &f.target_order_id { a href=(service_url(t)) { (t) } }
+                            }
+                            td { (f.reason) }
+                            td { (f.expected.as_deref().unwrap_or("—")) " → " (f.found.as_deref().unwrap_or("—")) }
+                            td { (f.action) @if let Some(e) = &f.action_error { div.muted { (e) } } }
+                            td { (short_time(f.first_seen_at)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(viewer, "Findings", "Findings", None, body)
 }
 
 pub fn bulk_confirm(
