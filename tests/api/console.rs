@@ -504,6 +504,44 @@ async fn console_refuses_posts_without_csrf_or_role_and_is_absent_without_users(
     assert!(audit.contains(&("alice".into(), "replay_failed".into())), "{audit:?}");
     assert!(audit.contains(&("alice".into(), "login".into())));
 
+    // Cancel of a queued job that made nothing: it ends at once, with its event, in the name of
+    // the operator.
+    let queued = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO jobs (id, order_id, project_id, order_body, order_digest, state, step, next_run_at) \
+         VALUES (?, 'csrf-2', 'p1', '{}', ?, 'queued', 'resolve', NOW(6) + INTERVAL 1 HOUR)",
+    )
+    .bind(queued.to_string())
+    .bind("0".repeat(64))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let r = http
+        .post(format!("{base}/ui/jobs/{queued}/cancel"))
+        .header("cookie", &alice)
+        .form_body(&[("csrf", csrf.as_str()), ("reason", "customer asked")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"].to_str().unwrap(), format!("/ui/jobs/{queued}?done=cancelled"));
+    let (state, detail): (String, String) = sqlx::query_as(
+        "SELECT j.state, h.detail FROM jobs j JOIN job_history h ON h.job_id = j.id WHERE j.id = ? ORDER BY h.id DESC LIMIT 1",
+    )
+    .bind(queued.to_string())
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(state, "cancelled");
+    assert!(detail.contains("by alice: customer asked (web console)"), "{detail}");
+    let events: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE job_id = ? AND routing_key = 'job.cancelled'")
+            .bind(queued.to_string())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(events, 1);
+
     // Logged out: the session no longer works.
     let r = http
         .post(format!("{base}/ui/logout"))
