@@ -93,17 +93,6 @@ pub struct UiSession {
     pub csrf: String,
 }
 
-fn counts(rows: &[sqlx::mysql::MySqlRow], key: &str) -> Result<Vec<(String, u64)>> {
-    let get = |e: sqlx::Error| StoreError::Db { op: "decode counts", source: e };
-    rows.iter()
-        .map(|r| {
-            let k: Option<String> = r.try_get(key).map_err(get)?;
-            let n: i64 = r.try_get("n").map_err(get)?;
-            Ok((k.unwrap_or_else(|| "unknown".into()), n.max(0) as u64))
-        })
-        .collect()
-}
-
 /// Per-minute counts of the last 60 minutes before `now`, oldest first, from (minute, n) rows.
 fn per_minute(rows: &[sqlx::mysql::MySqlRow], now: DateTime<Utc>) -> Result<Vec<u64>> {
     let get = |e: sqlx::Error| StoreError::Db { op: "decode per-minute counts", source: e };
@@ -129,9 +118,11 @@ impl Store {
         let window = now - Duration::minutes(59) - Duration::seconds(now.timestamp().rem_euclid(60));
         let active = self.active_job_counts().await?;
 
+        // One range of ix_jobs_finished (covering) gives both the finished jobs by state and
+        // the failures by class, for the hour and the day.
         let rows = sqlx::query(
-            "SELECT state, CAST(SUM(finished_at >= ?) AS SIGNED) AS h, COUNT(*) AS n FROM jobs \
-             WHERE finished_at >= ? GROUP BY state ORDER BY state",
+            "SELECT state, error_class, CAST(SUM(finished_at >= ?) AS SIGNED) AS h, COUNT(*) AS n FROM jobs \
+             WHERE finished_at >= ? GROUP BY state, error_class",
         )
         .bind(hour)
         .bind(day)
@@ -139,34 +130,32 @@ impl Store {
         .await
         .op("count finished jobs")?;
         let get = |e: sqlx::Error| StoreError::Db { op: "decode finished counts", source: e };
-        let mut finished_hour = Vec::new();
+        let (mut finished_hour, mut finished_day, mut failures) =
+            (Vec::<(String, u64)>::new(), Vec::<(String, u64)>::new(), Vec::<(String, u64, u64)>::new());
+        fn add(list: &mut Vec<(String, u64)>, key: &str, n: u64) {
+            match list.iter_mut().find(|(k, _)| k == key) {
+                Some(e) => e.1 += n,
+                None => list.push((key.to_string(), n)),
+            }
+        }
         for r in &rows {
             let state: String = r.try_get("state").map_err(get)?;
-            let h: Option<i64> = r.try_get("h").map_err(get)?;
-            finished_hour.push((state, h.unwrap_or(0).max(0) as u64));
-        }
-        let finished_day = counts(&rows, "state")?;
-
-        let rows = sqlx::query(
-            "SELECT error_class, CAST(SUM(finished_at >= ?) AS SIGNED) AS h, COUNT(*) AS n FROM jobs \
-             WHERE finished_at >= ? AND state = 'failed' GROUP BY error_class ORDER BY n DESC, error_class",
-        )
-        .bind(hour)
-        .bind(day)
-        .fetch_all(self.pool())
-        .await
-        .op("count failures by class")?;
-        let mut failures = Vec::new();
-        for r in &rows {
             let class: Option<String> = r.try_get("error_class").map_err(get)?;
-            let h: Option<i64> = r.try_get("h").map_err(get)?;
-            let n: i64 = r.try_get("n").map_err(get)?;
-            failures.push((
-                class.unwrap_or_else(|| "unknown".into()),
-                h.unwrap_or(0).max(0) as u64,
-                n.max(0) as u64,
-            ));
+            let h = r.try_get::<Option<i64>, _>("h").map_err(get)?.unwrap_or(0).max(0) as u64;
+            let n = r.try_get::<i64, _>("n").map_err(get)?.max(0) as u64;
+            add(&mut finished_hour, &state, h);
+            add(&mut finished_day, &state, n);
+            if state == "failed" {
+                let class = class.unwrap_or_else(|| "unknown".into());
+                match failures.iter_mut().find(|(k, _, _)| *k == class) {
+                    Some(e) => (e.1, e.2) = (e.1 + h, e.2 + n),
+                    None => failures.push((class, h, n)),
+                }
+            }
         }
+        finished_hour.sort();
+        finished_day.sort();
+        failures.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
 
         let finished = sqlx::query(
             "SELECT CAST(FLOOR(UNIX_TIMESTAMP(finished_at) / 60) AS SIGNED) AS m, COUNT(*) AS n FROM jobs \

@@ -336,6 +336,11 @@ async fn console_refuses_posts_without_csrf_or_role_and_is_absent_without_users(
     .execute(store.pool())
     .await
     .unwrap();
+    let d = store.dashboard().await.unwrap();
+    assert_eq!(d.failures, vec![("quota_exceeded".to_string(), 1, 1)]);
+    assert_eq!(d.finished_day, vec![("failed".to_string(), 1)]);
+    assert_eq!(d.finished_per_minute.iter().sum::<u64>(), 1);
+    assert_eq!(d.orders_per_minute.iter().sum::<u64>(), 1, "taken in within the hour");
     let found = store.search_jobs("csrf-1").await.unwrap();
     assert_eq!(found.len(), 1, "search by order id");
     assert_eq!(store.search_jobs(&id.to_string()).await.unwrap().len(), 1, "search by job id");

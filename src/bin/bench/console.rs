@@ -4,7 +4,8 @@
 //! 30 days (90 % completed, 6 % failed across four error classes, 1 % cancelled, the rest queued
 //! or in progress and leased by 8 workers; 1,000 projects), with two history rows for each job
 //! of the last day, then runs each list and dashboard query `CONSOLE_RUNS` (default 200) times
-//! and prints p50 and p99. The database is dropped at the end unless `CONSOLE_KEEP=1`.
+//! and prints p50 and p99. The database is dropped at the end unless `CONSOLE_KEEP=1`; a kept
+//! one is measured again, without filling, with `CONSOLE_DB=<its name>`.
 
 use std::time::{Duration, Instant};
 
@@ -28,16 +29,26 @@ fn env_or(name: &str, default: usize) -> usize {
 pub async fn measure() -> Result<Vec<(String, f64, f64)>, String> {
     let n = env_or("CONSOLE_JOBS", 1_000_000);
     let runs = env_or("CONSOLE_RUNS", 200);
-    let name = format!("prov_bench_console_{:08x}", fastrand::u32(..));
+    // CONSOLE_DB names a database an earlier run kept (CONSOLE_KEEP=1): it is measured as it is.
+    let reuse = std::env::var("CONSOLE_DB").ok();
+    let name = reuse.clone().unwrap_or_else(|| format!("prov_bench_console_{:08x}", fastrand::u32(..)));
     let settings = DatabaseSettings {
         url: SecretUrl::new(format!("mysql://root@127.0.0.1:3306/{name}")),
         ..DatabaseSettings::default()
     };
     let store = Store::connect(&settings).await.map_err(|e| e.to_string())?;
-    println!("console: filling {n} jobs into {name}");
-    let t = Instant::now();
-    fill(&store, n).await.map_err(|e| format!("fill: {e}"))?;
-    println!("  filled in {:.0} s", t.elapsed().as_secs_f64());
+    if reuse.is_none() {
+        println!("console: filling {n} jobs into {name}");
+        let t = Instant::now();
+        fill(&store, n).await.map_err(|e| format!("fill: {e}"))?;
+        println!("  filled in {:.0} s", t.elapsed().as_secs_f64());
+    } else {
+        let have: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("console: {have} jobs already in {name}");
+    }
     sqlx::query("ANALYZE TABLE jobs, job_history, outbox")
         .execute(store.pool())
         .await
@@ -126,7 +137,7 @@ pub async fn measure() -> Result<Vec<(String, f64, f64)>, String> {
         d.finished_day,
         d.workers.len()
     );
-    if std::env::var("CONSOLE_KEEP").as_deref() != Ok("1") {
+    if std::env::var("CONSOLE_KEEP").as_deref() != Ok("1") && reuse.is_none() {
         let _ =
             sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE `{name}`"))).execute(store.pool()).await;
     }

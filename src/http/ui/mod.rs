@@ -664,6 +664,13 @@ async fn login(
     if form.csrf.is_empty() || !auth::same(&form.csrf, cookie) {
         return Ok(login_page(&client, Some("The form expired; please try again."), StatusCode::FORBIDDEN));
     }
+    // Argon2 takes ~19 MiB and a few CPU-milliseconds per check, and anyone can post this form:
+    // at most two checks run at once per worker; a login that cannot start one within 5 s is
+    // told to retry.
+    static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let Ok(Ok(_permit)) = tokio::time::timeout(Duration::from_secs(5), CHECKS.acquire()).await else {
+        return Err(UiError(StatusCode::SERVICE_UNAVAILABLE, "Too many logins at once; try again.".into()));
+    };
     let users = state.console.users.clone();
     let (name, password) = (form.name.trim().to_string(), form.password.clone());
     let checked = {
