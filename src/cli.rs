@@ -92,6 +92,14 @@ pub enum OrderCommand {
         #[arg(long)]
         routing_key: Option<String>,
     },
+    /// Pre-flight: would this order pass? Checks the schema, the names (image, flavor, network,
+    /// volume type, keypair) and the project's quota headroom, creating nothing. Exit code 0
+    /// only when every check passes.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +238,10 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Order { command: OrderCommand::Submit { files, routing_key } } => {
             let settings = settings(&cli)?;
             crate::ops::submit_orders(&settings, files, routing_key.as_deref()).await
+        }
+        Command::Order { command: OrderCommand::Check { file, json } } => {
+            let settings = settings(&cli)?;
+            crate::ops::preflight::check_command(&settings, file, *json).await
         }
         Command::Jobs { command } => {
             let settings = settings(&cli)?;

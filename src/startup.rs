@@ -75,6 +75,8 @@ pub struct App {
     tasks: JoinSet<TaskResult>,
     task_names: HashMap<tokio::task::Id, &'static str>,
     http_addr: Option<std::net::SocketAddr>,
+    /// The cloud of the engine (pre-flight over HTTP uses it too).
+    cloud: Option<Arc<dyn Cloud>>,
 }
 
 impl std::fmt::Debug for App {
@@ -169,6 +171,7 @@ impl App {
             tasks: JoinSet::new(),
             task_names: HashMap::new(),
             http_addr: None,
+            cloud: None,
         };
 
         // The tasks of the worker. Engine, outbox relay, admin consumer and HTTP are added here.
@@ -192,6 +195,7 @@ impl App {
             app.http_addr = listener.local_addr().ok();
             let (mut state, token) = (HttpState::new(&app.settings, app.store.clone()), app.shutdown_token());
             state.console.dead_letters = Some(queue_depth(app.broker.clone(), app.names.dead_queue.clone()));
+            state.cloud = app.cloud.clone();
             app.spawn(
                 "http",
                 async move { crate::http::serve(listener, state, token).await.map_err(Into::into) },
@@ -218,6 +222,7 @@ impl App {
         let session = Session::new(cloud, SessionOptions::from_settings(&self.settings))
             .map_err(|e| StartupError::Cloud(e.to_string()))?;
         let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(Arc::new(session)));
+        self.cloud = Some(cloud.clone());
         let config = EngineConfig::from_settings(&self.settings, self.worker_id.clone());
         let engine = Engine::new(
             self.store.clone(),

@@ -187,6 +187,35 @@ pub struct Inventory {
     pub volumes: Vec<MarkedVolume>,
 }
 
+/// A flavor with its size (pre-flight's quota arithmetic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlavorSize {
+    pub id: String,
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_mb: u64,
+}
+
+/// What pre-flight learns of an order's names: each resolved (to its id) or not, and why.
+#[derive(Debug, Clone)]
+pub struct NameLookup {
+    pub image: CloudResult<String>,
+    pub flavor: CloudResult<FlavorSize>,
+    pub network: CloudResult<String>,
+    /// When the order names one.
+    pub volume_type: Option<CloudResult<String>>,
+    pub keypair: Option<CloudResult<()>>,
+}
+
+/// One quota of a project: its limit (`-1`: unlimited) and what is in use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuotaLine {
+    /// `instances`, `cores`, `ram` (MiB), `ports`, `volumes`, `gigabytes`.
+    pub resource: &'static str,
+    pub limit: i64,
+    pub used: i64,
+}
+
 /// The cloud, as the steps see it. All calls are scoped to the order's project.
 pub trait Cloud: Send + Sync + 'static {
     /// Image, flavor and network by name or id (cached per project, single-flight).
@@ -262,6 +291,21 @@ pub trait Cloud: Send + Sync + 'static {
     /// call per service (all pages), never a GET per resource. Nova cannot filter by metadata,
     /// so its list is the project's servers, kept when tagged or carrying the metadata mark.
     fn marked_resources<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Inventory>>;
+    /// Looks up an order's names afresh (no cache): image (one match by id or name; several of
+    /// that name are refused), flavor with its size, network, and, when given, the volume type
+    /// and the keypair (the service user's). Each answer stands alone.
+    fn lookup_names<'a>(
+        &'a self,
+        project: &'a str,
+        image: &'a str,
+        flavor: &'a str,
+        network: &'a str,
+        volume_type: Option<&'a str>,
+        key_name: Option<&'a str>,
+    ) -> BoxFuture<'a, NameLookup>;
+    /// The project's limits and usage of instances, cores, RAM (Nova `/limits`), ports (Neutron
+    /// quota details), volumes and gigabytes (Cinder quota usage), in the project's own scope.
+    fn quota_usage<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Vec<QuotaLine>>>;
     /// Adds the tags a server lacks (a server found only by its metadata, below Nova 2.52).
     fn tag_server<'a>(
         &'a self,

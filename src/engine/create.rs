@@ -138,6 +138,16 @@ async fn resolved(ctx: &StepCtx, job: &mut Job) -> Result<Resolved, CloudError> 
 fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         job.data.resolved = None;
+        if ctx.preflight
+            && let Some(o) = job.order.as_ref()
+        {
+            // Fail fast on what cannot succeed; anything pre-flight cannot tell goes on as usual.
+            let report = super::preflight::check_order(ctx.cloud.as_ref(), o).await;
+            if let Some(c) = report.blocking() {
+                let class = c.class.unwrap_or(ErrorClass::NotFound);
+                return Outcome::Fail(Failure::new(class, format!("pre-flight: {}: {}", c.check, c.detail)));
+            }
+        }
         cloud!(resolved(ctx, job).await);
         Outcome::Next
     })

@@ -287,6 +287,8 @@ pub struct StepCtx {
     pub recheck: std::time::Duration,
     /// What the lifecycle orders do (suspend mode, keep volumes).
     pub lifecycle: LifecycleSettings,
+    /// Pre-flight before a create's first create call (`PROVISIONER_PREFLIGHT=on`).
+    pub preflight: bool,
 }
 
 /// A step function: runs one step of a job (mutating the ids it records) and says what next.

@@ -23,6 +23,7 @@ pub mod kind;
 pub mod lifecycle;
 pub mod openstack_cloud;
 pub mod poller;
+pub mod preflight;
 pub mod reconcile;
 pub mod retry;
 
@@ -63,6 +64,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     pub max_crashes: u32,
     pub lifecycle: LifecycleSettings,
+    /// `PROVISIONER_PREFLIGHT=on`: a create fails fast when pre-flight knows it cannot succeed.
+    pub preflight: bool,
 }
 
 impl EngineConfig {
@@ -87,6 +90,7 @@ impl EngineConfig {
             },
             max_crashes: e.max_crashes,
             lifecycle: s.lifecycle.clone(),
+            preflight: s.preflight.is_on(),
         }
     }
 }
@@ -147,6 +151,7 @@ impl Engine {
             wait_timeout: cfg.wait_timeout,
             recheck: cfg.poll_interval.max(Duration::from_millis(200)),
             lifecycle: cfg.lifecycle.clone(),
+            preflight: cfg.preflight,
         };
         Engine {
             inner: Arc::new(Inner {

@@ -476,6 +476,99 @@ impl Cloud for OpenStackCloud {
         })
     }
 
+    fn lookup_names<'a>(
+        &'a self,
+        project: &'a str,
+        image: &'a str,
+        flavor: &'a str,
+        network: &'a str,
+        volume_type: Option<&'a str>,
+        key_name: Option<&'a str>,
+    ) -> BoxFuture<'a, super::cloud::NameLookup> {
+        Box::pin(async move {
+            let volume_type = async {
+                let wanted = volume_type?;
+                Some(match self.volume.list_types(project).await {
+                    Ok(types) => types
+                        .into_iter()
+                        .find(|t| t.id == wanted || t.name == wanted)
+                        .map(|t| t.id)
+                        .ok_or_else(|| {
+                            CloudError::new(ErrorKind::NotFound, format!("volume type {wanted:?} not found"))
+                        }),
+                    Err(e) => Err(kind(e)),
+                })
+            };
+            let keypair = async {
+                let wanted = key_name?;
+                Some(match self.compute.list_keypair_names(project).await {
+                    Ok(names) if names.iter().any(|n| n == wanted) => Ok(()),
+                    Ok(_) => Err(CloudError::new(
+                        ErrorKind::NotFound,
+                        format!("keypair {wanted:?} not found (keypairs belong to the service user)"),
+                    )),
+                    Err(e) => Err(kind(e)),
+                })
+            };
+            let (i, f, n, t, k) = tokio::join!(
+                self.image.find_image(project, image),
+                self.compute.find_flavor(project, flavor),
+                self.network.find_network(project, network),
+                volume_type,
+                keypair,
+            );
+            super::cloud::NameLookup {
+                image: i.map(|i| i.id).map_err(kind),
+                flavor: f
+                    .map(|f| super::cloud::FlavorSize {
+                        id: f.id,
+                        name: f.name,
+                        vcpus: f.vcpus,
+                        ram_mb: f.ram,
+                    })
+                    .map_err(kind),
+                network: n.map(|n| n.id).map_err(kind),
+                volume_type: t,
+                keypair: k,
+            }
+        })
+    }
+
+    fn quota_usage<'a>(
+        &'a self,
+        project: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<super::cloud::QuotaLine>>> {
+        Box::pin(async move {
+            use super::cloud::QuotaLine;
+            let (nova, neutron, cinder) = tokio::join!(
+                self.compute.limits(project),
+                self.network.quota_details(project),
+                self.volume.quota_usage(project),
+            );
+            let (nova, neutron, cinder) =
+                (nova.map_err(kind)?, neutron.map_err(kind)?, cinder.map_err(kind)?);
+            let a = nova.absolute;
+            let mut lines = vec![
+                QuotaLine {
+                    resource: "instances",
+                    limit: a.max_total_instances,
+                    used: a.total_instances_used,
+                },
+                QuotaLine { resource: "cores", limit: a.max_total_cores, used: a.total_cores_used },
+                QuotaLine { resource: "ram", limit: a.max_total_ram_size, used: a.total_ram_used },
+            ];
+            if let Some(p) = neutron.get("port") {
+                lines.push(QuotaLine { resource: "ports", limit: p.limit, used: p.used + p.reserved });
+            }
+            for (key, resource) in [("volumes", "volumes"), ("gigabytes", "gigabytes")] {
+                if let Some(u) = cinder.get(key) {
+                    lines.push(QuotaLine { resource, limit: u.limit, used: u.in_use + u.reserved });
+                }
+            }
+            Ok(lines)
+        })
+    }
+
     fn tag_server<'a>(
         &'a self,
         project: &'a str,

@@ -1,6 +1,6 @@
 //! HTTP: the job status API, health and readiness, and Prometheus metrics.
 //!
-//! Routes (all GET):
+//! Routes (all GET but one):
 //! - `/v1/jobs/{id}`: one job (by job id, or by order id) with its history; 404 if unknown.
 //! - `/v1/jobs?order_id=&state=&action=&target_order_id=&project_id=&error_class=&since=&limit=&cursor=`: a
 //!   page of jobs, newest first, with `next_cursor` for the next page.
@@ -8,6 +8,9 @@
 //!   `/v1/services?state=&project_id=&limit=&cursor=`: a page of services, newest first.
 //! - `/v1/findings?all=&kind=&project_id=&limit=`: the reconciler's findings, newest first (open
 //!   ones; `all=true` adds the cleared ones).
+//! - `POST /v1/preflight` with an order as the body: would it pass? (see
+//!   [`crate::engine::preflight`]); 200 with `"ok": true`, or 422 with every check and its
+//!   reason. Nothing is created.
 //! - `/healthz`: the process answers. `/readyz`: the database answers and the broker is reachable
 //!   (503 otherwise, saying which). `/metrics`: Prometheus text (see [`crate::metrics`]); the
 //!   job-state gauges and the outbox backlog are counted from the database at each scrape.
@@ -70,6 +73,8 @@ pub struct HttpState {
     pub broker: BrokerProbe,
     /// The operator console's users and settings (see [`ui`]).
     pub console: ui::Console,
+    /// The cloud the worker provisions into (pre-flight); `None` in a worker without an engine.
+    pub cloud: Option<Arc<dyn crate::engine::cloud::Cloud>>,
 }
 
 impl HttpState {
@@ -80,6 +85,7 @@ impl HttpState {
             token: settings.http.token.clone(),
             broker: tcp_probe(settings.amqp.url.expose()),
             console: ui::Console::new(settings),
+            cloud: None,
         }
     }
 }
@@ -150,6 +156,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/services", get(list_services))
         .route("/v1/services/{id}", get(show_service))
         .route("/v1/findings", get(list_findings))
+        .route("/v1/preflight", axum::routing::post(preflight))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -361,6 +368,23 @@ async fn list_findings(
     };
     let findings = state.store.list_findings(&filter).await?;
     Ok(Json(serde_json::json!({ "findings": findings })).into_response())
+}
+
+/// The compiled schemas pre-flight checks against (compiled once).
+static SCHEMAS: std::sync::LazyLock<crate::messages::Schemas> =
+    std::sync::LazyLock::new(crate::messages::Schemas::new);
+
+async fn preflight(State(state): State<HttpState>, body: axum::body::Bytes) -> Response {
+    let report = crate::engine::preflight::check_body(
+        &SCHEMAS,
+        state.cloud.as_deref(),
+        Some(&state.store),
+        &body,
+        "http",
+    )
+    .await;
+    let status = if report.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    (status, Json(report)).into_response()
 }
 
 async fn metrics_text(State(state): State<HttpState>, headers: HeaderMap) -> Response {

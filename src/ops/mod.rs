@@ -8,6 +8,7 @@
 pub mod commands;
 pub mod demo;
 pub mod jobs;
+pub mod preflight;
 pub mod reconcile;
 
 pub use commands::{send_admin, submit_orders};

@@ -1305,5 +1305,17 @@ async fn limits(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) 
 
 async fn list_keypairs(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
     authenticate(&sim, &headers, S)?;
-    Ok(json(StatusCode::OK, &serde_json::json!({"keypairs": []})))
+    // The seed's keypairs, shaped as Nova lists them (a fixed fake key).
+    let keypairs: Vec<_> = sim
+        .world()
+        .seed
+        .keypairs
+        .iter()
+        .map(|name| {
+            serde_json::json!({"keypair": {"name": name, "type": "ssh",
+                "fingerprint": "7e:eb:ab:24:ba:d1:e1:88:ae:9a:fb:66:53:df:d3:bd",
+                "public_key": format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyOfTheSimulator {name}")}})
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "keypairs": keypairs })))
 }

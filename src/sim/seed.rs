@@ -95,6 +95,13 @@ pub struct Seed {
     pub networks: Vec<SeedNetwork>,
     #[serde(default)]
     pub volume_types: Vec<SeedVolumeType>,
+    /// Nova keypairs (by name) of the service user: what `GET /os-keypairs` lists.
+    #[serde(default = "default_keypairs")]
+    pub keypairs: Vec<String>,
+}
+
+fn default_keypairs() -> Vec<String> {
+    vec!["ops-key".to_string()]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -287,6 +287,7 @@ async fn serve(store: Store, users: Vec<UiUser>, loopback: bool) -> Server {
         token: None,
         broker: http::tcp_probe("amqp://guest:guest@127.0.0.1:5672/%2f"),
         console,
+        cloud: None,
     };
     let stop = CancellationToken::new();
     let task = tokio::spawn(http::serve(listener, state, stop.clone()));

@@ -10,6 +10,7 @@ mod intake;
 mod lifecycle;
 mod openstack;
 mod ops;
+mod preflight;
 mod reconcile;
 mod sim;
 mod sim_cli;

@@ -226,7 +226,13 @@ impl Server {
     async fn start(store: Store, token: Option<&str>, broker: http::BrokerProbe) -> Server {
         let listener = http::bind("127.0.0.1:0", None).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = HttpState { store, token: token.map(Secret::new), broker, console: Default::default() };
+        let state = HttpState {
+            store,
+            token: token.map(Secret::new),
+            broker,
+            console: Default::default(),
+            cloud: None,
+        };
         let stop = CancellationToken::new();
         let task = tokio::spawn(http::serve(listener, state, stop.clone()));
         Server { base, stop, task }

@@ -366,6 +366,17 @@ impl ComputeApi {
         Ok(self.session.json::<VolumeAttachmentList>(project, req).await?.volume_attachments)
     }
 
+    /// `GET /os-keypairs`: the names of the service user's keypairs (keypairs belong to the
+    /// user, not to the project).
+    pub async fn list_keypair_names(&self, project: &str) -> Result<Vec<String>, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/os-keypairs", "/os-keypairs");
+        let body: serde_json::Value = self.session.json(project, req).await?;
+        Ok(body["keypairs"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|k| k["keypair"]["name"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default())
+    }
+
     /// `GET /limits`: the project's absolute limits and usage.
     pub async fn limits(&self, project: &str) -> Result<Limits, OpenStackError> {
         let req = Request::new(SERVICE, Method::GET, "/limits", "/limits");

@@ -179,6 +179,21 @@ impl NetworkApi {
         Ok(self.session.json::<protocol::QuotaBody>(scope, req).await?.quota)
     }
 
+    /// `GET /v2.0/quotas/{project}/details.json` in the project's own scope: limit, used and
+    /// reserved of every resource.
+    pub async fn quota_details(
+        &self,
+        project: &str,
+    ) -> Result<std::collections::BTreeMap<String, protocol::QuotaUsage>, OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::GET,
+            "/quotas/{id}/details.json",
+            format!("/quotas/{project}/details.json"),
+        );
+        Ok(self.session.json::<protocol::QuotaDetailsBody>(project, req).await?.quota)
+    }
+
     /// `PUT /v2.0/quotas/{target}` (admin): port, network, floatingip as given.
     pub async fn update_quota(
         &self,

@@ -145,6 +145,29 @@ impl VolumeApi {
         Ok(self.session.json::<protocol::QuotaSetBody>(scope, req).await?.quota_set)
     }
 
+    /// `GET /v3/{project}/types` (all the project may use).
+    pub async fn list_types(&self, project: &str) -> Result<Vec<protocol::VolumeType>, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/types", "/types");
+        Ok(self.session.json::<protocol::VolumeTypeList>(project, req).await?.volume_types)
+    }
+
+    /// `GET /v3/{project}/os-quota-sets/{project}?usage=True` in the project's own scope (a
+    /// member may read its own): `in_use` and `limit` of `volumes` and `gigabytes`.
+    pub async fn quota_usage(
+        &self,
+        project: &str,
+    ) -> Result<BTreeMap<String, protocol::QuotaUsage>, OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::GET, "/os-quota-sets/{id}", format!("/os-quota-sets/{project}"))
+                .query("usage", "True");
+        let body = self.session.json::<protocol::QuotaUsageBody>(project, req).await?;
+        Ok(body
+            .quota_set
+            .into_iter()
+            .filter_map(|(k, v)| serde_json::from_value::<protocol::QuotaUsage>(v).ok().map(|u| (k, u)))
+            .collect())
+    }
+
     /// `PUT /v3/{scope}/os-quota-sets/{target}` (admin): volumes, gigabytes as given.
     pub async fn update_quota_set(
         &self,

@@ -1,0 +1,253 @@
+//! Pre-flight: would this order pass? Answered without creating anything, behind
+//! `provisioner order check FILE`, `POST /v1/preflight`, and (with `PROVISIONER_PREFLIGHT=on`)
+//! the first step of every create job, which then fails fast with `not_found` /
+//! `quota_exceeded` before its first create call.
+//!
+//! The checks, each with its verdict and reason: the schema; the image (one by id or exact
+//! name: several of that name is refused as ambiguous), flavor, network, volume type and keypair
+//! resolved or not; and headroom for what the order would take (1 instance, the flavor's cores
+//! and RAM, 1 port, and with a volume 1 volume and its gigabytes) against the project's quotas
+//! from Nova `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
+//! against their schema and the service they name (it exists and is not terminated; a resize's
+//! flavor resolves in the service's project). The names are looked up afresh (no cache): a
+//! pre-flight is a question about now.
+
+use serde::Serialize;
+
+use super::cloud::{Cloud, CloudError, ErrorKind, QuotaLine};
+use crate::messages::{Action, ErrorClass, Order, Schemas};
+use crate::metrics;
+use crate::store::Store;
+
+/// One check and its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// `schema`, `image`, `flavor`, `network`, `volume_type`, `keypair`, `quota.<resource>`,
+    /// `service`.
+    pub check: String,
+    pub ok: bool,
+    /// What was found, or why not.
+    pub detail: String,
+    /// The error class the order would fail with, when the check failed for a reason of the
+    /// order's (`invalid_order`, `not_found`, `quota_exceeded`); absent when pre-flight could not
+    /// tell (the cloud did not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<ErrorClass>,
+}
+
+/// The verdict on an order: `ok` only when every check passed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub order_id: Option<String>,
+    pub project_id: Option<String>,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn new(order_id: Option<String>, project_id: Option<String>, checks: Vec<Check>) -> Report {
+        Report { ok: checks.iter().all(|c| c.ok), order_id, project_id, checks }
+    }
+
+    /// The first failed check that says the order cannot succeed as it is (`not_found`,
+    /// `quota_exceeded`): what a fail-fast create fails with.
+    pub fn blocking(&self) -> Option<&Check> {
+        self.checks
+            .iter()
+            .find(|c| !c.ok && matches!(c.class, Some(ErrorClass::NotFound | ErrorClass::QuotaExceeded)))
+    }
+}
+
+fn pass(check: &str, detail: impl Into<String>) -> Check {
+    Check { check: check.into(), ok: true, detail: detail.into(), class: None }
+}
+
+fn fail(check: &str, detail: impl Into<String>, class: Option<ErrorClass>) -> Check {
+    Check { check: check.into(), ok: false, detail: detail.into(), class }
+}
+
+/// A lookup that failed, as a check: not found, ambiguous (or otherwise refused), or no answer.
+fn lookup_failed(check: &str, e: &CloudError) -> Check {
+    let class = match e.kind {
+        ErrorKind::NotFound => Some(ErrorClass::NotFound),
+        ErrorKind::Permanent => Some(ErrorClass::InvalidOrder),
+        ErrorKind::Auth => Some(ErrorClass::Auth),
+        _ => None,
+    };
+    fail(check, e.message.clone(), class)
+}
+
+/// The checks of a create order's names and quotas.
+pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
+    let s = &order.server;
+    let volume_type = order.volume.as_ref().and_then(|v| v.volume_type.as_deref());
+    let names = cloud
+        .lookup_names(&order.project_id, &s.image, &s.flavor, &s.network, volume_type, s.key_name.as_deref())
+        .await;
+    let mut checks = vec![pass("schema", "valid order.v1")];
+    let named = |check: &str, r: &Result<String, CloudError>, what: &str| match r {
+        Ok(id) => pass(check, format!("{what} → {id}")),
+        Err(e) => lookup_failed(check, e),
+    };
+    checks.push(named("image", &names.image, &s.image));
+    let flavor = match &names.flavor {
+        Ok(f) => {
+            checks.push(pass(
+                "flavor",
+                format!("{} → {} ({} vCPU, {} MiB)", s.flavor, f.id, f.vcpus, f.ram_mb),
+            ));
+            Some(f.clone())
+        }
+        Err(e) => {
+            checks.push(lookup_failed("flavor", e));
+            None
+        }
+    };
+    checks.push(named("network", &names.network, &s.network));
+    if let (Some(r), Some(name)) = (&names.volume_type, volume_type) {
+        checks.push(named("volume_type", r, name));
+    }
+    if let (Some(r), Some(name)) = (&names.keypair, s.key_name.as_deref()) {
+        checks.push(match r {
+            Ok(()) => pass("keypair", format!("{name} exists")),
+            Err(e) => lookup_failed("keypair", e),
+        });
+    }
+
+    let mut needs: Vec<(&str, Option<i64>)> = vec![
+        ("instances", Some(1)),
+        ("cores", flavor.as_ref().map(|f| i64::from(f.vcpus))),
+        ("ram", flavor.as_ref().map(|f| f.ram_mb as i64)),
+        ("ports", Some(1)),
+    ];
+    if let Some(v) = &order.volume {
+        needs.push(("volumes", Some(1)));
+        needs.push(("gigabytes", Some(i64::from(v.size_gb))));
+    }
+    match cloud.quota_usage(&order.project_id).await {
+        Ok(lines) => {
+            for (resource, need) in needs {
+                let check = format!("quota.{resource}");
+                let Some(need) = need else {
+                    checks.push(pass(&check, "not checked: the flavor did not resolve"));
+                    continue;
+                };
+                checks.push(match lines.iter().find(|l| l.resource == resource) {
+                    Some(line) => headroom(&check, line, need),
+                    None => pass(&check, "the cloud reports no such quota"),
+                });
+            }
+        }
+        Err(e) => checks.push(fail("quota", format!("cannot read the project's quotas: {e}"), None)),
+    }
+    Report::new(Some(order.order_id.clone()), Some(order.project_id.clone()), checks)
+}
+
+fn headroom(check: &str, line: &QuotaLine, need: i64) -> Check {
+    if line.limit < 0 {
+        return pass(check, format!("need {need}, unlimited ({} in use)", line.used));
+    }
+    let free = (line.limit - line.used).max(0);
+    let detail = format!("need {need}, {} of {} in use, {free} free", line.used, line.limit);
+    if need <= free {
+        pass(check, detail)
+    } else {
+        fail(check, format!("{detail}: short by {}", need - free), Some(ErrorClass::QuotaExceeded))
+    }
+}
+
+/// Checks an order body of any kind: the schema first (its errors are the only check then),
+/// then a create's names and quotas ([`check_order`]) or an action's service. Without a cloud
+/// (none configured) or a store, the checks that need it fail saying so.
+pub async fn check_body(
+    schemas: &Schemas,
+    cloud: Option<&dyn Cloud>,
+    store: Option<&Store>,
+    body: &[u8],
+    source: &'static str,
+) -> Report {
+    let report = check_body_inner(schemas, cloud, store, body).await;
+    let verdict = if report.ok { "pass" } else { "fail" };
+    metrics::inc(metrics::PREFLIGHT_CHECKS, &[("source", source), ("verdict", verdict)]);
+    report
+}
+
+async fn check_body_inner(
+    schemas: &Schemas,
+    cloud: Option<&dyn Cloud>,
+    store: Option<&Store>,
+    body: &[u8],
+) -> Report {
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| value.as_ref().and_then(|v| v.get(k)).and_then(|v| v.as_str()).map(str::to_string);
+    let is_action = value.as_ref().is_some_and(|v| v.get("action").is_some());
+    if !is_action {
+        return match schemas.parse_order(body) {
+            Err(e) => Report::new(
+                field("order_id"),
+                field("project_id"),
+                vec![fail("schema", e.to_string(), Some(ErrorClass::InvalidOrder))],
+            ),
+            Ok((order, _)) => match cloud {
+                Some(cloud) => check_order(cloud, &order).await,
+                None => Report::new(
+                    Some(order.order_id.clone()),
+                    Some(order.project_id.clone()),
+                    vec![pass("schema", "valid order.v1"), fail("cloud", "no cloud configured", None)],
+                ),
+            },
+        };
+    }
+    let action = match schemas.parse_action(body) {
+        Ok(a) => a,
+        Err(e) => {
+            return Report::new(
+                field("order_id"),
+                None,
+                vec![fail("schema", e.to_string(), Some(ErrorClass::InvalidOrder))],
+            );
+        }
+    };
+    let mut checks = vec![pass("schema", "valid order-action.v1")];
+    let Some(store) = store else {
+        checks.push(fail("service", "no database to look the service up in", None));
+        return Report::new(Some(action.order_id.clone()), None, checks);
+    };
+    let service = match store.service_detail(&action.target_order_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            checks.push(fail("service", format!("cannot read the service: {e}"), None));
+            return Report::new(Some(action.order_id.clone()), None, checks);
+        }
+    };
+    let Some(service) = service.map(|d| d.status) else {
+        checks.push(fail(
+            "service",
+            format!("no service made by order {:?}", action.target_order_id),
+            Some(ErrorClass::NotFound),
+        ));
+        return Report::new(Some(action.order_id.clone()), None, checks);
+    };
+    let project = service.project_id.clone();
+    if matches!(service.state.as_str(), "terminated" | "terminating" | "failed") {
+        checks.push(fail(
+            "service",
+            format!("service {} is {}", service.target_order_id, service.state),
+            Some(ErrorClass::NotFound),
+        ));
+    } else {
+        checks.push(pass("service", format!("{} is {}", service.target_order_id, service.state)));
+    }
+    if action.action == Action::Resize
+        && let Some(flavor) = action.flavor.as_deref()
+    {
+        checks.push(match cloud {
+            Some(cloud) => match cloud.find_flavor(&project, flavor).await {
+                Ok(f) => pass("flavor", format!("{flavor} → {}", f.id)),
+                Err(e) => lookup_failed("flavor", &e),
+            },
+            None => fail("flavor", "no cloud configured", None),
+        });
+    }
+    Report::new(Some(action.order_id.clone()), Some(project), checks)
+}
