@@ -250,7 +250,8 @@ pub trait Cloud: Send + Sync + 'static {
         project: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, CloudResult<Option<ServerInfo>>>;
-    /// Servers carrying `tag` that changed at or after `since` (one call for a whole project).
+    /// Servers carrying `tag` that changed at or after `since`, and servers deleted since then
+    /// (Nova drops a deleted server's tags), in one call for a whole project.
     fn servers_changed<'a>(
         &'a self,
         project: &'a str,

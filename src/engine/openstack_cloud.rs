@@ -360,13 +360,19 @@ impl Cloud for OpenStackCloud {
         since: DateTime<Utc>,
     ) -> BoxFuture<'a, CloudResult<Vec<ServerInfo>>> {
         Box::pin(async move {
-            let query = ServerQuery {
-                tags: vec![tag.to_string()],
-                changes_since: Some(since),
-                ..ServerQuery::default()
-            };
+            // Nova drops a server's tags when it deletes it, so a tag filter would never list
+            // a deletion: list every change since then and keep ours and the deleted ones (a
+            // waiter matches by server id, so someone else's deletion is simply not waited on).
+            let query = ServerQuery { changes_since: Some(since), ..ServerQuery::default() };
             let servers = self.compute.list_servers(project, &query).await.map_err(kind)?;
-            Ok(servers.into_iter().map(server_info).collect())
+            Ok(servers
+                .into_iter()
+                .filter(|s| {
+                    s.status.eq_ignore_ascii_case("DELETED")
+                        || s.tags.as_ref().is_some_and(|t| t.iter().any(|x| x == tag))
+                })
+                .map(server_info)
+                .collect())
         })
     }
 
@@ -605,18 +611,39 @@ impl Cloud for OpenStackCloud {
         })
     }
 
-    // TEMPORARY until the compute client's actions land (novasim).
     fn server_action<'a>(
         &'a self,
-        _project: &'a str,
-        _id: &'a str,
-        _action: super::cloud::ServerAction,
+        project: &'a str,
+        id: &'a str,
+        action: super::cloud::ServerAction,
     ) -> BoxFuture<'a, CloudResult<()>> {
-        Box::pin(async move { Err(CloudError::new(ErrorKind::Permanent, "server actions not implemented")) })
+        use super::cloud::ServerAction::*;
+        let name = match action {
+            Stop => "os-stop",
+            Start => "os-start",
+            Suspend => "suspend",
+            Resume => "resume",
+            Shelve => "shelve",
+            Unshelve => "unshelve",
+            Pause => "pause",
+            Unpause => "unpause",
+            ConfirmResize => "confirmResize",
+            RevertResize => "revertResize",
+        };
+        Box::pin(async move {
+            self.compute.server_action(project, id, name, serde_json::Value::Null).await.map_err(kind)
+        })
     }
-    fn resize_server<'a>(&'a self, _p: &'a str, _id: &'a str, _f: &'a str) -> BoxFuture<'a, CloudResult<()>> {
-        Box::pin(async move { Err(CloudError::new(ErrorKind::Permanent, "resize not implemented")) })
+
+    fn resize_server<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        flavor_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.compute.resize_server(project, id, flavor_id).await.map_err(kind) })
     }
+
     fn find_flavor<'a>(
         &'a self,
         project: &'a str,
@@ -627,13 +654,31 @@ impl Cloud for OpenStackCloud {
             Ok(super::cloud::FlavorInfo { id: f.id, name: f.name })
         })
     }
+    /// The newest instance action, if it failed: its name and what Nova says went wrong (the
+    /// event's `details`, 2.84+, or the admin-only `traceback`). `action` is the lifecycle's
+    /// name for it; Nova records its own (`stop` for a suspend in stop mode), so the newest
+    /// action is taken whatever its name: it is the one the job started.
     fn action_error<'a>(
         &'a self,
-        _p: &'a str,
-        _id: &'a str,
-        _a: &'a str,
+        project: &'a str,
+        id: &'a str,
+        _action: &'a str,
     ) -> BoxFuture<'a, CloudResult<Option<String>>> {
-        Box::pin(async move { Ok(None) })
+        Box::pin(async move {
+            let actions = self.compute.instance_actions(project, id).await.map_err(kind)?;
+            let Some(last) = actions.into_iter().next() else { return Ok(None) };
+            if last.message.as_deref() != Some("Error") {
+                return Ok(None);
+            }
+            let detail = self.compute.instance_action(project, id, &last.request_id).await.map_err(kind)?;
+            let why = detail
+                .events
+                .iter()
+                .filter(|e| e.result.as_deref() == Some("Error"))
+                .find_map(|e| e.details.clone().or_else(|| e.traceback.clone()))
+                .unwrap_or_else(|| "no details recorded".into());
+            Ok(Some(format!("{} failed (request {}): {why}", last.action, last.request_id)))
+        })
     }
 }
 

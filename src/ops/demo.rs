@@ -48,6 +48,8 @@ pub fn demo_timings() -> Timings {
         volume_create_ms: 700,
         attach_ms: 500,
         detach_ms: 300,
+        action_ms: 700,
+        delete_ms: 500,
         token_lifetime_s: 3600,
     }
 }

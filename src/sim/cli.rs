@@ -33,6 +33,12 @@ pub struct SimArgs {
     /// Attach (`reserved` → `in-use`), seconds.
     #[arg(long, default_value_t = 1.0)]
     pub attach_secs: f64,
+    /// A server action (stop, suspend, resize, ...) runs this long, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub action_secs: f64,
+    /// A deleted server shows `deleting` this long, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub delete_secs: f64,
     /// Token lifetime, seconds.
     #[arg(long, default_value_t = 3600)]
     pub token_lifetime_secs: u64,
@@ -91,6 +97,8 @@ pub async fn run(args: SimArgs) -> CliResult {
         volume_create_ms: ms(args.volume_secs),
         attach_ms: ms(args.attach_secs),
         detach_ms: ms(args.attach_secs / 2.0),
+        action_ms: ms(args.action_secs),
+        delete_ms: ms(args.delete_secs),
         token_lifetime_s: args.token_lifetime_secs,
     };
     let handle = Simulator::start(SimConfig {

@@ -24,11 +24,13 @@ use crate::openstack::compute::protocol::*;
 use crate::openstack::protocol_time;
 use crate::sim::Sim;
 use crate::sim::http::{
-    ApiError, ApiResult, Injected, Microversion, NOVA_MAX, NOVA_MIN, QueryPairs, Service, authenticate, json,
-    parse_body, scoped,
+    ApiError, ApiResult, Injected, LocalRequestId, Microversion, NOVA_MAX, NOVA_MIN, QueryPairs, Service,
+    authenticate, json, parse_body, scoped,
 };
 use crate::sim::seed::SeedFlavor;
-use crate::sim::state::{AttachRec, ServerRec, TokenInfo, VolAttach, World, after, new_id};
+use crate::sim::state::{
+    ActionRec, AttachRec, Life, Pending, ServerRec, TokenInfo, Vm, VolAttach, World, after, new_id,
+};
 
 const S: Service = Service::Compute;
 const HOST: &str = "sim-compute-1";
@@ -47,6 +49,9 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route(&format!("{v}/servers"), get(list_servers).post(create_server))
         .route(&format!("{v}/servers/detail"), get(list_servers_detail))
         .route(&format!("{v}/servers/{{id}}"), get(show_server).put(update_server).delete(delete_server))
+        .route(&format!("{v}/servers/{{id}}/action"), axum::routing::post(server_action))
+        .route(&format!("{v}/servers/{{id}}/os-instance-actions"), get(list_instance_actions))
+        .route(&format!("{v}/servers/{{id}}/os-instance-actions/{{request_id}}"), get(show_instance_action))
         .route(&format!("{v}/servers/{{id}}/tags"), get(get_tags).put(replace_tags).delete(clear_tags))
         .route(&format!("{v}/servers/{{id}}/tags/{{tag}}"), get(check_tag).put(add_tag).delete(remove_tag))
         .route(
@@ -260,7 +265,8 @@ pub(crate) fn server_view(
     mv: Microversion,
 ) -> Server {
     let v = s.view(now);
-    let flavor = w.seed.flavors.iter().find(|f| f.id == s.flavor_id);
+    let flavor_id = s.flavor_at(now);
+    let flavor = w.seed.flavors.iter().find(|f| f.id == flavor_id);
     let mut addresses: BTreeMap<String, Vec<Address>> = BTreeMap::new();
     if v.status != "DELETED" {
         for (port_id, _) in &s.ports {
@@ -290,8 +296,8 @@ pub(crate) fn server_view(
         }
     } else {
         ServerFlavor {
-            id: Some(s.flavor_id.clone()),
-            links: Some(links(sim, "flavors", &s.flavor_id)[1..].to_vec()),
+            id: Some(flavor_id.to_string()),
+            links: Some(links(sim, "flavors", flavor_id)[1..].to_vec()),
             ..Default::default()
         }
     };
@@ -345,7 +351,7 @@ pub(crate) fn server_view(
             .collect(),
         security_groups: Some(vec![NamedRef { name: "default".into() }]),
         fault: v.fault.map(|(code, message, created)| Fault { code, message, created, details: None }),
-        tags: mv.at_least(2, 26).then(|| s.tags.clone()),
+        tags: mv.at_least(2, 26).then(|| s.live_tags(now).to_vec()),
         description: if mv.at_least(2, 19) { Some(s.description.clone().unwrap_or_default()) } else { None },
         locked: mv.at_least(2, 9).then_some(false),
         locked_reason: None,
@@ -470,15 +476,16 @@ fn list(sim: &Sim, headers: &HeaderMap, q: &QueryPairs, mv: Microversion, detail
         if !scope_ok {
             continue;
         }
-        if s.deleted.is_some() && since.is_none() {
+        if s.gone(now) && since.is_none() {
             continue;
         }
         // The stored filters first (cheap), then those on the derived state.
-        if !tags.iter().all(|t| s.tags.contains(t))
-            || !(tags_any.is_empty() || tags_any.iter().any(|t| s.tags.contains(t)))
-            || (!not_tags.is_empty() && not_tags.iter().all(|t| s.tags.contains(t)))
-            || not_tags_any.iter().any(|t| s.tags.contains(t))
-            || flavor.is_some_and(|f| f != s.flavor_id)
+        let st = s.live_tags(now);
+        if !tags.iter().all(|t| st.contains(t))
+            || !(tags_any.is_empty() || tags_any.iter().any(|t| st.contains(t)))
+            || (!not_tags.is_empty() && not_tags.iter().all(|t| st.contains(t)))
+            || not_tags_any.iter().any(|t| st.contains(t))
+            || flavor.is_some_and(|f| f != s.flavor_at(now))
             || image.is_some_and(|i| Some(i) != s.image_id.as_deref())
             || name.as_ref().is_some_and(|r| !r.is_match(&s.name))
         {
@@ -724,6 +731,7 @@ async fn create_server(
         stuck: injected.stuck,
         modified: now,
         deleted: None,
+        life: Life::default(),
     };
     w.servers.insert(id.clone(), rec);
     w.server_order.insert(seq, id.clone());
@@ -1318,4 +1326,250 @@ async fn list_keypairs(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiRe
         })
         .collect();
     Ok(json(StatusCode::OK, &serde_json::json!({ "keypairs": keypairs })))
+}
+
+// ---- server actions ----
+
+/// Nova's 409 for an action the server's state does not allow.
+fn invalid_state(action: &str, id: &str, what: &str, state: &str) -> ApiError {
+    ApiError::new(S, 409, format!("Cannot '{action}' instance {id} while it is in {what} {state}"))
+}
+
+/// What an action needs and does: the states it is allowed from, the task it shows, the state
+/// it ends in. `None` for an unknown action.
+fn action_rule(name: &str) -> Option<(&'static str, &'static [Vm], Option<&'static str>, Vm)> {
+    use Vm::*;
+    Some(match name {
+        "os-stop" => ("stop", &[Active], Some("powering-off"), Stopped),
+        "os-start" => ("start", &[Stopped], Some("powering-on"), Active),
+        "suspend" => ("suspend", &[Active], Some("suspending"), Suspended),
+        "resume" => ("resume", &[Suspended], Some("resuming"), Active),
+        "pause" => ("pause", &[Active], Some("pausing"), Paused),
+        "unpause" => ("unpause", &[Paused], Some("unpausing"), Active),
+        // With Nova's default shelved_offload_time of 0, shelving offloads at once.
+        "shelve" => ("shelve", &[Active, Stopped, Paused, Suspended], Some("shelving"), ShelvedOffloaded),
+        "shelveOffload" => ("shelveOffload", &[], Some("shelving_offloading"), ShelvedOffloaded),
+        "unshelve" => ("unshelve", &[ShelvedOffloaded], Some("unshelving"), Active),
+        "resize" => ("resize", &[Active, Stopped], Some("resize_prep"), Resized),
+        // The `to` of these two is the state before the resize, filled in below.
+        "confirmResize" => ("confirmResize", &[Resized], None, Active),
+        "revertResize" => ("revertResize", &[Resized], Some("resize_reverting"), Active),
+        _ => return None,
+    })
+}
+
+/// `POST /servers/{id}/action`: the lifecycle actions, with Nova's state checks (409), task
+/// states while they run, quota on resize (403), and fault rules matched by action.
+async fn server_action(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    injected: Option<Extension<Injected>>,
+    rid: Option<Extension<LocalRequestId>>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let req: serde_json::Map<String, serde_json::Value> = parse_body(S, &body)?;
+    let (name, arg) = match req.iter().next() {
+        Some((k, v)) if req.len() == 1 => (k.clone(), v.clone()),
+        _ => return Err(ApiError::bad_request(S, "Malformed request body")),
+    };
+    let Some((action, from, task, mut to)) = action_rule(&name) else {
+        return Err(ApiError::bad_request(S, format!("There is no such action: {name}")));
+    };
+    let injected = injected.map(|e| e.0).unwrap_or_default();
+    let request_id = rid.map(|r| r.0.0).unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
+    let now = Utc::now();
+    let mut w = sim.world();
+    let action_ms = w.timings.action_ms;
+    let s = w.server_mut(&id).filter(|s| visible(&tok, s)).ok_or_else(|| server_not_found(&id))?;
+    s.settle(now);
+    if s.stuck || now < s.boot_done {
+        return Err(invalid_state(action, &id, "vm_state", "building"));
+    }
+    if s.fault.is_some() {
+        return Err(invalid_state(action, &id, "vm_state", "error"));
+    }
+    if s.deleted.is_some() {
+        return Err(invalid_state(action, &id, "task_state", "deleting"));
+    }
+    if let Some(p) = &s.life.pending {
+        return Err(invalid_state(action, &id, "task_state", p.task.unwrap_or("migrating")));
+    }
+    let vm = s.life.vm;
+    if !from.contains(&vm) {
+        return Err(invalid_state(action, &id, "vm_state", vm.vm_state()));
+    }
+    let (project, current) = (s.project_id.clone(), s.flavor_id.clone());
+    let resized_from = s.life.resized_from.clone();
+    let mut flavor: Option<String> = None;
+    match action {
+        "resize" => {
+            let want = arg["flavorRef"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| arg["flavorRef"].as_i64().map(|n| n.to_string()));
+            let Some(want) = want else {
+                return Err(ApiError::bad_request(
+                    S,
+                    "Invalid input for field/attribute resize. Value: {}. 'flavorRef' is a required property",
+                ));
+            };
+            let want = want.rsplit('/').next().unwrap_or_default().to_string();
+            let find = |fid: &str| w.seed.flavors.iter().find(|f| f.id == fid).cloned();
+            let new = find(&want)
+                .ok_or_else(|| ApiError::bad_request(S, format!("Flavor {want} could not be found.")))?;
+            if new.id == current {
+                return Err(ApiError::bad_request(S, "When resizing, instances must change flavor!"));
+            }
+            let old = find(&current);
+            let (dc, dr) = match &old {
+                Some(o) => (new.vcpus as i64 - o.vcpus as i64, new.ram as i64 - o.ram as i64),
+                None => (new.vcpus as i64, new.ram as i64),
+            };
+            let (quota, used) = (w.quotas_of(&project), w.usage_of(&project));
+            let over: Vec<_> = [("cores", dc, used.cores, quota.cores), ("ram", dr, used.ram, quota.ram)]
+                .into_iter()
+                .filter(|(_, req, used, limit)| *req > 0 && *limit >= 0 && used + req > *limit)
+                .collect();
+            if !over.is_empty() {
+                return Err(quota_exceeded(&over));
+            }
+            if injected.server_error.is_none() {
+                let u = w.usage_mut(&project);
+                u.cores += dc;
+                u.ram += dr;
+            }
+            flavor = Some(new.id);
+        }
+        "confirmResize" => to = resized_from.as_ref().map(|r| r.1).unwrap_or(Vm::Active),
+        "revertResize" => {
+            let (old_id, before) = resized_from.clone().unwrap_or((current.clone(), Vm::Active));
+            to = before;
+            let find = |fid: &str| w.seed.flavors.iter().find(|f| f.id == fid).cloned();
+            if let (Some(new), Some(old)) = (find(&current), find(&old_id))
+                && injected.server_error.is_none()
+            {
+                let u = w.usage_mut(&project);
+                u.cores += old.vcpus as i64 - new.vcpus as i64;
+                u.ram += old.ram as i64 - new.ram as i64;
+            }
+            flavor = Some(old_id);
+        }
+        _ => {}
+    }
+    let until = if injected.stuck {
+        now + chrono::Duration::days(3650)
+    } else {
+        after(now, Duration::from_millis(action_ms))
+    };
+    let s = w.server_mut(&id).ok_or_else(|| server_not_found(&id))?;
+    match action {
+        "resize" if injected.server_error.is_none() => s.life.resized_from = Some((current, vm)),
+        "confirmResize" | "revertResize" if injected.server_error.is_none() => s.life.resized_from = None,
+        _ => {}
+    }
+    s.life.actions.push(ActionRec {
+        action: action.to_string(),
+        request_id,
+        user_id: tok.user_id.clone(),
+        start: now,
+        finish: None,
+        error: None,
+    });
+    s.life.pending = Some(Pending { action, task, until, to, flavor, error: injected.server_error });
+    s.modified = now;
+    drop(w);
+    Ok(if action == "confirmResize" { StatusCode::NO_CONTENT } else { StatusCode::ACCEPTED }.into_response())
+}
+
+fn action_time(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+fn instance_action_json(s: &ServerRec, a: &ActionRec, mv: Microversion) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "action": a.action,
+        "instance_uuid": s.id,
+        "message": a.error.as_ref().map(|_| "Error"),
+        "project_id": s.project_id,
+        "request_id": a.request_id,
+        "start_time": action_time(&a.start),
+        "user_id": a.user_id,
+    });
+    if mv.at_least(2, 58) {
+        v["updated_at"] = serde_json::json!(action_time(&a.finish.unwrap_or(a.start)));
+    }
+    v
+}
+
+/// The server's instance actions as of `now` (an action that has finished is shown finished).
+fn actions_at(s: &ServerRec, now: DateTime<Utc>) -> Vec<ActionRec> {
+    let mut c = s.clone();
+    c.settle(now);
+    c.life.actions
+}
+
+/// `GET /servers/{id}/os-instance-actions`: newest first.
+async fn list_instance_actions(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    v: Option<Extension<Microversion>>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let now = Utc::now();
+    let w = sim.world();
+    let s = w.server(&id).filter(|s| visible(&tok, s)).ok_or_else(|| server_not_found(&id))?;
+    let mut actions = vec![serde_json::json!({
+        "action": "create",
+        "instance_uuid": s.id,
+        "message": s.fault.as_ref().map(|_| "Error"),
+        "project_id": s.project_id,
+        "request_id": format!("req-{}", s.id),
+        "start_time": action_time(&s.created),
+        "user_id": s.user_id,
+    })];
+    let mv = mv(v);
+    actions.extend(actions_at(s, now).iter().map(|a| instance_action_json(s, a, mv)));
+    actions.reverse();
+    Ok(json(StatusCode::OK, &serde_json::json!({"instanceActions": actions})))
+}
+
+/// `GET /servers/{id}/os-instance-actions/{request_id}`: the action with its events; a failed
+/// event carries the error in `details` (2.84+) and, for admins, `traceback`.
+async fn show_instance_action(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, request_id)): Path<(String, String)>,
+    v: Option<Extension<Microversion>>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let now = Utc::now();
+    let w = sim.world();
+    let s = w.server(&id).filter(|s| visible(&tok, s)).ok_or_else(|| server_not_found(&id))?;
+    let mv = mv(v);
+    let actions = actions_at(s, now);
+    let a = actions.iter().find(|a| a.request_id == request_id).ok_or_else(|| {
+        ApiError::not_found(S, format!("Action for request_id {request_id} on instance {id} not found"))
+    })?;
+    let mut out = instance_action_json(s, a, mv);
+    let mut event = serde_json::json!({
+        "event": format!("compute_{}_instance", a.action.to_ascii_lowercase()),
+        "start_time": action_time(&a.start),
+        "finish_time": a.finish.as_ref().map(action_time),
+        "result": a.finish.map(|_| if a.error.is_some() { "Error" } else { "Success" }),
+    });
+    if tok.is_admin() {
+        event["traceback"] = serde_json::json!(a.error);
+    }
+    if mv.at_least(2, 62) {
+        event["host"] = serde_json::json!(HOST);
+        event["hostId"] = serde_json::json!(host_id(&s.project_id));
+    }
+    if mv.at_least(2, 84) {
+        event["details"] = serde_json::json!(a.error);
+    }
+    out["events"] = serde_json::json!([event]);
+    Ok(json(StatusCode::OK, &serde_json::json!({"instanceAction": out})))
 }

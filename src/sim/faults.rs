@@ -16,6 +16,9 @@ pub struct FaultRule {
     pub method: Option<String>,
     /// A regex searched in the request path (e.g. `/servers$`); any when absent.
     pub path: Option<String>,
+    /// A server action (the key of a `POST /servers/{id}/action` body: `os-stop`, `resize`,
+    /// `confirmResize`, ...): the rule matches only that action.
+    pub action: Option<String>,
     /// Answer this status with the service's error body instead of calling the API.
     pub status: Option<u16>,
     /// The error message (a sensible default per status otherwise).
@@ -26,7 +29,9 @@ pub struct FaultRule {
     pub retry_after: Option<String>,
     /// Delay the answer by this many milliseconds.
     pub latency_ms: Option<u64>,
-    /// A server created by the matched request goes to `ERROR` with this fault message.
+    /// A server created by the matched request goes to `ERROR` with this fault message; a
+    /// server action it starts fails with it (the server stays as it was, the instance action
+    /// records the error).
     pub server_error: Option<String>,
     /// A resource created (server, volume) or attached by the matched request stays in its
     /// transitional state (`BUILD`, `creating`, `attaching`).
@@ -103,7 +108,19 @@ impl Faults {
     }
 
     /// Matches a request against the rules, consuming one shot of each rule that fires.
+    #[cfg(test)]
     pub fn check(&mut self, service: &str, method: &str, path: &str) -> Option<Effect> {
+        self.check_action(service, method, path, None)
+    }
+
+    /// [`Faults::check`] for a request that is a server action (`action`: the body's key).
+    pub fn check_action(
+        &mut self,
+        service: &str,
+        method: &str,
+        path: &str,
+        action: Option<&str>,
+    ) -> Option<Effect> {
         if self.rules.is_empty() {
             return None;
         }
@@ -115,6 +132,7 @@ impl Faults {
             if a.rule.service.as_deref().is_some_and(|s| !s.eq_ignore_ascii_case(service))
                 || a.rule.method.as_deref().is_some_and(|m| !m.eq_ignore_ascii_case(method))
                 || a.path.as_ref().is_some_and(|r| !r.is_match(path))
+                || a.rule.action.as_deref().is_some_and(|want| action != Some(want))
             {
                 continue;
             }
@@ -173,5 +191,18 @@ mod tests {
         let mut never = Faults::default();
         never.add(FaultRule { probability: Some(0.0), status: Some(500), ..Default::default() }).unwrap();
         assert!(never.check("compute", "GET", "/x").is_none());
+    }
+
+    #[test]
+    fn an_action_rule_matches_only_that_server_action() {
+        let mut f = Faults::default();
+        f.add(FaultRule { action: Some("os-stop".into()), status: Some(409), ..Default::default() }).unwrap();
+        let path = "/compute/v2.1/servers/x/action";
+        assert!(f.check("compute", "POST", path).is_none(), "not an action request");
+        assert!(f.check_action("compute", "POST", path, Some("os-start")).is_none());
+        assert_eq!(
+            f.check_action("compute", "POST", path, Some("os-stop")).unwrap().respond.unwrap().status,
+            409
+        );
     }
 }

@@ -326,6 +326,11 @@ fn negotiate(
     }
 }
 
+/// The request id the simulator answers with (`x-openstack-request-id`); instance actions
+/// record it.
+#[derive(Debug, Clone)]
+pub struct LocalRequestId(pub String);
+
 /// Marks left by fault rules for the handler (what the request creates ends in ERROR / stuck).
 #[derive(Debug, Clone, Default)]
 pub struct Injected {
@@ -362,9 +367,20 @@ pub async fn api_layer(State(sim): State<Arc<Sim>>, mut req: Request, next: Next
         *ids.entry(global.to_string()).or_insert(0) += 1;
     }
 
+    // A server action names itself in the body: fault rules may match it.
+    let mut action: Option<String> = None;
+    if service == Service::Compute && method == Method::POST && path.ends_with("/action") {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+        action = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+            .ok()
+            .and_then(|m| m.keys().next().cloned());
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    req.extensions_mut().insert(LocalRequestId(request_id.clone()));
     let effect: Option<Effect> = {
         let mut faults = sim.faults.lock().unwrap_or_else(|e| e.into_inner());
-        faults.check(service.name(), method.as_str(), &path)
+        faults.check_action(service.name(), method.as_str(), &path, action.as_deref())
     };
     let mut version: Option<Microversion> = None;
     let mut resp = 'resp: {

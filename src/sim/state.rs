@@ -31,6 +31,11 @@ pub struct Timings {
     pub attach_ms: u64,
     /// Detach: `detaching` → `available`, milliseconds.
     pub detach_ms: u64,
+    /// A server action (stop, start, suspend, resume, pause, unpause, shelve, unshelve,
+    /// resize, confirmResize, revertResize) runs this long with its task state, milliseconds.
+    pub action_ms: u64,
+    /// A deleted server stays visible with task state `deleting` this long, milliseconds.
+    pub delete_ms: u64,
     /// Token lifetime, seconds.
     pub token_lifetime_s: u64,
 }
@@ -43,6 +48,8 @@ impl Default for Timings {
             volume_create_ms: 1000,
             attach_ms: 1000,
             detach_ms: 500,
+            action_ms: 1000,
+            delete_ms: 1000,
             token_lifetime_s: 3600,
         }
     }
@@ -57,6 +64,8 @@ impl Timings {
             volume_create_ms: 30,
             attach_ms: 30,
             detach_ms: 20,
+            action_ms: 30,
+            delete_ms: 20,
             token_lifetime_s: 3600,
         }
     }
@@ -263,8 +272,98 @@ pub struct ServerRec {
     pub stuck: bool,
     /// Last explicit change (metadata, tags, attachments, ...).
     pub modified: DateTime<Utc>,
-    /// Set when deleted: the server is gone from every API except `changes-since` lists.
+    /// When the deletion finishes: until then the server shows task state `deleting`; after
+    /// it the server is gone from every API except `changes-since` lists (and has no tags).
     pub deleted: Option<DateTime<Utc>>,
+    /// What happened to it after the boot: power state, the action in progress, its history.
+    pub life: Life,
+}
+
+/// A server's settled state after its boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vm {
+    #[default]
+    Active,
+    Stopped,
+    Suspended,
+    Paused,
+    ShelvedOffloaded,
+    /// Resized, waiting for confirmResize or revertResize (`VERIFY_RESIZE`).
+    Resized,
+}
+
+impl Vm {
+    pub fn status(self) -> &'static str {
+        match self {
+            Vm::Active => "ACTIVE",
+            Vm::Stopped => "SHUTOFF",
+            Vm::Suspended => "SUSPENDED",
+            Vm::Paused => "PAUSED",
+            Vm::ShelvedOffloaded => "SHELVED_OFFLOADED",
+            Vm::Resized => "VERIFY_RESIZE",
+        }
+    }
+
+    pub fn vm_state(self) -> &'static str {
+        match self {
+            Vm::Active => "active",
+            Vm::Stopped => "stopped",
+            Vm::Suspended => "suspended",
+            Vm::Paused => "paused",
+            Vm::ShelvedOffloaded => "shelved_offloaded",
+            Vm::Resized => "resized",
+        }
+    }
+
+    /// Nova's power state codes: 1 running, 3 paused, 4 shutdown, 7 suspended, 0 no state.
+    pub fn power_state(self) -> u8 {
+        match self {
+            Vm::Active | Vm::Resized => 1,
+            Vm::Stopped => 4,
+            Vm::Suspended => 7,
+            Vm::Paused => 3,
+            Vm::ShelvedOffloaded => 0,
+        }
+    }
+}
+
+/// An action Nova accepted and is carrying out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// The instance action's name (`stop`, `resize`, ...).
+    pub action: &'static str,
+    /// The task state shown meanwhile (`powering-off`, `resize_prep`, ...), if any.
+    pub task: Option<&'static str>,
+    pub until: DateTime<Utc>,
+    pub to: Vm,
+    /// The flavor the server has once the action is done (resize, revert).
+    pub flavor: Option<String>,
+    /// The action fails: the server stays as it was and the instance action records this.
+    pub error: Option<String>,
+}
+
+/// One entry of `os-instance-actions`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRec {
+    pub action: String,
+    pub request_id: String,
+    pub user_id: String,
+    pub start: DateTime<Utc>,
+    pub finish: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Life {
+    /// The settled state (after the boot, before `pending`).
+    pub vm: Vm,
+    /// When `vm` was last settled (it moves `updated`).
+    pub since: Option<DateTime<Utc>>,
+    pub pending: Option<Pending>,
+    /// While `VERIFY_RESIZE`: the flavor before, and the state a revert or confirm returns to.
+    pub resized_from: Option<(String, Vm)>,
+    pub actions: Vec<ActionRec>,
 }
 
 /// A server's state at one instant, derived from its record.
@@ -280,8 +379,84 @@ pub struct ServerView {
 }
 
 impl ServerRec {
+    /// Deleted, and the deletion has finished.
+    pub fn gone(&self, now: DateTime<Utc>) -> bool {
+        self.deleted.is_some_and(|d| d <= now)
+    }
+
+    /// The tags as the API shows them: a deleted server has none (Nova drops them).
+    pub fn live_tags(&self, now: DateTime<Utc>) -> &[String] {
+        if self.gone(now) { &[] } else { &self.tags }
+    }
+
+    /// The flavor the server has at `now` (a resize switches it when it reaches `VERIFY_RESIZE`).
+    pub fn flavor_at(&self, now: DateTime<Utc>) -> &str {
+        match &self.life.pending {
+            Some(p) if p.until <= now && p.error.is_none() => p.flavor.as_deref().unwrap_or(&self.flavor_id),
+            _ => &self.flavor_id,
+        }
+    }
+
+    /// The settled state at `now`, the task running, and when the state last changed.
+    pub fn vm_at(&self, now: DateTime<Utc>) -> (Vm, Option<&'static str>, Option<DateTime<Utc>>) {
+        match &self.life.pending {
+            Some(p) if p.until <= now => {
+                (if p.error.is_some() { self.life.vm } else { p.to }, None, Some(p.until))
+            }
+            Some(p) => (self.life.vm, p.task, self.life.since),
+            None => (self.life.vm, None, self.life.since),
+        }
+    }
+
+    /// The flavor whose vCPUs and RAM quota usage counts: the target of a resize in progress
+    /// (usage moves when Nova accepts it), else the server's flavor.
+    pub fn counted_flavor(&self) -> &str {
+        match &self.life.pending {
+            Some(p) if p.error.is_none() => p.flavor.as_deref().unwrap_or(&self.flavor_id),
+            _ => &self.flavor_id,
+        }
+    }
+
+    /// Applies an action that has finished: its new state and flavor, and its history entry.
+    pub fn settle(&mut self, now: DateTime<Utc>) {
+        let Some(p) = self.life.pending.take_if(|p| p.until <= now) else { return };
+        if p.error.is_none() {
+            self.life.vm = p.to;
+            if let Some(f) = p.flavor {
+                self.flavor_id = f;
+            }
+        }
+        self.life.since = Some(p.until);
+        if let Some(a) =
+            self.life.actions.iter_mut().rev().find(|a| a.action == p.action && a.finish.is_none())
+        {
+            a.finish = Some(p.until);
+            a.error = p.error;
+        }
+    }
+
+    fn after_boot(&self, now: DateTime<Utc>, updated: DateTime<Utc>) -> ServerView {
+        let (vm, task, since) = self.vm_at(now);
+        let deleting = self.deleted.is_some();
+        let mut updated = updated.max(since.unwrap_or(updated));
+        if let Some(p) = &self.life.pending
+            && let Some(a) = self.life.actions.iter().rev().find(|a| a.action == p.action)
+        {
+            updated = updated.max(a.start.min(now));
+        }
+        ServerView {
+            status: vm.status(),
+            vm_state: vm.vm_state(),
+            task_state: if deleting { Some("deleting") } else { task },
+            power_state: vm.power_state(),
+            updated,
+            launched_at: Some(self.boot_done),
+            fault: None,
+        }
+    }
+
     pub fn view(&self, now: DateTime<Utc>) -> ServerView {
-        if let Some(d) = self.deleted {
+        if let Some(d) = self.deleted.filter(|d| *d <= now) {
             return ServerView {
                 status: "DELETED",
                 vm_state: "deleted",
@@ -304,6 +479,9 @@ impl ServerRec {
             };
         }
         let updated = self.modified.max(self.boot_done);
+        if self.fault.is_none() {
+            return self.after_boot(now, updated);
+        }
         match &self.fault {
             Some((code, msg)) => ServerView {
                 status: "ERROR",
@@ -556,13 +734,15 @@ impl World {
         self.projects.get(project).map(|p| p.quotas).unwrap_or_default()
     }
 
-    /// A live (not deleted) server.
+    /// A live server (not deleted, or still being deleted).
     pub fn server(&self, id: &str) -> Option<&ServerRec> {
-        self.servers.get(id).filter(|s| s.deleted.is_none())
+        let now = Utc::now();
+        self.servers.get(id).filter(|s| !s.gone(now))
     }
 
     pub fn server_mut(&mut self, id: &str) -> Option<&mut ServerRec> {
-        self.servers.get_mut(id).filter(|s| s.deleted.is_none())
+        let now = Utc::now();
+        self.servers.get_mut(id).filter(|s| !s.gone(now))
     }
 
     /// A port's status: `ACTIVE` once the server it is bound to is `ACTIVE`, else `DOWN`.
@@ -683,12 +863,20 @@ impl World {
     /// Deletes a server: unbinds the ports Nova did not create, deletes those it did, detaches
     /// volumes, frees the quota. The record stays as a tombstone for `changes-since`.
     pub fn delete_server(&mut self, id: &str, now: DateTime<Utc>) -> bool {
+        let delete = Duration::from_millis(self.timings.delete_ms);
         let Some(s) = self.server_mut(id) else { return false };
-        s.deleted = Some(now);
+        if s.deleted.is_some() {
+            return true; // being deleted already
+        }
+        s.settle(now);
+        s.deleted = Some(after(now, delete));
+        // Usage counts the flavor an accepted resize moves to (see `ServerRec::counted_flavor`).
+        let counted = ServerRec::counted_flavor(s).to_string();
+        s.life.pending = None;
         let ports = std::mem::take(&mut s.ports);
         let vols = std::mem::take(&mut s.volumes);
         let project = s.project_id.clone();
-        let flavor = s.flavor_id.clone();
+        let flavor = counted;
         for (port, nova_created) in ports {
             if nova_created {
                 self.delete_port(&port);
@@ -773,6 +961,7 @@ mod tests {
             stuck: false,
             modified: now,
             deleted: None,
+            life: Life::default(),
         }
     }
 

@@ -36,6 +36,8 @@ fn observable() -> Timings {
         volume_create_ms: 500,
         attach_ms: 900,
         detach_ms: 500,
+        action_ms: 500,
+        delete_ms: 500,
         token_lifetime_s: 3600,
     }
 }
@@ -661,10 +663,12 @@ async fn sim_servers_ports_and_volumes_change_state_over_time() {
     for s in [&id, &auto] {
         let r = env.call(Method::DELETE, &format!("/compute/v2.1/servers/{s}"), &demo, None, None).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        assert_eq!(
-            env.get(&format!("/compute/v2.1/servers/{s}"), &demo).await.status(),
-            StatusCode::NOT_FOUND
-        );
+        // Deleting takes a while (task state `deleting`), then the server is gone.
+        eventually("deleted", || async {
+            (env.get(&format!("/compute/v2.1/servers/{s}"), &demo).await.status() == StatusCode::NOT_FOUND)
+                .then_some(())
+        })
+        .await;
     }
     let p: PortBody = env.get(&format!("/networking/v2.0/ports/{port}"), &demo).await.json().await.unwrap();
     assert_eq!((p.port.status.as_str(), p.port.device_id.as_str()), ("DOWN", ""));
@@ -721,11 +725,16 @@ async fn sim_server_list_filters_by_tags_name_status_and_changes_since() {
     assert!(built > servers[0].created);
     assert_eq!(list(format!("tags=batch-7&{}", since(built))).await.0, both);
     assert!(list(format!("tags=batch-7&{}", since(built + chrono::Duration::seconds(2)))).await.0.is_empty());
-    // A deleted server shows up as DELETED, but only to changes-since.
+    // A deleted server shows up as DELETED, but only to changes-since, and without its tags
+    // (Nova drops them), so a tag filter no longer finds it.
     env.call(Method::DELETE, &format!("/compute/v2.1/servers/{b}"), &demo, None, None).await;
-    let (ids, servers) = list(format!("tags=batch-7&{}", since(t0))).await;
-    assert_eq!(ids, both);
-    assert_eq!(servers.iter().find(|s| s.id == b).unwrap().status, "DELETED");
+    let servers = eventually("DELETED", || async {
+        let (_, servers) = list(since(t0)).await;
+        servers.iter().any(|s| s.id == b && s.status == "DELETED").then_some(servers)
+    })
+    .await;
+    assert_eq!(servers.iter().find(|s| s.id == b).unwrap().tags.as_deref(), Some(&[][..]));
+    assert_eq!(list(format!("tags=batch-7&{}", since(t0))).await.0, vec![a.clone()]);
     assert_eq!(list("tags=batch-7".into()).await.0, vec![a.clone()]);
     let bad = env
         .call(Method::GET, "/compute/v2.1/servers/detail?changes-since=yesterday", &demo, None, None)
@@ -1236,4 +1245,136 @@ async fn sim_a_new_project_works_like_a_seeded_one_with_its_quotas_enforced() {
     assert_eq!(vol(1).await.status(), StatusCode::PAYLOAD_TOO_LARGE, "volume quota 1");
     let usage = &env.sim.control().resources().projects[&pid];
     assert_eq!((usage.usage.instances, usage.usage.ports, usage.usage.volumes), (2, 1, 1));
+}
+
+/// GET a server at 2.84: (status, task_state, flavor name).
+async fn server_state(env: &Env, token: &str, id: &str) -> (String, Option<String>, String) {
+    let r = env.call(Method::GET, &format!("/compute/v2.1/servers/{id}"), token, Some("2.84"), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let s = r.json::<ServerBody>().await.unwrap().server;
+    let flavor = s.flavor.and_then(|f| f.original_name).unwrap_or_default();
+    (s.status, s.task_state, flavor)
+}
+
+async fn settled(env: &Env, token: &str, id: &str, status: &str) -> String {
+    eventually(status, || async {
+        let (st, task, flavor) = server_state(env, token, id).await;
+        (st == status && task.is_none()).then_some(flavor)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sim_server_actions_follow_novas_states_tasks_and_conflicts() {
+    let env = start(Timings::fast()).await;
+    let demo = env.token("provisioner", "provisioner", "demo").await;
+    let id = env.server_id(&demo, "vm", json!({})).await;
+    let small = settled(&env, &demo, &id, "ACTIVE").await;
+    let act = |body: Value| {
+        let (env, demo, id) = (&env, &demo, &id);
+        async move {
+            env.call(
+                Method::POST,
+                &format!("/compute/v2.1/servers/{id}/action"),
+                demo,
+                Some("2.84"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let r = act(json!({"os-start": null})).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("conflictingRequest") && body.contains("while it is in vm_state active"), "{body}");
+    // Every pair of the lifecycle, there and back.
+    for (there, status, back) in [
+        ("os-stop", "SHUTOFF", "os-start"),
+        ("suspend", "SUSPENDED", "resume"),
+        ("pause", "PAUSED", "unpause"),
+        ("shelve", "SHELVED_OFFLOADED", "unshelve"),
+    ] {
+        assert_eq!(act(json!({there: null})).await.status(), StatusCode::ACCEPTED, "{there}");
+        settled(&env, &demo, &id, status).await;
+        assert_eq!(act(json!({there: null})).await.status(), StatusCode::CONFLICT, "{there} twice");
+        assert_eq!(act(json!({back: null})).await.status(), StatusCode::ACCEPTED, "{back}");
+        settled(&env, &demo, &id, "ACTIVE").await;
+    }
+    assert_eq!(act(json!({"reboot-everything": null})).await.status(), StatusCode::BAD_REQUEST);
+
+    // Resize: to the same flavor is refused; revert goes back to the old flavor, confirm keeps the new.
+    assert_eq!(act(json!({"resize": {"flavorRef": "1"}})).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(act(json!({"resize": {"flavorRef": "2"}})).await.status(), StatusCode::ACCEPTED);
+    let big = settled(&env, &demo, &id, "VERIFY_RESIZE").await;
+    assert_ne!(big, small, "VERIFY_RESIZE shows the new flavor");
+    assert_eq!(act(json!({"revertResize": null})).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(settled(&env, &demo, &id, "ACTIVE").await, small);
+    assert_eq!(
+        act(json!({"confirmResize": null})).await.status(),
+        StatusCode::CONFLICT,
+        "nothing to confirm"
+    );
+    assert_eq!(act(json!({"resize": {"flavorRef": "2"}})).await.status(), StatusCode::ACCEPTED);
+    settled(&env, &demo, &id, "VERIFY_RESIZE").await;
+    assert_eq!(act(json!({"confirmResize": null})).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(settled(&env, &demo, &id, "ACTIVE").await, big);
+
+    // An action held in its task state: the server shows the task, and other actions get 409.
+    env.sim
+        .control()
+        .add_fault(FaultRule {
+            action: Some("os-stop".into()),
+            stuck: true,
+            times: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(act(json!({"os-stop": null})).await.status(), StatusCode::ACCEPTED);
+    let (status, task, _) = server_state(&env, &demo, &id).await;
+    assert_eq!((status.as_str(), task.as_deref()), ("ACTIVE", Some("powering-off")));
+    let r = act(json!({"suspend": null})).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("task_state powering-off"));
+
+    // A resize Nova accepts and then fails: back to ACTIVE on the old flavor, the error recorded.
+    let other = env.server_id(&demo, "vm2", json!({})).await;
+    settled(&env, &demo, &other, "ACTIVE").await;
+    env.sim
+        .control()
+        .add_fault(FaultRule {
+            action: Some("resize".into()),
+            server_error: Some("No valid host was found. There are not enough hosts available.".into()),
+            times: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let path = format!("/compute/v2.1/servers/{other}/action");
+    let r =
+        env.call(Method::POST, &path, &demo, Some("2.84"), Some(json!({"resize": {"flavorRef": "2"}}))).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let actions_path = format!("/compute/v2.1/servers/{other}/os-instance-actions");
+    let last = eventually("the resize recorded as failed", || async {
+        let r = env.call(Method::GET, &actions_path, &demo, Some("2.84"), None).await;
+        let v: Value = r.json().await.unwrap();
+        let last = v["instanceActions"][0].clone();
+        (last["action"] == "resize" && last["message"] == "Error").then_some(last)
+    })
+    .await;
+    assert_eq!(settled(&env, &demo, &other, "ACTIVE").await, small, "still on the old flavor");
+    let rid = last["request_id"].as_str().unwrap();
+    let r = env.call(Method::GET, &format!("{actions_path}/{rid}"), &demo, Some("2.84"), None).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["instanceAction"]["events"][0]["result"], "Error");
+    assert!(v["instanceAction"]["events"][0]["details"].as_str().unwrap().contains("No valid host"));
+
+    // Deleting takes a while: the server shows `deleting`, a second DELETE is fine, then it is gone.
+    let r = env.call(Method::DELETE, &format!("/compute/v2.1/servers/{other}"), &demo, None, None).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = env.call(Method::DELETE, &format!("/compute/v2.1/servers/{other}"), &demo, None, None).await;
+    assert!(matches!(r.status(), StatusCode::NO_CONTENT | StatusCode::NOT_FOUND));
+    eventually("gone", || async {
+        (env.get(&format!("/compute/v2.1/servers/{other}"), &demo).await.status() == StatusCode::NOT_FOUND)
+            .then_some(())
+    })
+    .await;
 }

@@ -117,6 +117,8 @@ async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
         volume_create_ms: 500,
         attach_ms: 600,
         detach_ms: 300,
+        action_ms: 300,
+        delete_ms: 300,
         token_lifetime_s: 3600,
     };
     let sim = Simulator::start(SimConfig { timings, ..SimConfig::default() }).await.unwrap();

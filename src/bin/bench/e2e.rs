@@ -45,6 +45,8 @@ pub(crate) fn zero() -> Timings {
         volume_create_ms: 0,
         attach_ms: 0,
         detach_ms: 0,
+        action_ms: 0,
+        delete_ms: 0,
         token_lifetime_s: 3600,
     }
 }
@@ -313,6 +315,8 @@ async fn realistic(jobs: usize, rate: Option<f64>) -> Result<(f64, f64, f64, f64
         volume_create_ms: 3000,
         attach_ms: 500,
         detach_ms: 500,
+        action_ms: 1000,
+        delete_ms: 1000,
         token_lifetime_s: 3600,
     };
     let simulated = Duration::from_millis(8000 + 3000 + 500).as_secs_f64();

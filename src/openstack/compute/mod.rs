@@ -1,4 +1,5 @@
-//! Nova v2.1: flavors, servers (create, get, list by tags, delete), volume attachments, limits.
+//! Nova v2.1: flavors, servers (create, get, list by tags, delete, actions and their record),
+//! volume attachments, limits.
 //!
 //! Built like the other services: [`ComputeApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`]. Every
@@ -24,9 +25,10 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 
 use self::protocol::{
-    CreatedServer, Flavor, FlavorBody, FlavorList, Limits, LimitsBody, Link, NetworkRequest, Networks,
-    Server, ServerBody, ServerCreate, ServerCreateRequest, ServerCreated, ServerList, VolumeAttachment,
-    VolumeAttachmentBody, VolumeAttachmentCreate, VolumeAttachmentList, VolumeAttachmentRequest,
+    CreatedServer, Flavor, FlavorBody, FlavorList, InstanceAction, InstanceActionBody, InstanceActionList,
+    Limits, LimitsBody, Link, NetworkRequest, Networks, Server, ServerBody, ServerCreate,
+    ServerCreateRequest, ServerCreated, ServerList, VolumeAttachment, VolumeAttachmentBody,
+    VolumeAttachmentCreate, VolumeAttachmentList, VolumeAttachmentRequest,
 };
 use super::error::{ErrorClass, OpenStackError, Service, exactly_one};
 use super::microversion::{self, Microversion};
@@ -298,6 +300,65 @@ impl ComputeApi {
             Err(e) if e.class == ErrorClass::NotFound => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// `POST /servers/{id}/action` with `{name: arg}` (`os-stop`, `resize`, ...). Nova answers
+    /// 202 (204 for `confirmResize`) and carries the action out asynchronously: the server's
+    /// `task_state` shows it running. A state that does not allow it is a 409 (`Conflict`).
+    pub async fn server_action(
+        &self,
+        project: &str,
+        id: &str,
+        name: &str,
+        arg: serde_json::Value,
+    ) -> Result<(), OpenStackError> {
+        let mut body = serde_json::Map::new();
+        body.insert(name.to_string(), arg);
+        let req =
+            Request::new(SERVICE, Method::POST, "/servers/{id}/action", format!("/servers/{id}/action"))
+                .json(&body);
+        self.session.send(project, req).await.map(|_| ())
+    }
+
+    /// Starts a resize to `flavor_id` (then `VERIFY_RESIZE`, confirmed by `confirmResize`).
+    pub async fn resize_server(
+        &self,
+        project: &str,
+        id: &str,
+        flavor_id: &str,
+    ) -> Result<(), OpenStackError> {
+        self.server_action(project, id, "resize", serde_json::json!({"flavorRef": flavor_id})).await
+    }
+
+    /// `GET /servers/{id}/os-instance-actions`: what was done to the server, newest first.
+    pub async fn instance_actions(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Vec<InstanceAction>, OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::GET,
+            "/servers/{id}/os-instance-actions",
+            format!("/servers/{id}/os-instance-actions"),
+        );
+        Ok(self.session.json::<InstanceActionList>(project, req).await?.instance_actions)
+    }
+
+    /// `GET /servers/{id}/os-instance-actions/{request_id}`: one action with its events.
+    pub async fn instance_action(
+        &self,
+        project: &str,
+        id: &str,
+        request_id: &str,
+    ) -> Result<InstanceAction, OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::GET,
+            "/servers/{id}/os-instance-actions/{request_id}",
+            format!("/servers/{id}/os-instance-actions/{request_id}"),
+        );
+        Ok(self.session.json::<InstanceActionBody>(project, req).await?.instance_action)
     }
 
     /// `POST /servers/{id}/os-volume_attachments`. Before 2.101 Nova answers with the

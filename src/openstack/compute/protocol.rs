@@ -425,6 +425,46 @@ pub struct VolumeAttachmentList {
     pub volume_attachments: Vec<VolumeAttachment>,
 }
 
+/// One entry of `GET /servers/{id}/os-instance-actions` (newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceAction {
+    pub action: String,
+    pub request_id: String,
+    /// `"Error"` when the action failed.
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// The events (only in `GET .../os-instance-actions/{request_id}`).
+    #[serde(default)]
+    pub events: Vec<InstanceActionEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceActionEvent {
+    pub event: String,
+    #[serde(default)]
+    pub result: Option<String>,
+    /// The error, for everyone (2.84+).
+    #[serde(default)]
+    pub details: Option<String>,
+    /// The error with its stack, for admins (policy).
+    #[serde(default)]
+    pub traceback: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceActionList {
+    #[serde(rename = "instanceActions")]
+    pub instance_actions: Vec<InstanceAction>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceActionBody {
+    #[serde(rename = "instanceAction")]
+    pub instance_action: InstanceAction,
+}
+
 /// `GET /limits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitsBody {
