@@ -360,7 +360,8 @@ fn suspend_wait<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation
         let Some(id) = job.server_id.clone() else {
             return fail(ErrorClass::Internal, "wait without a server");
         };
-        let server = match look(ctx, job, &id, seen).await {
+        let unacted = |s: &ServerInfo| s.task_state.is_none() && is(s, "ACTIVE");
+        let server = match look_again_if(ctx, job, &id, seen, unacted).await {
             Ok(s) => s,
             Err(o) => return o,
         };
@@ -371,8 +372,10 @@ fn suspend_wait<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation
             if in_any(&server, OUT_OF_SERVICE) {
                 return Outcome::Done;
             }
-            if is(&server, "ACTIVE") {
-                return action_failed(ctx, job, &id, "suspend").await;
+            if is(&server, "ACTIVE")
+                && let Some(o) = action_failed(ctx, job, &id, "suspend").await
+            {
+                return o;
             }
         }
         wait_on(ctx, job, WAIT, Watch::ServerState { id, until: OUT_OF_SERVICE }, "suspend")
@@ -389,18 +392,31 @@ fn gone(job: &Job, id: &str) -> Outcome {
     )
 }
 
-/// An action Nova accepted and then did not carry out (the server is back where it was, with
-/// no task): fail with what Nova recorded, if it did.
-async fn action_failed(ctx: &StepCtx, job: &mut Job, id: &str, action: &str) -> Outcome {
-    let why = ctx.cloud.action_error(&job.project_id, id, action).await.ok().flatten();
+/// The server as a wait step judges it: from the poller's observation, but looked at again
+/// (one GET) when the observation says the action did not happen (`unacted`): a list can be
+/// older than the action it is handed to.
+async fn look_again_if(
+    ctx: &StepCtx,
+    job: &mut Job,
+    id: &str,
+    seen: Option<Observation>,
+    unacted: impl Fn(&ServerInfo) -> bool,
+) -> Result<ServerInfo, Outcome> {
+    let from_list = seen.is_some();
+    let server = look(ctx, job, id, seen).await?;
+    if from_list && unacted(&server) { look(ctx, job, id, None).await } else { Ok(server) }
+}
+
+/// The server is back where it was with no task: the action failed if Nova recorded an error
+/// for it (fail with it: `Some`); otherwise Nova has not started it yet (`None`: keep waiting,
+/// bounded by the wait timeout).
+async fn action_failed(ctx: &StepCtx, job: &mut Job, id: &str, action: &str) -> Option<Outcome> {
+    let why = match ctx.cloud.action_error(&job.project_id, id, action).await {
+        Ok(why) => why?,
+        Err(e) => return Some(Outcome::Error(e)),
+    };
     let status = job.data.server_status.clone().unwrap_or_default();
-    fail(
-        ErrorClass::CloudError,
-        match why {
-            Some(w) => format!("Nova did not {action} server {id} (it is {status}): {w}"),
-            None => format!("Nova did not {action} server {id}: it is {status} with no task running"),
-        },
-    )
+    Some(fail(ErrorClass::CloudError, format!("Nova did not {action} server {id} (it is {status}): {why}")))
 }
 
 // ---- unsuspend ----
@@ -485,7 +501,8 @@ fn unsuspend_wait<'a>(
         let Some(id) = job.server_id.clone() else {
             return fail(ErrorClass::Internal, "wait without a server");
         };
-        let server = match look(ctx, job, &id, seen).await {
+        let unacted = |s: &ServerInfo| s.task_state.is_none() && in_any(s, OUT_OF_SERVICE);
+        let server = match look_again_if(ctx, job, &id, seen, unacted).await {
             Ok(s) => s,
             Err(o) => return o,
         };
@@ -496,8 +513,10 @@ fn unsuspend_wait<'a>(
             if is(&server, "ACTIVE") {
                 return Outcome::Done;
             }
-            if in_any(&server, OUT_OF_SERVICE) {
-                return action_failed(ctx, job, &id, "unsuspend").await;
+            if in_any(&server, OUT_OF_SERVICE)
+                && let Some(o) = action_failed(ctx, job, &id, "unsuspend").await
+            {
+                return o;
             }
         }
         wait_on(ctx, job, WAIT, Watch::ServerState { id, until: UNTIL_ACTIVE }, "unsuspend")
@@ -599,7 +618,8 @@ fn resize_wait<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>
         let (Some(id), Some(flavor)) = (job.server_id.clone(), job.data.flavor.clone()) else {
             return fail(ErrorClass::Internal, "resize without a server or a flavor");
         };
-        let server = match look(ctx, job, &id, seen).await {
+        let unacted = |s: &ServerInfo| s.task_state.is_none() && is(s, "ACTIVE") && !on_flavor(s, &flavor);
+        let server = match look_again_if(ctx, job, &id, seen, unacted).await {
             Ok(s) => s,
             Err(o) => return o,
         };
@@ -614,16 +634,21 @@ fn resize_wait<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>
                 if on_flavor(&server, &flavor) {
                     return Outcome::Done;
                 }
-                let why = ctx.cloud.action_error(&job.project_id, &id, "resize").await.ok().flatten();
-                let was = server.flavor_name.clone().or(server.flavor_id.clone()).unwrap_or_default();
-                return fail(
-                    ErrorClass::CloudError,
-                    format!(
-                        "resize of server {id} to {} failed{}; it stays on flavor {was}",
-                        flavor.name,
-                        why.map(|w| format!(": {w}")).unwrap_or_default()
-                    ),
-                );
+                // Failed only if Nova says so (its record of the action); else still to come.
+                match ctx.cloud.action_error(&job.project_id, &id, "resize").await {
+                    Ok(Some(why)) => {
+                        let was = server.flavor_name.clone().or(server.flavor_id.clone()).unwrap_or_default();
+                        return fail(
+                            ErrorClass::CloudError,
+                            format!(
+                                "resize of server {id} to {} failed: {why}; it stays on flavor {was}",
+                                flavor.name
+                            ),
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Outcome::Error(e),
+                }
             }
         }
         wait_on(ctx, job, WAIT_RESIZED, Watch::ServerState { id, until: UNTIL_RESIZED }, "resize")

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::jobs::table;
 use crate::amqp::Names;
-use crate::amqp::submit::{confirmed, publish_order};
+use crate::amqp::submit::{confirmed, publish_order, publish_with_key};
 use crate::cli::{CliResult, DemoArgs};
 use crate::config::{SecretUrl, Settings};
 use crate::messages::{Event, EventType};
@@ -104,6 +104,24 @@ pub fn demo_orders(extra: u32) -> Vec<DemoOrder> {
             what: "an image that does not exist".into(),
         },
     ];
+    // Billing's later orders (published once the creates are done): an unpaid invoice suspends
+    // web-2, the end of a contract terminates web-1 (volume, server and port deleted).
+    let act = |id: &str, action: &str, target: &str| {
+        json!({"version": 1, "order_id": id, "action": action, "target_order_id": target,
+               "reason": "demo"})
+    };
+    out.push(DemoOrder {
+        order_id: "DEMO-0005".into(),
+        body: act("DEMO-0005", "suspend", "DEMO-0002"),
+        expect: "completed".into(),
+        what: "later: suspend web-2 (invoice unpaid): Nova stops it".into(),
+    });
+    out.push(DemoOrder {
+        order_id: "DEMO-0006".into(),
+        body: act("DEMO-0006", "terminate", "DEMO-0001"),
+        expect: "completed".into(),
+        what: "later: terminate web-1 (contract ended): its volume, server and port are deleted".into(),
+    });
     for i in 0..extra {
         let id = format!("DEMO-X{:04}", i + 1);
         let volume = (i % 2 == 0).then_some(1);
@@ -279,8 +297,10 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
     let publisher = amqp.create_channel().await?;
     publisher.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
     let mut confirms = Vec::with_capacity(orders.len());
-    for o in &orders {
-        confirms.push(publish_order(&publisher, &names, o.body.to_string().as_bytes()).await?);
+    let is_action = |o: &DemoOrder| o.body.get("action").is_some();
+    for o in orders.iter().filter(|o| !is_action(o)) {
+        let body = o.body.to_string();
+        confirms.push(publish_order(&publisher, &names, body.as_bytes()).await?);
         if o.what != "extra" {
             println!("  {}  {}", o.order_id, o.what);
         }
@@ -291,6 +311,10 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
     for c in confirms {
         confirmed(c, "demo order").await?;
     }
+    for o in orders.iter().filter(|o| is_action(o)) {
+        println!("  {}  {}", o.order_id, o.what);
+    }
+    let mut actions_sent = false;
 
     // Watch.
     println!("\nprogress:");
@@ -314,6 +338,17 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
             last = line;
         }
         let finished = page.jobs.iter().filter(|j| is_final(&j.state)).count();
+        let creates = orders.iter().filter(|o| !is_action(o)).count();
+        if !actions_sent && page.jobs.len() == creates && finished == creates && received >= creates {
+            // The creates are done: billing sends its later orders for two of the services.
+            actions_sent = true;
+            println!("  t+{:>5.1}s  billing sends the later orders", started.elapsed().as_secs_f64());
+            for o in orders.iter().filter(|o| is_action(o)) {
+                let key = format!("order.{}", o.body["action"].as_str().unwrap_or_default());
+                let c = publish_with_key(&publisher, &names, &key, o.body.to_string().as_bytes()).await?;
+                confirmed(c, "demo order").await?;
+            }
+        }
         if page.jobs.len() == orders.len() && finished == orders.len() && received >= orders.len() {
             break page.jobs;
         }
@@ -333,7 +368,9 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
     print!("\n{}", render_jobs(&jobs, &events_seen, &orders));
     println!("\nevents received on {} ({}):", names.events_exchange, events_seen.len());
     print!("{}", render_events(&events_seen));
-    println!("\nwhat the simulated cloud holds now (the failed orders left nothing behind):");
+    println!(
+        "\nwhat the simulated cloud holds now (the failed orders and the terminated web-1 left nothing behind):"
+    );
     for p in resources.projects.values() {
         let n = |m: &BTreeMap<String, usize>| m.values().sum::<usize>();
         println!(

@@ -444,8 +444,14 @@ impl ServerRec {
         {
             updated = updated.max(a.start.min(now));
         }
+        // Nova's status follows the task for these two (nova.api.openstack.common's state map).
+        let status = match task {
+            Some("resize_prep") => "RESIZE",
+            Some("resize_reverting") => "REVERT_RESIZE",
+            _ => vm.status(),
+        };
         ServerView {
-            status: vm.status(),
+            status,
             vm_state: vm.vm_state(),
             task_state: if deleting { Some("deleting") } else { task },
             power_state: vm.power_state(),

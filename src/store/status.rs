@@ -9,6 +9,8 @@
 //! the previous page, so pages stay stable while new jobs arrive and each page is one index range
 //! scan, however deep. Nothing here writes.
 
+use std::collections::HashMap;
+
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -320,19 +322,43 @@ impl Store {
         Ok(JobPage { jobs, next_cursor })
     }
 
-    /// The jobs of one service, oldest first, except `skip` (at most [`MAX_LIMIT`]).
+    /// The jobs of one service in the order intake committed them (the `after_job_id` chain;
+    /// jobs of one batch share a `created_at`), except `skip` (at most [`MAX_LIMIT`]).
     pub async fn service_jobs(&self, target_order_id: &str, skip: Option<&str>) -> Result<Vec<JobStatus>> {
         let sql = format!(
-            "SELECT {STATUS_COLUMNS} FROM job_status s WHERE s.target_order_id = ? AND s.job_id <> ? \
+            "SELECT {STATUS_COLUMNS}, j.after_job_id AS after_job_id FROM job_status s \
+             JOIN jobs j ON j.id = s.job_id WHERE s.target_order_id = ? \
              ORDER BY s.created_at, s.job_id LIMIT {MAX_LIMIT}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(target_order_id)
-            .bind(skip.unwrap_or(""))
             .fetch_all(self.pool())
             .await
             .op("list service jobs")?;
-        rows.iter().map(status_from_row).collect()
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut after: HashMap<String, String> = HashMap::new();
+        for row in &rows {
+            let job = status_from_row(row)?;
+            if let Some(prev) = row.try_get::<Option<String>, _>("after_job_id").op("read after_job_id")? {
+                after.insert(job.job_id.clone(), prev);
+            }
+            jobs.push(job);
+        }
+        // Depth in the chain (the create, or the first action without a predecessor, is 0).
+        let depth = |id: &str| {
+            let (mut d, mut at) = (0usize, id.to_string());
+            while let Some(p) = after.get(&at) {
+                d += 1;
+                at = p.clone();
+                if d > jobs.len() {
+                    break;
+                }
+            }
+            d
+        };
+        let mut keyed: Vec<(usize, JobStatus)> = jobs.iter().map(|j| (depth(&j.job_id), j.clone())).collect();
+        keyed.sort_by(|a, b| (a.0, a.1.created_at).cmp(&(b.0, b.1.created_at)));
+        Ok(keyed.into_iter().map(|(_, j)| j).filter(|j| Some(j.job_id.as_str()) != skip).collect())
     }
 
     /// Jobs per active state (queued, in progress, rolling back): one index range, cheap enough

@@ -107,6 +107,28 @@ async fn volume_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
     }
 }
 
+/// Waits (through the API) until a server has `status` and no task.
+async fn server_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = http
+            .get(format!("{}/compute/v2.1/servers/{id}", sim.url()))
+            .header("X-Auth-Token", token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["server"]["status"] == status && v["server"]["OS-EXT-STS:task_state"].is_null() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "server {id} never reached {status}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
     let bin = openstack_cli();
@@ -161,6 +183,7 @@ async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
         ])
         .await;
     assert_eq!(server["status"], "ACTIVE");
+    let server_id = server["id"].as_str().unwrap().to_string();
     assert!(server["addresses"].to_string().contains("10.0."), "{}", server["addresses"]);
     let port = cli.demo(&["port", "show", "p1"]).await;
     assert_eq!(port["status"], "ACTIVE");
@@ -174,6 +197,24 @@ async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
     assert_eq!(shown["status"], "in-use");
     cli.run("provisioner", "demo", &["server", "remove", "volume", "vm1", "v1"]).await;
     volume_reaches(&sim, &token, &volume_id, "available").await;
+    // The lifecycle's actions, each there and back.
+    for (there, status, back) in [
+        ("stop", "SHUTOFF", "start"),
+        ("suspend", "SUSPENDED", "resume"),
+        ("pause", "PAUSED", "unpause"),
+        ("shelve", "SHELVED_OFFLOADED", "unshelve"),
+    ] {
+        cli.run("provisioner", "demo", &["server", there, "vm1"]).await;
+        server_reaches(&sim, &token, &server_id, status).await;
+        cli.run("provisioner", "demo", &["server", back, "vm1"]).await;
+        server_reaches(&sim, &token, &server_id, "ACTIVE").await;
+    }
+    cli.run("provisioner", "demo", &["server", "resize", "--flavor", "m1.small", "--wait", "vm1"]).await;
+    server_reaches(&sim, &token, &server_id, "VERIFY_RESIZE").await;
+    cli.run("provisioner", "demo", &["server", "resize", "confirm", "vm1"]).await;
+    server_reaches(&sim, &token, &server_id, "ACTIVE").await;
+    let shown = cli.demo(&["server", "show", "vm1"]).await;
+    assert!(shown["flavor"].to_string().contains("m1.small"), "{}", shown["flavor"]);
     cli.run("provisioner", "demo", &["server", "delete", "--wait", "vm1"]).await;
     cli.run("provisioner", "demo", &["port", "delete", "p1"]).await;
     cli.run("provisioner", "demo", &["volume", "delete", "v1"]).await;
