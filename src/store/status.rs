@@ -357,7 +357,7 @@ impl Store {
             d
         };
         let mut keyed: Vec<(usize, JobStatus)> = jobs.iter().map(|j| (depth(&j.job_id), j.clone())).collect();
-        keyed.sort_by(|a, b| (a.0, a.1.created_at).cmp(&(b.0, b.1.created_at)));
+        keyed.sort_by_key(|(depth, job)| (*depth, job.created_at));
         Ok(keyed.into_iter().map(|(_, j)| j).filter(|j| Some(j.job_id.as_str()) != skip).collect())
     }
 
