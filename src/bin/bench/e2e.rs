@@ -53,17 +53,17 @@ pub(crate) fn zero() -> Timings {
 
 /// One scenario's world.
 pub(crate) struct World {
-    db: String,
+    pub(crate) db: String,
     pub(crate) store: Store,
     pub(crate) names: Names,
-    conn: Connection,
+    pub(crate) conn: Connection,
     pub(crate) channel: Channel,
-    events_queue: String,
+    pub(crate) events_queue: String,
     pub(crate) sim: SimHandle,
     workers: Vec<tokio::process::Child>,
 }
 
-fn provisioner_binary() -> PathBuf {
+pub(crate) fn provisioner_binary() -> PathBuf {
     let me = std::env::current_exe().unwrap_or_default();
     me.with_file_name("provisioner")
 }
@@ -269,7 +269,7 @@ impl World {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

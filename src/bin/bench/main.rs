@@ -11,6 +11,7 @@ mod e2e;
 mod intake;
 mod lifecycle;
 mod sim;
+mod soak;
 
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".to_string());
@@ -22,8 +23,11 @@ fn main() {
             "lifecycle" => lifecycle::run().await,
             "sim" => sim::run().await,
             "console" => console::run().await,
+            "soak" => soak::run().await,
             "all" => all().await,
-            other => eprintln!("unknown scenario {other:?}: intake | e2e | lifecycle | sim | console | all"),
+            other => {
+                eprintln!("unknown scenario {other:?}: intake | e2e | lifecycle | sim | console | soak | all")
+            }
         }
     });
 }
