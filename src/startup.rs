@@ -27,7 +27,7 @@ use crate::amqp::relay::Relay;
 use crate::amqp::{AmqpError, Broker, Names, topology};
 use crate::cli::{CliResult, DemoArgs};
 use crate::config::Settings;
-use crate::engine::cloud::Cloud;
+use crate::engine::cloud::{Cloud, Tenants};
 use crate::engine::openstack_cloud::OpenStackCloud;
 use crate::engine::{Engine, EngineConfig};
 use crate::http::HttpState;
@@ -214,6 +214,7 @@ impl App {
             settings: self.settings.intake.clone(),
             schemas: self.schemas.clone(),
             consumer_tag: format!("intake {}", self.worker_id),
+            secrets: self.settings.secrets.key().ok().flatten().map(Arc::new),
         }
     }
 
@@ -221,12 +222,14 @@ impl App {
     fn start_engine(&mut self, cloud: CloudConfig) -> Result<(), StartupError> {
         let session = Session::new(cloud, SessionOptions::from_settings(&self.settings))
             .map_err(|e| StartupError::Cloud(e.to_string()))?;
-        let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(Arc::new(session)));
+        let openstack = Arc::new(OpenStackCloud::new(Arc::new(session)));
+        let (cloud, tenants): (Arc<dyn Cloud>, Arc<dyn Tenants>) = (openstack.clone(), openstack);
         self.cloud = Some(cloud.clone());
         let config = EngineConfig::from_settings(&self.settings, self.worker_id.clone());
         let engine = Engine::new(
             self.store.clone(),
             cloud.clone(),
+            tenants,
             config,
             self.events.clone(),
             self.shutdown.clone(),

@@ -83,6 +83,9 @@ pub struct Intake {
     pub schemas: Schemas,
     /// Consumer tag, shown by `rabbitmqctl list_consumers`.
     pub consumer_tag: String,
+    /// Seals a password in a tenant order before it is stored; without it such an order is
+    /// dead-lettered (`PROVISIONER_SECRETS_KEY`).
+    pub secrets: Option<std::sync::Arc<crate::secrets::SecretsKey>>,
 }
 
 /// One order of a batch, after validation.
@@ -383,6 +386,7 @@ impl Intake {
                 project_id: order.project_id,
                 action: "create".into(),
                 target_order_id: None,
+                tenant_ref: order.tenant_ref,
                 order_body: text.to_string(),
                 order_digest: sha256_hex(body),
                 traceparent: None,
@@ -393,12 +397,55 @@ impl Intake {
                 project_id: String::new(),
                 action: action.action.as_str().into(),
                 target_order_id: Some(action.target_order_id),
+                tenant_ref: None,
                 order_body: text.to_string(),
                 order_digest: sha256_hex(body),
                 traceparent: None,
             }),
+            Ok(Incoming::Tenant(order)) => self.tenant_job(*order, text, body),
             Err(rejection) => Checked::Invalid(rejection),
         }
+    }
+
+    /// A tenant order as a job. A password is sealed before the order is stored (bound to the
+    /// order id), and the digest is taken of the body without it (a digest of a password is a
+    /// guessable copy of it); with no key configured the order is refused.
+    fn tenant_job(&self, order: crate::messages::TenantOrder, text: &str, body: &[u8]) -> Checked {
+        use crate::messages::tenant::with_password;
+        let (order_body, order_digest) = match (order.password(), &self.secrets) {
+            (None, _) => (text.to_string(), sha256_hex(body)),
+            (Some(_), None) => {
+                return Checked::Invalid(Rejection::Meaning(
+                    "/user/password: this worker has no PROVISIONER_SECRETS_KEY, so it cannot keep a password \
+                     at rest (sealed): set the key on every worker (`provisioner secrets gen-key`), or send the \
+                     order without a password"
+                        .into(),
+                ));
+            }
+            (Some(password), Some(key)) => {
+                let sealed = match key.seal(password, &order.order_id) {
+                    Ok(s) => s,
+                    Err(e) => return Checked::Invalid(Rejection::Meaning(format!("/user/password: {e}"))),
+                };
+                let (Some(stored), Some(masked)) =
+                    (with_password(text, Some(&sealed)), with_password(text, Some("***")))
+                else {
+                    return Checked::Invalid(Rejection::Meaning("/user/password: cannot be sealed".into()));
+                };
+                (stored, sha256_hex(masked.as_bytes()))
+            }
+        };
+        Checked::Valid(NewJob {
+            id: uuid::Uuid::new_v4(),
+            order_id: order.order_id,
+            project_id: String::new(),
+            action: order.action.as_str().into(),
+            target_order_id: None,
+            tenant_ref: Some(order.tenant_ref),
+            order_body,
+            order_digest,
+            traceparent: None,
+        })
     }
 
     async fn insert_with_retry(
@@ -446,6 +493,12 @@ impl Intake {
 }
 
 fn unknown_target(job: &NewJob, grace: Duration) -> Rejection {
+    if let Some(tenant) = &job.tenant_ref {
+        return Rejection::UnknownTarget(format!(
+            "/tenant_ref: no tenant {tenant:?} was onboarded (no order.tenant.create; waited {} s for it)",
+            grace.as_secs()
+        ));
+    }
     Rejection::UnknownTarget(format!(
         "/target_order_id: no service was created by order {:?} (waited {} s for its create order)",
         job.target_order_id.as_deref().unwrap_or(""),

@@ -138,6 +138,18 @@ async fn resolved(ctx: &StepCtx, job: &mut Job) -> Result<Resolved, CloudError> 
 fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         job.data.resolved = None;
+        if job.project_id.is_empty() {
+            // A create that named its tenant, whose onboarding did not complete.
+            let tenant = job.tenant.as_ref();
+            return Outcome::Fail(Failure::new(
+                ErrorClass::InvalidOrder,
+                format!(
+                    "tenant {} has no project (it is {}): its onboarding did not complete",
+                    tenant.map(|t| t.tenant_ref.as_str()).unwrap_or("?"),
+                    tenant.map(|t| t.state.as_str()).unwrap_or("unknown")
+                ),
+            ));
+        }
         if ctx.preflight
             && let Some(o) = job.order.as_ref()
         {

@@ -19,10 +19,11 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::cloud::{Cloud, CloudError, FlavorInfo, Resolved, ServerInfo, VolumeInfo};
+use super::cloud::{Cloud, CloudError, FlavorInfo, Resolved, ServerInfo, Tenants, VolumeInfo};
+use super::tenant::TenantData;
 use crate::config::LifecycleSettings;
-use crate::messages::{Action, ActionOrder, ErrorClass, EventAddress, Order};
-use crate::store::{JobRow, JobState, ServiceRow, ServiceSave};
+use crate::messages::{Action, ActionOrder, ErrorClass, EventAddress, Order, TenantAction, TenantOrder};
+use crate::store::{JobRow, JobState, ServiceRow, ServiceSave, Store, TenantRow, TenantSave};
 
 /// What a step (or an undo) decided.
 #[derive(Debug)]
@@ -139,6 +140,9 @@ pub struct JobData {
     /// An action found nothing to do (already in the state asked for): why, for the history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noop: Option<String>,
+    /// Tenant kinds: what the job learned and removed (see [`super::tenant`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantData>,
 }
 
 /// A claimed job in memory: the row, decoded.
@@ -185,6 +189,12 @@ pub struct Job {
     pub service_change: Option<ServiceSave>,
     /// W3C trace context stored at intake (see `telemetry::trace`).
     pub traceparent: Option<String>,
+    /// The tenant order, for a tenant job (its password, if any, sealed).
+    pub tenant_order: Option<TenantOrder>,
+    /// The job's tenant as claimed: a tenant job's, or the one a create named.
+    pub tenant: Option<TenantRow>,
+    /// A change of the tenant to write with the next save.
+    pub tenant_change: Option<TenantSave>,
 }
 
 impl Job {
@@ -209,6 +219,31 @@ impl Job {
         } else {
             (None, None)
         };
+        let tenant_order = if TenantAction::parse(&row.action).is_some() {
+            match serde_json::from_str::<TenantOrder>(&row.order_body) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    return Err(Box::new((
+                        row,
+                        format!(
+                            "stored tenant order does not parse (line {}, column {})",
+                            e.line(),
+                            e.column()
+                        ),
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+        // A create that named its tenant provisions into the tenant's project (filled in when
+        // the tenant became active; read here too, in case the job was claimed in between).
+        let mut row = row;
+        if row.project_id.is_empty()
+            && let Some(p) = row.tenant.as_ref().and_then(|t| t.project_id.clone())
+        {
+            row.project_id = p;
+        }
         let data: JobData =
             row.data.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or_default();
         let error = match (&row.error_class, &row.error_step, &row.error_message) {
@@ -250,6 +285,9 @@ impl Job {
             deadline_at: row.deadline_at,
             service_change: None,
             traceparent: row.traceparent,
+            tenant_order,
+            tenant: row.tenant,
+            tenant_change: None,
         })
     }
 
@@ -266,6 +304,14 @@ impl Job {
     /// The server's name, as ordered (for events).
     pub fn server_name(&self) -> String {
         self.order.as_ref().map(|o| o.server.name.clone()).unwrap_or_default()
+    }
+
+    /// A change of this job's tenant, to write with the next save.
+    pub fn change_tenant(&mut self, f: impl FnOnce(&mut TenantSave)) {
+        let Some(tenant_ref) = self.tenant.as_ref().map(|t| t.tenant_ref.clone()) else { return };
+        let change =
+            self.tenant_change.get_or_insert_with(|| TenantSave { tenant_ref, ..TenantSave::default() });
+        f(change);
     }
 
     /// A change of this job's service, to write with the next save.
@@ -289,6 +335,12 @@ pub struct StepCtx {
     pub lifecycle: LifecycleSettings,
     /// Pre-flight before a create's first create call (`PROVISIONER_PREFLIGHT=on`).
     pub preflight: bool,
+    /// Keystone and quotas as an administrator (the tenant kinds).
+    pub tenants: Arc<dyn Tenants>,
+    /// The job store: a tenant close enqueues its services' terminates through intake's path.
+    pub store: Store,
+    /// Opens a tenant order's sealed password (`PROVISIONER_SECRETS_KEY`).
+    pub secrets: Option<Arc<crate::secrets::SecretsKey>>,
 }
 
 /// A step function: runs one step of a job (mutating the ids it records) and says what next.

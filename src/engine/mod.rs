@@ -26,6 +26,7 @@ pub mod poller;
 pub mod preflight;
 pub mod reconcile;
 pub mod retry;
+pub mod tenant;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use self::cloud::{Cloud, CloudError};
+use self::cloud::{Cloud, CloudError, Tenants};
 use self::kind::{Failure, Job, Kind, Observation, Outcome, StepCtx, Watch};
 use self::poller::{Waiter, Waiting};
 use self::retry::RetryPolicy;
@@ -66,6 +67,8 @@ pub struct EngineConfig {
     pub lifecycle: LifecycleSettings,
     /// `PROVISIONER_PREFLIGHT=on`: a create fails fast when pre-flight knows it cannot succeed.
     pub preflight: bool,
+    /// Opens sealed passwords of tenant orders (`PROVISIONER_SECRETS_KEY`).
+    pub secrets: Option<Arc<crate::secrets::SecretsKey>>,
 }
 
 impl EngineConfig {
@@ -91,6 +94,7 @@ impl EngineConfig {
             max_crashes: e.max_crashes,
             lifecycle: s.lifecycle.clone(),
             preflight: s.preflight.is_on(),
+            secrets: s.secrets.key().ok().flatten().map(Arc::new),
         }
     }
 }
@@ -132,11 +136,13 @@ enum Then {
 }
 
 impl Engine {
-    /// An engine over `store` and `cloud`; `events` is notified when a commit wrote an event
-    /// (it wakes the outbox relay). Nothing runs until [`Engine::run`].
+    /// An engine over `store` and `cloud` (`tenants`: the same cloud as an administrator);
+    /// `events` is notified when a commit wrote an event (it wakes the outbox relay). Nothing
+    /// runs until [`Engine::run`].
     pub fn new(
         store: Store,
         cloud: Arc<dyn Cloud>,
+        tenants: Arc<dyn Tenants>,
         cfg: EngineConfig,
         events: Arc<Notify>,
         shutdown: CancellationToken,
@@ -144,6 +150,7 @@ impl Engine {
         let committer = Committer::start(store.clone(), move || events.notify_one());
         let kinds: HashMap<&'static str, Arc<Kind>> = std::iter::once(create::kind())
             .chain(lifecycle::kinds())
+            .chain(tenant::kinds())
             .map(|k| (k.name, Arc::new(k)))
             .collect();
         let ctx = StepCtx {
@@ -152,6 +159,9 @@ impl Engine {
             recheck: cfg.poll_interval.max(Duration::from_millis(200)),
             lifecycle: cfg.lifecycle.clone(),
             preflight: cfg.preflight,
+            tenants,
+            store: store.clone(),
+            secrets: cfg.secrets.clone(),
         };
         Engine {
             inner: Arc::new(Inner {
@@ -858,13 +868,21 @@ impl Engine {
                 }),
                 traceparent: trace::current().or_else(|| row.traceparent.clone()),
                 drift: None,
+                tenant: None,
             })),
+            tenant: None,
         };
         let _ = self.inner.committer.save(save).await;
     }
 
-    /// What the job's end changes on its service, written with the final save.
+    /// What the job's end changes on its service (and a tenant job's on its tenant), written
+    /// with the final save.
     fn end_service(&self, kind: &Kind, job: &mut Job) {
+        if kind.name.starts_with("tenant_")
+            && let Some(change) = tenant::on_end(job, job.state)
+        {
+            job.change_tenant(|t| t.state = change.state);
+        }
         if let Some(change) = (kind.on_end)(job, job.state) {
             let mut merged = job.service_change.take().unwrap_or_default();
             merged.target_order_id = change.target_order_id;
@@ -916,6 +934,18 @@ impl Engine {
             // The span that ends the job, or the stored context when traces are off.
             traceparent: trace::current().or_else(|| job.traceparent.clone()),
             drift: None,
+            tenant: match (&job.tenant, &job.data.tenant) {
+                (Some(t), Some(d)) if completed && job.kind.starts_with("tenant_") => {
+                    Some(crate::messages::EventTenant {
+                        tenant_ref: t.tenant_ref.clone(),
+                        project_id: d.project_id.clone(),
+                        domain_id: d.domain_id.clone(),
+                        user_id: d.user_id.clone(),
+                        removed: d.removed.clone(),
+                    })
+                }
+                _ => None,
+            },
         };
         outbox_event(&event)
     }
@@ -956,6 +986,7 @@ impl Engine {
             history,
             event,
             service: job.service_change.take(),
+            tenant: job.tenant_change.take(),
         }
     }
 }

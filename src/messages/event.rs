@@ -39,6 +39,9 @@ pub struct Event {
     /// `service.drift` only: what the reconciler found different from what was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<EventDrift>,
+    /// Tenant orders: the tenant and its Keystone ids (and, for a close, what was removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<EventTenant>,
 }
 
 /// A drift the reconciler found on a service (`service.drift`): its kind (`server_missing`,
@@ -50,6 +53,38 @@ pub struct EventDrift {
     pub kind: String,
     pub expected: String,
     pub found: String,
+}
+
+/// A tenant job's tenant, in its `job.completed` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTenant {
+    pub tenant_ref: String,
+    pub project_id: Option<String>,
+    pub domain_id: Option<String>,
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<EventRemoved>,
+}
+
+/// What a tenant close removed: the services it terminated (their create order ids), what it
+/// swept from the project by the provisioner's tag, and whether the project and the user were
+/// `disabled` or `deleted`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRemoved {
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

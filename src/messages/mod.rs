@@ -10,14 +10,17 @@ pub mod admin;
 pub mod event;
 pub mod order;
 pub mod schema;
+pub mod tenant;
 
 pub use action::{Action, ActionOrder};
 pub use admin::{AdminCommand, AdminCommandKind, AdminTarget};
 pub use event::{
-    ErrorClass, Event, EventAddress, EventDrift, EventError, EventServer, EventType, EventVolume,
+    ErrorClass, Event, EventAddress, EventDrift, EventError, EventRemoved, EventServer, EventTenant, EventType,
+    EventVolume,
 };
 pub use order::{Order, OrderServer, OrderVolume};
 pub use schema::{CREATE_KEY, Incoming, Rejection, Schemas};
+pub use tenant::{Quotas, TenantAction, TenantOrder};
 
 #[cfg(test)]
 mod tests {
@@ -94,6 +97,73 @@ mod tests {
             b["occurred_at"] = Value::Null;
             assert_eq!(a, b, "{name} does not round-trip");
         }
+    }
+
+    #[test]
+    fn tenant_examples_validate_round_trip_and_match_their_routing_key() {
+        let schemas = Schemas::new();
+        for (name, body) in examples("tenant-") {
+            let t = schemas.parse_tenant(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let value: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(serde_json::to_value(&t).unwrap(), value, "{name} does not round-trip");
+            let parsed = schemas.parse_incoming(t.action.routing_key(), &body).unwrap();
+            assert_eq!(parsed, Incoming::Tenant(Box::new(t.clone())));
+            let wrong = if t.action == TenantAction::TenantClose {
+                "order.tenant.create"
+            } else {
+                "order.tenant.close"
+            };
+            assert_eq!(schemas.parse_incoming(wrong, &body).unwrap_err().kind(), "routing_key", "{name}");
+        }
+        let create: Value = serde_json::from_slice(&examples("tenant-create")[0].1).unwrap();
+        // What each action may carry.
+        for (action, field) in
+            [("tenant_update", "user"), ("tenant_close", "quotas"), ("tenant_create", "delete")]
+        {
+            let mut v = create.clone();
+            v["action"] = action.into();
+            v["delete"] = true.into();
+            if action != "tenant_create" {
+                v.as_object_mut().unwrap().retain(|k, _| k != "project" && k != "roles" && k != "delete");
+                if action == "tenant_close" {
+                    v.as_object_mut().unwrap().remove("user");
+                }
+            }
+            let e = schemas.parse_tenant(v.to_string().as_bytes());
+            assert!(e.is_err(), "{action} with {field}: {v}");
+        }
+        let mut no_user = create.clone();
+        no_user.as_object_mut().unwrap().remove("user");
+        assert!(schemas.parse_tenant(no_user.to_string().as_bytes()).is_err());
+        // A password that breaks the schema is never echoed in the reason.
+        let mut bad = create.clone();
+        bad["user"]["password"] = "".into();
+        bad["user"]["extra"] = "x".into();
+        let mut long = create.clone();
+        long["user"]["password"] = "S3cret!".repeat(1000).into();
+        let mut update_with_user = create.clone();
+        update_with_user["action"] = "tenant_update".into();
+        for v in [bad, long, update_with_user] {
+            let e = schemas.parse_tenant(v.to_string().as_bytes()).unwrap_err().to_string();
+            assert!(!e.contains("S3cret") && !e.contains("correct horse"), "{e}");
+        }
+        let mut wrong_type = create.clone();
+        wrong_type["user"]["password"] = 12345678.into();
+        let e = schemas.parse_tenant(wrong_type.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(!e.contains("12345678"), "{e}");
+    }
+
+    #[test]
+    fn a_create_names_its_project_by_id_or_by_tenant_ref_never_both() {
+        let schemas = Schemas::new();
+        let by_ref = br#"{"order_id":"o1","tenant_ref":"CUST-1","server":{"name":"a","flavor":"f","image":"i","network":"n"}}"#;
+        let (order, _) = schemas.parse_order(by_ref).unwrap();
+        assert_eq!(order.tenant_ref.as_deref(), Some("CUST-1"));
+        assert!(order.project_id.is_empty());
+        let both = br#"{"order_id":"o1","tenant_ref":"CUST-1","project_id":"p","server":{"name":"a","flavor":"f","image":"i","network":"n"}}"#;
+        assert!(schemas.parse_order(both).is_err());
+        let neither = br#"{"order_id":"o1","server":{"name":"a","flavor":"f","image":"i","network":"n"}}"#;
+        assert!(schemas.parse_order(neither).is_err());
     }
 
     #[test]

@@ -16,7 +16,13 @@ pub struct Order {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u8>,
     pub order_id: String,
+    /// The customer's project; empty when the order names its tenant instead (`tenant_ref`):
+    /// the job gets the tenant's project id once the tenant is active.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub project_id: String,
+    /// The tenant (`order.tenant.create`) whose project the VM goes into, instead of `project_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_ref: Option<String>,
     pub server: OrderServer,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<OrderVolume>,

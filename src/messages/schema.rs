@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Action, ActionOrder, AdminCommand, Order};
+use super::{Action, ActionOrder, AdminCommand, Order, TenantAction, TenantOrder};
 
 pub const ORDER_V1: &str = include_str!("../../schemas/order.v1.json");
 pub const ORDER_ACTION_V1: &str = include_str!("../../schemas/order-action.v1.json");
 pub const EVENT_V1: &str = include_str!("../../schemas/event.v1.json");
 pub const ADMIN_COMMAND_V1: &str = include_str!("../../schemas/admin-command.v1.json");
+pub const TENANT_ORDER_V1: &str = include_str!("../../schemas/tenant-order.v1.json");
 
 /// The routing key of a create order.
 pub const CREATE_KEY: &str = "order.create";
@@ -23,6 +24,7 @@ pub const CREATE_KEY: &str = "order.create";
 pub enum Incoming {
     Create(Box<Order>),
     Action(ActionOrder),
+    Tenant(Box<TenantOrder>),
 }
 
 impl Incoming {
@@ -30,6 +32,7 @@ impl Incoming {
         match self {
             Incoming::Create(o) => &o.order_id,
             Incoming::Action(a) => &a.order_id,
+            Incoming::Tenant(t) => &t.order_id,
         }
     }
 }
@@ -88,11 +91,12 @@ struct Compiled {
     action: jsonschema::Validator,
     event: jsonschema::Validator,
     admin: jsonschema::Validator,
+    tenant: jsonschema::Validator,
 }
 
 impl std::fmt::Debug for Schemas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Schemas(order.v1, order-action.v1, event.v1, admin-command.v1)")
+        f.write_str("Schemas(order.v1, order-action.v1, tenant-order.v1, event.v1, admin-command.v1)")
     }
 }
 
@@ -120,6 +124,7 @@ impl Schemas {
                 action: compile("order-action.v1.json", ORDER_ACTION_V1),
                 event: compile("event.v1.json", EVENT_V1),
                 admin: compile("admin-command.v1.json", ADMIN_COMMAND_V1),
+                tenant: compile("tenant-order.v1.json", TENANT_ORDER_V1),
             }),
         }
     }
@@ -144,6 +149,19 @@ impl Schemas {
         Ok(order)
     }
 
+    /// Parses and validates a tenant order body (`order.tenant.*`).
+    pub fn parse_tenant(&self, body: &[u8]) -> Result<TenantOrder, Rejection> {
+        let value = parse_json(body)?;
+        // An error about the whole object (the `if`/`then` of each action) quotes it, password
+        // and all: with a password in the body, no value is shown.
+        let secret = value.pointer("/user/password").is_some();
+        check_with(&self.inner.tenant, "tenant-order.v1", &value, secret)?;
+        let order: TenantOrder = serde_json::from_value(value)
+            .map_err(|e| Rejection::Schema { schema: "tenant-order.v1", reasons: vec![masked_serde(&e)] })?;
+        order.check_meaning().map_err(Rejection::Meaning)?;
+        Ok(order)
+    }
+
     /// Parses what billing published on `billing.orders`, by its routing key: `order.create` is
     /// an order v1, `order.<action>` an action order whose `action` must be that one.
     pub fn parse_incoming(&self, routing_key: &str, body: &[u8]) -> Result<Incoming, Rejection> {
@@ -160,9 +178,20 @@ impl Schemas {
             }
             return Ok(Incoming::Action(order));
         }
+        if let Some(action) = TenantAction::from_routing_key(routing_key) {
+            let order = self.parse_tenant(body)?;
+            if order.action != action {
+                return Err(Rejection::RoutingKey(format!(
+                    "routing key {routing_key} says {action}, the body says /action = {}",
+                    order.action
+                )));
+            }
+            return Ok(Incoming::Tenant(Box::new(order)));
+        }
         Err(Rejection::RoutingKey(format!(
-            "routing key {routing_key:?} is not an order this worker knows ({CREATE_KEY}, {})",
-            Action::ALL.map(Action::routing_key).join(", ")
+            "routing key {routing_key:?} is not an order this worker knows ({CREATE_KEY}, {}, {})",
+            Action::ALL.map(Action::routing_key).join(", "),
+            TenantAction::ALL.map(TenantAction::routing_key).join(", ")
         )))
     }
 
@@ -190,6 +219,16 @@ fn parse_json(body: &[u8]) -> Result<Value, Rejection> {
 }
 
 fn check(validator: &jsonschema::Validator, schema: &'static str, value: &Value) -> Result<(), Rejection> {
+    check_with(validator, schema, value, false)
+}
+
+/// [`check`], with every value masked when `mask_all`.
+fn check_with(
+    validator: &jsonschema::Validator,
+    schema: &'static str,
+    value: &Value,
+    mask_all: bool,
+) -> Result<(), Rejection> {
     if validator.is_valid(value) {
         return Ok(());
     }
@@ -199,12 +238,22 @@ fn check(validator: &jsonschema::Validator, schema: &'static str, value: &Value)
         .map(|e| {
             let path = e.instance_path().to_string();
             let path = if path.is_empty() { "/".to_string() } else { path };
-            // user_data is a secret (it may hold credentials): never echo its value.
-            let text = if path.contains("user_data") { e.masked().to_string() } else { e.to_string() };
+            // user_data and a password are secrets: never echo their values.
+            let secret = mask_all || path.contains("user_data") || path.contains("password");
+            let text = if secret { e.masked().to_string() } else { e.to_string() };
             format!("{path}: {}", truncate(&text, 300))
         })
         .collect();
     Err(Rejection::Schema { schema, reasons })
+}
+
+/// A serde error without the value it quotes (a tenant order may carry a password).
+fn masked_serde(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find('"') {
+        Some(i) => format!("{}(value not shown)", &text[..i]),
+        None => text,
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -20,6 +20,9 @@ pub fn routing_key_for(body: &[u8]) -> String {
     let action = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_string));
+    if let Some(t) = action.as_deref().and_then(crate::messages::TenantAction::parse) {
+        return t.routing_key().to_string();
+    }
     match action.as_deref().and_then(Action::parse) {
         Some(a) => a.routing_key().to_string(),
         None => CREATE_KEY.to_string(),

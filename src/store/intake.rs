@@ -60,6 +60,8 @@ pub struct NewJob {
     pub action: String,
     /// The service an action acts on: the create order's id. `None` for a create.
     pub target_order_id: Option<String>,
+    /// The tenant a tenant order acts on, or that a create names instead of its project.
+    pub tenant_ref: Option<String>,
     /// The validated order body (UTF-8 JSON, as received).
     pub order_body: String,
     /// SHA-256 (lowercase hex) of the raw body.
@@ -71,7 +73,12 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn is_create(&self) -> bool {
-        self.target_order_id.is_none()
+        self.action == NEW_JOB_KIND
+    }
+
+    /// A tenant order (`tenant_create`, `tenant_update`, `tenant_close`).
+    pub fn is_tenant(&self) -> bool {
+        self.action.starts_with("tenant_")
     }
 }
 
@@ -82,7 +89,8 @@ pub struct InsertOutcome {
     pub inserted: usize,
     /// Orders of the batch that already had a job, with the digest stored for it.
     pub duplicates: HashMap<String, String>,
-    /// Actions whose target service does not exist (nothing was written for them).
+    /// Actions whose target service does not exist, and tenant updates, closes and creates
+    /// naming a tenant that does not exist (nothing was written for them).
     pub unknown_targets: Vec<String>,
     /// Actions that were queued already cancelled: their service is being terminated.
     pub superseded: usize,
@@ -117,9 +125,16 @@ impl Store {
         }
         let mut tx = self.pool.begin().await.op("begin intake batch")?;
         let mut outcome = InsertOutcome::default();
-        let (mut creates, actions): (Vec<&NewJob>, Vec<&NewJob>) = jobs.iter().partition(|j| j.is_create());
+        // Tenant orders first: a create naming a tenant onboarded in the same batch finds it.
+        let (tenant_jobs, jobs): (Vec<&NewJob>, Vec<&NewJob>) = jobs.iter().partition(|j| j.is_tenant());
+        if !tenant_jobs.is_empty() {
+            super::tenants::insert_tenant_jobs(&mut tx, &tenant_jobs, &mut outcome).await?;
+        }
+        let (mut creates, actions): (Vec<&NewJob>, Vec<&NewJob>) =
+            jobs.into_iter().partition(|j| j.is_create());
+        let bindings = super::tenants::bind_creates(&mut tx, &mut creates, &mut outcome).await?;
         if !creates.is_empty() {
-            insert_creates(&mut tx, &mut creates, &mut outcome).await?;
+            insert_creates(&mut tx, &mut creates, &bindings, &mut outcome).await?;
         }
         if !actions.is_empty() {
             insert_actions(&mut tx, &actions, &mut outcome).await?;
@@ -138,25 +153,38 @@ impl Store {
 async fn insert_creates(
     tx: &mut sqlx::Transaction<'_, MySql>,
     creates: &mut [&NewJob],
+    bindings: &HashMap<String, super::tenants::Binding>,
     outcome: &mut InsertOutcome,
 ) -> Result<()> {
     creates.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    let blocked_micros = BLOCKED_RECHECK.as_micros() as i64;
+    let project = |job: &NewJob| -> String {
+        bindings.get(&job.order_id).map(|b| b.project_id.clone()).unwrap_or_else(|| job.project_id.clone())
+    };
     let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-        "INSERT INTO jobs (id, order_id, project_id, kind, action, target_order_id, order_body, order_digest, \
-         state, step, next_run_at, traceparent) ",
+        "INSERT INTO jobs (id, order_id, project_id, kind, action, target_order_id, tenant_ref, after_job_id, \
+         order_body, order_digest, state, step, cancel_requested, cancel_reason, next_run_at, traceparent) ",
     );
     insert.push_values(creates.iter(), |mut row, job| {
+        // A create naming its tenant runs after the tenant's jobs committed before it.
+        let b = bindings.get(&job.order_id);
         row.push_bind(job.id.to_string())
             .push_bind(&job.order_id)
-            .push_bind(&job.project_id)
+            .push_bind(project(job))
             .push_bind(NEW_JOB_KIND)
             .push_bind(NEW_JOB_KIND)
             .push_bind(&job.order_id)
+            .push_bind(&job.tenant_ref)
+            .push_bind(b.and_then(|b| b.after.clone()))
             .push_bind(&job.order_body)
             .push_bind(&job.order_digest)
             .push_bind(NEW_JOB_STATE)
             .push_bind(FIRST_STEP)
-            .push("UTC_TIMESTAMP(6)")
+            .push_bind(b.is_some_and(|b| b.cancel_reason.is_some()))
+            .push_bind(b.and_then(|b| b.cancel_reason.clone()))
+            .push("UTC_TIMESTAMP(6) + INTERVAL ")
+            .push_bind_unseparated(if b.is_some_and(|b| b.blocked) { blocked_micros } else { 0 })
+            .push_unseparated(" MICROSECOND")
             .push_bind(&job.traceparent);
     });
     insert.push(" ON DUPLICATE KEY UPDATE resends = resends + 1");
@@ -178,12 +206,13 @@ async fn insert_creates(
     if !new.is_empty() {
         // IGNORE: a service row may exist already (a create replayed by hand); the job's wins.
         let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT IGNORE INTO services (target_order_id, create_job_id, project_id, state, last_job_id) ",
+            "INSERT IGNORE INTO services (target_order_id, create_job_id, project_id, tenant_ref, state, last_job_id) ",
         );
         insert.push_values(new.iter(), |mut row, job| {
             row.push_bind(&job.order_id)
                 .push_bind(job.id.to_string())
-                .push_bind(&job.project_id)
+                .push_bind(project(job))
+                .push_bind(&job.tenant_ref)
                 .push_bind("provisioning")
                 .push_bind(job.id.to_string());
         });

@@ -22,6 +22,7 @@ use sqlx::{MySql, QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::tenants::{TenantRow, TenantSave};
 use super::{Op, Result, Store, StoreError};
 
 /// Where a job is in its life. Final states are never left (replay is an operator's action).
@@ -106,6 +107,8 @@ pub struct JobRow {
     pub service: Option<ServiceRow>,
     /// W3C trace context stored at intake: the parent of every span of the job.
     pub traceparent: Option<String>,
+    /// The tenant a tenant job acts on, or that a create names (read with the claim).
+    pub tenant: Option<TenantRow>,
 }
 
 /// A service as an action job sees it when claimed.
@@ -133,12 +136,15 @@ const JOB_COLUMNS: &str = "j.id, j.order_id, j.project_id, j.kind, j.action, j.t
      s.target_order_id AS s_target, s.create_job_id AS s_create_job_id, s.state AS s_state, \
      COALESCE(s.server_id, c.server_id) AS s_server_id, COALESCE(s.port_id, c.port_id) AS s_port_id, \
      COALESCE(s.volume_id, c.volume_id) AS s_volume_id, s.flavor AS s_flavor, s.flavor_id AS s_flavor_id, \
-     c.order_body AS s_create_order_body";
+     c.order_body AS s_create_order_body, \
+     t.tenant_ref AS t_ref, t.project_id AS t_project_id, t.domain_id AS t_domain_id, t.user_id AS t_user_id, \
+     t.state AS t_state, t.quotas AS t_quotas";
 
 /// The jobs with their service (an action's), for [`JOB_COLUMNS`].
 const JOB_FROM: &str = "FROM jobs j \
      LEFT JOIN services s ON j.action <> 'create' AND s.target_order_id = j.target_order_id \
-     LEFT JOIN jobs c ON c.id = s.create_job_id";
+     LEFT JOIN jobs c ON c.id = s.create_job_id \
+     LEFT JOIN tenants t ON t.tenant_ref = j.tenant_ref";
 
 /// The states a job never leaves (replay aside).
 pub const FINAL_STATES_SQL: &str = "('completed', 'failed', 'cancelled')";
@@ -189,6 +195,17 @@ fn job_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobRow> {
             }),
         },
         traceparent: row.try_get("traceparent").op("read job")?,
+        tenant: match row.try_get::<Option<String>, _>("t_ref").op("read job")? {
+            None => None,
+            Some(tenant_ref) => Some(TenantRow {
+                tenant_ref,
+                project_id: row.try_get("t_project_id").op("read job")?,
+                domain_id: row.try_get("t_domain_id").op("read job")?,
+                user_id: row.try_get("t_user_id").op("read job")?,
+                state: row.try_get("t_state").op("read job")?,
+                quotas: row.try_get("t_quotas").op("read job")?,
+            }),
+        },
     })
 }
 
@@ -227,6 +244,8 @@ pub struct JobSave {
     pub event: Option<OutboxEvent>,
     /// What the transition changes on the job's service, written with it.
     pub service: Option<ServiceSave>,
+    /// What the transition changes on the job's tenant, written with it.
+    pub tenant: Option<TenantSave>,
 }
 
 /// A change of a service, written in the same transaction as the job save that makes it (and
@@ -500,6 +519,9 @@ impl Store {
             for save in &written {
                 if let Some(service) = &save.service {
                     save_service(&mut tx, service).await?;
+                }
+                if let Some(tenant) = &save.tenant {
+                    super::tenants::save_tenant(&mut tx, save.id, tenant).await?;
                 }
             }
             // The next job of a service waits for this one to be final: make it due now.

@@ -24,10 +24,12 @@ pub mod outbox;
 pub mod reconcile;
 pub mod services;
 pub mod status;
+pub mod tenants;
 
 pub use jobs::{
     Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError, ServiceRow, ServiceSave,
 };
+pub use tenants::{TenantRow, TenantSave};
 
 /// A database error, with the operation that failed. All of them are worth retrying later:
 /// the store never classifies a DB error as permanent, because a database that comes back

@@ -494,6 +494,7 @@ async fn deploy_mysql_scripts_grant_least_privilege() {
         project_id: "p".into(),
         action: "create".into(),
         target_order_id: None,
+        tenant_ref: None,
         order_body: "{}".into(),
         order_digest: "0".repeat(64),
         traceparent: None,

@@ -36,6 +36,7 @@ async fn insert_job(store: &Store, order_id: &str) -> Uuid {
         project_id: "p1".into(),
         action: "create".into(),
         target_order_id: None,
+        tenant_ref: None,
         order_body: body,
         order_digest: "0".repeat(64),
         traceparent: None,
@@ -72,6 +73,7 @@ fn save_for(id: Uuid, fence: u64, state: JobState, step: &str, event: Option<Out
         },
         event,
         service: None,
+        tenant: None,
     }
 }
 

@@ -14,4 +14,5 @@ mod preflight;
 mod reconcile;
 mod sim;
 mod sim_cli;
+mod tenants;
 mod traces;

@@ -238,6 +238,7 @@ fn bare_job(body: &[u8]) -> Option<NewJob> {
         project_id: ids.project_id,
         action: "create".into(),
         target_order_id: None,
+        tenant_ref: None,
         order_body: String::from_utf8_lossy(body).into_owned(),
         order_digest: "0".repeat(64),
         traceparent: None,
