@@ -156,6 +156,9 @@ mod tests {
     #[test]
     fn a_create_names_its_project_by_id_or_by_tenant_ref_never_both() {
         let schemas = Schemas::new();
+        let (name, example) = examples("create-by-tenant-ref").remove(0);
+        let (order, value) = schemas.parse_order(&example).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(serde_json::to_value(&order).unwrap(), value, "{name} does not round-trip");
         let by_ref = br#"{"order_id":"o1","tenant_ref":"CUST-1","server":{"name":"a","flavor":"f","image":"i","network":"n"}}"#;
         let (order, _) = schemas.parse_order(by_ref).unwrap();
         assert_eq!(order.tenant_ref.as_deref(), Some("CUST-1"));

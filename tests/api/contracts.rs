@@ -31,7 +31,16 @@ fn files(dir: &std::path::Path, prefix: &str) -> Vec<(String, Vec<u8>)> {
 fn contracts_schema_files_are_json_schemas() {
     let schemas = files(&schema_dir(), "");
     let names: Vec<&str> = schemas.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["admin-command.v1.json", "event.v1.json", "order-action.v1.json", "order.v1.json"]);
+    assert_eq!(
+        names,
+        [
+            "admin-command.v1.json",
+            "event.v1.json",
+            "order-action.v1.json",
+            "order.v1.json",
+            "tenant-order.v1.json"
+        ]
+    );
     for (name, text) in schemas {
         let value: serde_json::Value =
             serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
