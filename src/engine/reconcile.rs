@@ -581,6 +581,7 @@ impl Reconciler {
             }),
             error: None,
             traceparent: None,
+            tenant: None,
             drift: Some(EventDrift {
                 kind: drift.reason.to_string(),
                 expected: drift.expected.clone(),

@@ -15,8 +15,8 @@ pub mod tenant;
 pub use action::{Action, ActionOrder};
 pub use admin::{AdminCommand, AdminCommandKind, AdminTarget};
 pub use event::{
-    ErrorClass, Event, EventAddress, EventDrift, EventError, EventRemoved, EventServer, EventTenant, EventType,
-    EventVolume,
+    ErrorClass, Event, EventAddress, EventDrift, EventError, EventRemoved, EventServer, EventTenant,
+    EventType, EventVolume,
 };
 pub use order::{Order, OrderServer, OrderVolume};
 pub use schema::{CREATE_KEY, Incoming, Rejection, Schemas};
