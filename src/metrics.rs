@@ -32,6 +32,8 @@ use prometheus_client::registry::Registry;
 
 pub mod process;
 
+/// Resends whose body differs from the stored order (a billing bug worth a look).
+pub const DIFFERING_RESENDS: &str = "provisioner_intake_differing_resends_total";
 /// Orders taken off the queue, by outcome (`queued`, `duplicate`, `rejected`).
 pub const INTAKE_ORDERS: &str = "provisioner_intake_orders_total";
 /// Messages dead-lettered by this worker, by queue and reason kind.
@@ -112,11 +114,7 @@ pub const DEFS: &[Def] = &[
         Type::Counter,
         "Orders taken off the queue, by outcome (queued, duplicate, rejected).",
     ),
-    def(
-        crate::amqp::intake::DIFFERING_RESENDS,
-        Type::Counter,
-        "Re-sent orders whose body differs from the stored one.",
-    ),
+    def(DIFFERING_RESENDS, Type::Counter, "Re-sent orders whose body differs from the stored one."),
     def(DEAD_LETTERED, Type::Counter, "Messages dead-lettered by this worker, by queue and reason kind."),
     def(OPENSTACK_CALLS, Type::Counter, "OpenStack API calls, by service, method, path and status."),
     def(

@@ -63,8 +63,7 @@ use crate::telemetry::trace;
 
 pub use super::dead_letter::{ERROR_AT_HEADER, ERROR_HEADER, ERROR_KIND_HEADER};
 
-/// Resends whose body differs from the stored order (a billing bug worth a look).
-pub const DIFFERING_RESENDS: &str = "provisioner_intake_differing_resends_total";
+pub use crate::metrics::DIFFERING_RESENDS;
 
 /// At shutdown, how long the drain waits for one more buffered delivery.
 const DRAIN_IDLE: Duration = Duration::from_millis(500);
