@@ -24,7 +24,7 @@ use serde_json::json;
 
 use super::jobs::table;
 use crate::amqp::Names;
-use crate::amqp::submit::{confirmed, publish_order, publish_with_key};
+use crate::amqp::submit::{confirmed, publish_with_key};
 use crate::cli::{CliResult, DemoArgs};
 use crate::config::{SecretUrl, Settings};
 use crate::messages::{Event, EventType};
@@ -104,6 +104,33 @@ pub fn demo_orders(extra: u32) -> Vec<DemoOrder> {
             what: "an image that does not exist".into(),
         },
     ];
+    // A new customer: billing onboards the tenant (Keystone project, user, role, quotas) and
+    // orders its first VM by the tenant's ref in the same breath (it waits for the tenant).
+    out.push(DemoOrder {
+        order_id: "DEMO-T001".into(),
+        body: json!({
+            "version": 1, "order_id": "DEMO-T001", "action": "tenant_create", "tenant_ref": "CUST-0001",
+            "project": {"name": "cust-0001", "domain": "Default", "description": "demo customer, plan S"},
+            "user": {"name": "cust-0001-admin", "email": "ops@cust-0001.example"},
+            "roles": ["member"],
+            "quotas": {"instances": 2, "cores": 4, "ram_mb": 4096, "volumes": 2, "gigabytes": 20,
+                       "ports": 10, "networks": 2, "floating_ips": 1}
+        }),
+        expect: "completed".into(),
+        what: "onboard tenant CUST-0001: a Keystone project, user, member role and quotas".into(),
+    });
+    let mut first = order("DEMO-T002", DEMO_PROJECT_ID, "cust-web-1", "cirros-0.6.2", "m1.tiny", None);
+    if let Some(o) = first.as_object_mut() {
+        o.remove("project_id");
+        o.insert("tenant_ref".into(), json!("CUST-0001"));
+    }
+    out.push(DemoOrder {
+        order_id: "DEMO-T002".into(),
+        body: first,
+        expect: "completed".into(),
+        what: "a server for tenant CUST-0001, named by its tenant_ref (runs once the tenant is active)"
+            .into(),
+    });
     // Billing's later orders (published once the creates are done): an unpaid invoice suspends
     // web-2, the end of a contract terminates web-1 (volume, server and port deleted).
     let act = |id: &str, action: &str, target: &str| {
@@ -297,10 +324,18 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
     let publisher = amqp.create_channel().await?;
     publisher.confirm_select(lapin::options::ConfirmSelectOptions::default()).await?;
     let mut confirms = Vec::with_capacity(orders.len());
-    let is_action = |o: &DemoOrder| o.body.get("action").is_some();
+    // Later orders act on services; tenant orders go out with the creates.
+    let is_action = |o: &DemoOrder| o.body["action"].as_str().is_some_and(|a| !a.starts_with("tenant_"));
+    let key_of = |o: &DemoOrder| match o.body["action"].as_str() {
+        Some(a) => match a.strip_prefix("tenant_") {
+            Some(t) => format!("order.tenant.{t}"),
+            None => format!("order.{a}"),
+        },
+        None => "order.create".to_string(),
+    };
     for o in orders.iter().filter(|o| !is_action(o)) {
         let body = o.body.to_string();
-        confirms.push(publish_order(&publisher, &names, body.as_bytes()).await?);
+        confirms.push(publish_with_key(&publisher, &names, &key_of(o), body.as_bytes()).await?);
         if o.what != "extra" {
             println!("  {}  {}", o.order_id, o.what);
         }
@@ -344,8 +379,8 @@ pub async fn run_demo(settings: Settings, args: &DemoArgs, place: DemoPlace) -> 
             actions_sent = true;
             println!("  t+{:>5.1}s  billing sends the later orders", started.elapsed().as_secs_f64());
             for o in orders.iter().filter(|o| is_action(o)) {
-                let key = format!("order.{}", o.body["action"].as_str().unwrap_or_default());
-                let c = publish_with_key(&publisher, &names, &key, o.body.to_string().as_bytes()).await?;
+                let c =
+                    publish_with_key(&publisher, &names, &key_of(o), o.body.to_string().as_bytes()).await?;
                 confirmed(c, "demo order").await?;
             }
         }
@@ -511,7 +546,10 @@ mod tests {
         let schemas = crate::messages::Schemas::new();
         for o in demo_orders(3) {
             let key = match o.body["action"].as_str() {
-                Some(a) => format!("order.{a}"),
+                Some(a) => match a.strip_prefix("tenant_") {
+                    Some(t) => format!("order.tenant.{t}"),
+                    None => format!("order.{a}"),
+                },
                 None => "order.create".to_string(),
             };
             schemas

@@ -1223,7 +1223,7 @@ async fn ops_demo_finishes_with_the_expected_outcomes() {
     // The demo's jobs are in its database, each in its expected final state.
     let store = Store::connect(&env.settings.database).await.unwrap();
     let page = store.list_jobs(&JobFilter { limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(page.jobs.len(), 12);
+    assert_eq!(page.jobs.len(), 14);
     let outcome = |order: &str| {
         let j = page.jobs.iter().find(|j| j.order_id == order).unwrap();
         (j.state.clone(), j.error_class.clone())
@@ -1233,6 +1233,13 @@ async fn ops_demo_finishes_with_the_expected_outcomes() {
     assert_eq!(outcome("DEMO-0004"), ("failed".into(), Some("not_found".into())));
     assert_eq!(outcome("DEMO-0005"), ("completed".into(), None), "the suspend");
     assert_eq!(outcome("DEMO-0006"), ("completed".into(), None), "the terminate");
+    assert_eq!(outcome("DEMO-T001"), ("completed".into(), None), "the tenant");
+    assert_eq!(outcome("DEMO-T002"), ("completed".into(), None), "the tenant's server");
+    let tenant: String = sqlx::query_scalar("SELECT state FROM tenant_status WHERE tenant_ref = 'CUST-0001'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(tenant, "active");
     let services: Vec<(String, String)> = sqlx::query_as(
         "SELECT target_order_id, state FROM service_status WHERE target_order_id IN ('DEMO-0001', 'DEMO-0002') \
          ORDER BY target_order_id",
