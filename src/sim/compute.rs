@@ -1521,16 +1521,16 @@ async fn list_instance_actions(
     let now = Utc::now();
     let w = sim.world();
     let s = w.server(&id).filter(|s| visible(&tok, s)).ok_or_else(|| server_not_found(&id))?;
-    let mut actions = vec![serde_json::json!({
-        "action": "create",
-        "instance_uuid": s.id,
-        "message": s.fault.as_ref().map(|_| "Error"),
-        "project_id": s.project_id,
-        "request_id": format!("req-{}", s.id),
-        "start_time": action_time(&s.created),
-        "user_id": s.user_id,
-    })];
+    let create = ActionRec {
+        action: "create".into(),
+        request_id: format!("req-{}", s.id),
+        user_id: s.user_id.clone(),
+        start: s.created,
+        finish: Some(s.boot_done),
+        error: s.fault.as_ref().map(|f| f.1.clone()),
+    };
     let mv = mv(v);
+    let mut actions = vec![instance_action_json(s, &create, mv)];
     actions.extend(actions_at(s, now).iter().map(|a| instance_action_json(s, a, mv)));
     actions.reverse();
     Ok(json(StatusCode::OK, &serde_json::json!({"instanceActions": actions})))

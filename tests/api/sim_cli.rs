@@ -85,13 +85,13 @@ impl Cli {
     }
 }
 
-/// Waits (through the API, cheaper than the CLI) until a volume has `status`.
-async fn volume_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
+/// Waits (through the API, cheaper than the CLI) until the resource at `path` satisfies `done`.
+async fn api_reaches(sim: &SimHandle, token: &str, path: &str, what: &str, done: impl Fn(&Value) -> bool) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let v: Value = http
-            .get(format!("{}/volume/v3/volumes/{id}", sim.url()))
+            .get(format!("{}{path}", sim.url()))
             .header("X-Auth-Token", token)
             .send()
             .await
@@ -99,34 +99,26 @@ async fn volume_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
             .json()
             .await
             .unwrap();
-        if v["volume"]["status"] == status {
+        if done(&v) {
             return;
         }
-        assert!(Instant::now() < deadline, "volume {id} never reached {status}: {v}");
+        assert!(Instant::now() < deadline, "{path} never reached {what}: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Waits (through the API) until a server has `status` and no task.
+/// Waits until a volume has `status`.
+async fn volume_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
+    api_reaches(sim, token, &format!("/volume/v3/volumes/{id}"), status, |v| v["volume"]["status"] == status)
+        .await
+}
+
+/// Waits until a server has `status` and no task.
 async fn server_reaches(sim: &SimHandle, token: &str, id: &str, status: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v: Value = http
-            .get(format!("{}/compute/v2.1/servers/{id}", sim.url()))
-            .header("X-Auth-Token", token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["server"]["status"] == status && v["server"]["OS-EXT-STS:task_state"].is_null() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "server {id} never reached {status}: {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api_reaches(sim, token, &format!("/compute/v2.1/servers/{id}"), status, |v| {
+        v["server"]["status"] == status && v["server"]["OS-EXT-STS:task_state"].is_null()
+    })
+    .await
 }
 
 #[tokio::test]
