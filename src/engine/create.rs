@@ -96,15 +96,6 @@ fn order(job: &Job) -> Result<Order, Outcome> {
     job.order.clone().ok_or_else(|| internal("a create job without its order"))
 }
 
-macro_rules! cloud {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Outcome::Error(e),
-        }
-    };
-}
-
 fn internal(msg: impl Into<String>) -> Outcome {
     Outcome::Fail(Failure::new(ErrorClass::Internal, msg))
 }

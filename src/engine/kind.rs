@@ -25,6 +25,11 @@ use crate::config::LifecycleSettings;
 use crate::messages::{Action, ActionOrder, ErrorClass, EventAddress, Order, TenantAction, TenantOrder};
 use crate::store::{JobRow, JobState, ServiceRow, ServiceSave, Store, TenantRow, TenantSave};
 
+/// A step's end with a failure of this class (the class decides retry or rollback).
+pub fn fail(class: ErrorClass, msg: impl Into<String>) -> Outcome {
+    Outcome::Fail(Failure::new(class, msg))
+}
+
 /// What a step (or an undo) decided.
 #[derive(Debug)]
 pub enum Outcome {

@@ -32,7 +32,7 @@
 use futures_util::future::BoxFuture;
 
 use super::cloud::{CloudError, ErrorKind, ServerAction, ServerInfo};
-use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
+use super::kind::{Job, Kind, Observation, Outcome, Step, StepCtx, Watch, fail};
 use crate::config::SuspendMode;
 use crate::messages::ErrorClass;
 use crate::store::{JobState, ServiceSave};
@@ -155,19 +155,6 @@ fn ended(job: &Job, state: JobState, done: &str, otherwise: Option<&str>) -> Opt
         _ => s.state = otherwise.map(str::to_string),
     }
     Some(s)
-}
-
-macro_rules! cloud {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Outcome::Error(e),
-        }
-    };
-}
-
-fn fail(class: ErrorClass, msg: impl Into<String>) -> Outcome {
-    Outcome::Fail(Failure::new(class, msg))
 }
 
 /// Times out a wait that lasted too long, else waits on.

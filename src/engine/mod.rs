@@ -17,6 +17,17 @@
 //! second resource; a failure rolls back what was created, in reverse, and the final state and
 //! its event are committed together. Every job runs in a span with `job_id` and `order_id`.
 
+/// Inside a step: the value of a cloud call, or the step ends with its error (which carries
+/// its class, so the engine decides whether and when to try again).
+macro_rules! cloud {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return $crate::engine::kind::Outcome::Error(e),
+        }
+    };
+}
+
 pub mod cloud;
 pub mod create;
 pub mod kind;

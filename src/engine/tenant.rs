@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cloud::{CloudError, Created, ErrorKind, ProjectSpec, TenantQuotas, UserSpec, tenant_tag};
 use super::create::TAG;
-use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx};
+use super::kind::{Job, Kind, Observation, Outcome, Step, StepCtx, fail};
 use super::openstack_cloud::VOLUME_MARK;
 use crate::messages::{ErrorClass, Quotas, TenantOrder};
 use crate::store::{JobState, TenantSave};
@@ -146,19 +146,6 @@ pub fn on_end(job: &Job, state: JobState) -> Option<TenantSave> {
     };
     s.state.as_ref()?;
     Some(s)
-}
-
-macro_rules! cloud {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Outcome::Error(e),
-        }
-    };
-}
-
-fn fail(class: ErrorClass, msg: impl Into<String>) -> Outcome {
-    Outcome::Fail(Failure::new(class, msg))
 }
 
 fn store_error(e: crate::store::StoreError) -> CloudError {

@@ -298,14 +298,7 @@ async fn insert_actions(
         done.extend(ids);
     }
 
-    struct Row<'a> {
-        job: &'a NewJob,
-        project_id: String,
-        after: Option<String>,
-        blocked: bool,
-        cancel_reason: Option<String>,
-    }
-    let mut rows: Vec<Row> = Vec::with_capacity(fresh.len());
+    let mut rows: Vec<ChainedRow> = Vec::with_capacity(fresh.len());
     // Services whose running and queued jobs a terminate of this batch cancels.
     let mut terminated: Vec<(String, String, String)> = Vec::new();
     for job in fresh {
@@ -318,7 +311,7 @@ async fn insert_actions(
         if let (Some(t), false) = (&service.terminate_job_id, is_terminate) {
             // Nothing but another terminate runs after a terminate.
             outcome.superseded += 1;
-            rows.push(Row {
+            rows.push(ChainedRow {
                 job,
                 project_id: service.project_id.clone(),
                 after: None,
@@ -343,7 +336,7 @@ async fn insert_actions(
         }
         service.last_job_id = id;
         service.touched = true;
-        rows.push(Row {
+        rows.push(ChainedRow {
             job,
             project_id: service.project_id.clone(),
             after: Some(after),
@@ -366,34 +359,7 @@ async fn insert_actions(
         .op("supersede jobs")?;
     }
 
-    if !rows.is_empty() {
-        let blocked_micros = BLOCKED_RECHECK.as_micros() as i64;
-        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO jobs (id, order_id, project_id, kind, action, target_order_id, after_job_id, order_body, \
-             order_digest, state, step, cancel_requested, cancel_reason, next_run_at, traceparent) ",
-        );
-        insert.push_values(rows.iter(), |mut b, r| {
-            b.push_bind(r.job.id.to_string())
-                .push_bind(&r.job.order_id)
-                .push_bind(&r.project_id)
-                .push_bind(&r.job.action)
-                .push_bind(&r.job.action)
-                .push_bind(&r.job.target_order_id)
-                .push_bind(r.after.clone())
-                .push_bind(&r.job.order_body)
-                .push_bind(&r.job.order_digest)
-                .push_bind(NEW_JOB_STATE)
-                .push_bind(ACTION_FIRST_STEP)
-                .push_bind(r.cancel_reason.is_some())
-                .push_bind(r.cancel_reason.clone())
-                .push("UTC_TIMESTAMP(6) + INTERVAL ")
-                .push_bind_unseparated(if r.blocked { blocked_micros } else { 0 })
-                .push_unseparated(" MICROSECOND")
-                .push_bind(&r.job.traceparent);
-        });
-        insert.build().execute(&mut **tx).await.op("insert actions")?;
-        outcome.inserted += rows.len();
-    }
+    outcome.inserted += insert_chained(tx, &rows, Chain::Service, ACTION_FIRST_STEP).await?;
     for (target, s) in services.iter().filter(|(_, s)| s.touched) {
         sqlx::query("UPDATE services SET last_job_id = ?, terminate_job_id = ? WHERE target_order_id = ?")
             .bind(&s.last_job_id)
@@ -404,4 +370,67 @@ async fn insert_actions(
             .op("chain service jobs")?;
     }
     Ok(())
+}
+
+/// A new job chained behind the newest job of its service or tenant.
+pub(super) struct ChainedRow<'a> {
+    pub job: &'a NewJob,
+    pub project_id: String,
+    pub after: Option<String>,
+    /// Its predecessor is still running: first due after [`BLOCKED_RECHECK`].
+    pub blocked: bool,
+    pub cancel_reason: Option<String>,
+}
+
+/// What a chained job hangs on: the column that names it.
+#[derive(Clone, Copy)]
+pub(super) enum Chain {
+    Service,
+    Tenant,
+}
+
+/// Inserts chained jobs in one statement; returns how many.
+pub(super) async fn insert_chained(
+    tx: &mut sqlx::Transaction<'_, MySql>,
+    rows: &[ChainedRow<'_>],
+    chain: Chain,
+    first_step: &str,
+) -> Result<usize> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let column = match chain {
+        Chain::Service => "target_order_id",
+        Chain::Tenant => "tenant_ref",
+    };
+    let blocked_micros = BLOCKED_RECHECK.as_micros() as i64;
+    let mut insert: QueryBuilder<MySql> = QueryBuilder::new(format!(
+        "INSERT INTO jobs (id, order_id, project_id, kind, action, {column}, after_job_id, order_body, \
+         order_digest, state, step, cancel_requested, cancel_reason, next_run_at, traceparent) "
+    ));
+    insert.push_values(rows.iter(), |mut b, r| {
+        let key = match chain {
+            Chain::Service => &r.job.target_order_id,
+            Chain::Tenant => &r.job.tenant_ref,
+        };
+        b.push_bind(r.job.id.to_string())
+            .push_bind(&r.job.order_id)
+            .push_bind(&r.project_id)
+            .push_bind(&r.job.action)
+            .push_bind(&r.job.action)
+            .push_bind(key)
+            .push_bind(r.after.clone())
+            .push_bind(&r.job.order_body)
+            .push_bind(&r.job.order_digest)
+            .push_bind(NEW_JOB_STATE)
+            .push_bind(first_step)
+            .push_bind(r.cancel_reason.is_some())
+            .push_bind(r.cancel_reason.clone())
+            .push("UTC_TIMESTAMP(6) + INTERVAL ")
+            .push_bind_unseparated(if r.blocked { blocked_micros } else { 0 })
+            .push_unseparated(" MICROSECOND")
+            .push_bind(&r.job.traceparent);
+    });
+    insert.build().execute(&mut **tx).await.op("insert chained jobs")?;
+    Ok(rows.len())
 }

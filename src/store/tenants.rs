@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{MySql, QueryBuilder, Row as _};
 use uuid::Uuid;
 
-use super::intake::{BLOCKED_RECHECK, InsertOutcome, NEW_JOB_STATE, NewJob};
+use super::intake::{Chain, ChainedRow, InsertOutcome, NewJob, insert_chained};
 use super::{Op, Result, Store, StoreError};
 
 /// The states a tenant can be in (`tenants.state`, the `tenant_status` view).
@@ -167,14 +167,7 @@ pub(super) async fn insert_tenant_jobs(
     let refs: HashSet<&str> = fresh.iter().filter_map(|j| j.tenant_ref.as_deref()).collect();
     let (mut tenants, done) = lock_tenants(tx, &refs).await?;
 
-    struct Row<'a> {
-        job: &'a NewJob,
-        project_id: String,
-        after: Option<String>,
-        blocked: bool,
-        cancel_reason: Option<String>,
-    }
-    let mut rows: Vec<Row> = Vec::with_capacity(fresh.len());
+    let mut rows: Vec<ChainedRow> = Vec::with_capacity(fresh.len());
     let mut closes: Vec<(String, String)> = Vec::new();
     for job in fresh {
         let Some(tenant_ref) = job.tenant_ref.as_deref() else { continue };
@@ -194,7 +187,7 @@ pub(super) async fn insert_tenant_jobs(
                     touched: true,
                 },
             );
-            rows.push(Row {
+            rows.push(ChainedRow {
                 job,
                 project_id: String::new(),
                 after: None,
@@ -206,7 +199,7 @@ pub(super) async fn insert_tenant_jobs(
         let project_id = t.project_id.clone().unwrap_or_default();
         if let (Some(c), false) = (&t.close_job_id, job.action == "tenant_close") {
             outcome.superseded += 1;
-            rows.push(Row {
+            rows.push(ChainedRow {
                 job,
                 project_id,
                 after: None,
@@ -229,7 +222,7 @@ pub(super) async fn insert_tenant_jobs(
         }
         t.last_job_id = id;
         t.touched = true;
-        rows.push(Row { job, project_id, after: Some(after), blocked, cancel_reason: None });
+        rows.push(ChainedRow { job, project_id, after: Some(after), blocked, cancel_reason: None });
     }
 
     for (tenant_ref, order) in &closes {
@@ -268,34 +261,7 @@ pub(super) async fn insert_tenant_jobs(
             .op("chain tenant jobs")?;
     }
 
-    if !rows.is_empty() {
-        let blocked_micros = BLOCKED_RECHECK.as_micros() as i64;
-        let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO jobs (id, order_id, project_id, kind, action, tenant_ref, after_job_id, order_body, \
-             order_digest, state, step, cancel_requested, cancel_reason, next_run_at, traceparent) ",
-        );
-        insert.push_values(rows.iter(), |mut b, r| {
-            b.push_bind(r.job.id.to_string())
-                .push_bind(&r.job.order_id)
-                .push_bind(&r.project_id)
-                .push_bind(&r.job.action)
-                .push_bind(&r.job.action)
-                .push_bind(&r.job.tenant_ref)
-                .push_bind(r.after.clone())
-                .push_bind(&r.job.order_body)
-                .push_bind(&r.job.order_digest)
-                .push_bind(NEW_JOB_STATE)
-                .push_bind(TENANT_FIRST_STEP)
-                .push_bind(r.cancel_reason.is_some())
-                .push_bind(r.cancel_reason.clone())
-                .push("UTC_TIMESTAMP(6) + INTERVAL ")
-                .push_bind_unseparated(if r.blocked { blocked_micros } else { 0 })
-                .push_unseparated(" MICROSECOND")
-                .push_bind(&r.job.traceparent);
-        });
-        insert.build().execute(&mut **tx).await.op("insert tenant jobs")?;
-        outcome.inserted += rows.len();
-    }
+    outcome.inserted += insert_chained(tx, &rows, Chain::Tenant, TENANT_FIRST_STEP).await?;
     Ok(())
 }
 

@@ -108,25 +108,21 @@ impl World {
         Ok(World { db, store, names, conn, channel, events_queue, sim, workers: Vec::new() })
     }
 
-    pub(crate) fn start_worker(
-        &mut self,
-        i: usize,
-        max_in_flight: usize,
-        poll_ms: u64,
-    ) -> Result<(), String> {
-        let child = tokio::process::Command::new(provisioner_binary())
-            .arg("run")
-            .env("PROVISIONER_DATABASE_URL", format!("mysql://root@127.0.0.1:3306/{}", self.db))
-            .env("PROVISIONER_AMQP_URL", AMQP)
+    /// `provisioner run` against this world's simulator, database `db_url` and broker `amqp_url`
+    /// (a proxy's, to cut them), as worker `id`, with the limits a benchmark wants (no rate
+    /// limits). Its log is dropped, unless `BENCH_WORKER_LOG` names a directory: then it goes to
+    /// `<dir>/<id>.log` at the level `BENCH_RUST_LOG` (default `info`).
+    pub(crate) fn worker_command(&self, id: &str, db_url: &str, amqp_url: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(provisioner_binary());
+        cmd.arg("run")
+            .env("PROVISIONER_DATABASE_URL", db_url)
+            .env("PROVISIONER_AMQP_URL", amqp_url)
             .env("PROVISIONER_AMQP_PREFIX", &self.names.prefix)
             .env("PROVISIONER_AMQP_QUEUE_TYPE", "classic")
             .env("PROVISIONER_HTTP_ADDR", "")
-            .env("PROVISIONER_WORKER_ID", format!("bench-{i}"))
+            .env("PROVISIONER_WORKER_ID", id)
             .env("PROVISIONER_ENGINE_PROJECT_RATE", "0")
             .env("PROVISIONER_ENGINE_CLOUD_RATE", "0")
-            .env("PROVISIONER_ENGINE_MAX_IN_FLIGHT", max_in_flight.to_string())
-            .env("PROVISIONER_ENGINE_POLL_INTERVAL_MS", poll_ms.to_string())
-            .env("PROVISIONER_DATABASE_MAX_CONNECTIONS", "24")
             .env("RUST_LOG", "warn,lapin=error")
             .env("OS_AUTH_URL", self.sim.auth_url())
             .env("OS_USERNAME", "provisioner")
@@ -137,7 +133,28 @@ impl World {
             .env_remove("OS_CLOUD")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if let Ok(dir) = std::env::var("BENCH_WORKER_LOG")
+            && let Ok(file) = std::fs::File::create(std::path::Path::new(&dir).join(format!("{id}.log")))
+        {
+            cmd.env("RUST_LOG", std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()))
+                .stderr(file);
+        }
+        cmd
+    }
+
+    pub(crate) fn start_worker(
+        &mut self,
+        i: usize,
+        max_in_flight: usize,
+        poll_ms: u64,
+    ) -> Result<(), String> {
+        let db = format!("mysql://root@127.0.0.1:3306/{}", self.db);
+        let child = self
+            .worker_command(&format!("bench-{i}"), &db, AMQP)
+            .env("PROVISIONER_ENGINE_MAX_IN_FLIGHT", max_in_flight.to_string())
+            .env("PROVISIONER_ENGINE_POLL_INTERVAL_MS", poll_ms.to_string())
+            .env("PROVISIONER_DATABASE_MAX_CONNECTIONS", "24")
             .spawn()
             .map_err(|e| {
                 format!(

@@ -27,7 +27,7 @@ use openstack_provisioner::sim::{DEMO_PROJECT_ID, FaultRule, Timings};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::e2e::{World, percentile, provisioner_binary};
+use crate::e2e::{World, percentile};
 
 /// A TCP proxy that can be cut (live connections dropped, new ones refused) and restored.
 struct Proxy {
@@ -80,32 +80,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn spawn_worker(w: &World, db: &Proxy, mq: &Proxy, i: usize) -> tokio::process::Child {
-    tokio::process::Command::new(provisioner_binary())
-        .arg("run")
-        .env("PROVISIONER_DATABASE_URL", format!("mysql://root@{}/{}", db.addr, w.db))
-        .env("PROVISIONER_AMQP_URL", format!("amqp://guest:guest@{}/%2f", mq.addr))
-        .env("PROVISIONER_AMQP_PREFIX", &w.names.prefix)
-        .env("PROVISIONER_AMQP_QUEUE_TYPE", "classic")
-        .env("PROVISIONER_HTTP_ADDR", "")
-        .env("PROVISIONER_WORKER_ID", format!("soak-{i}"))
-        .env("PROVISIONER_ENGINE_PROJECT_RATE", "0")
-        .env("PROVISIONER_ENGINE_CLOUD_RATE", "0")
+    let db_url = format!("mysql://root@{}/{}", db.addr, w.db);
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", mq.addr);
+    w.worker_command(&format!("soak-{i}"), &db_url, &amqp_url)
         .env("PROVISIONER_ENGINE_LEASE_SECS", "10")
         .env("PROVISIONER_ENGINE_MAX_CRASHES", "20")
         .env("PROVISIONER_ENGINE_BACKOFF_MAX_SECS", "5")
         .env("PROVISIONER_RECONCILE_INTERVAL_SECS", "0")
         .env("PROVISIONER_SHUTDOWN_GRACE_SECS", "5")
-        .env("RUST_LOG", "error")
-        .env("OS_AUTH_URL", w.sim.auth_url())
-        .env("OS_USERNAME", "provisioner")
-        .env("OS_PASSWORD", "provisioner")
-        .env("OS_USER_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_DOMAIN_NAME", "Default")
-        .env("OS_PROJECT_NAME", "demo")
-        .env_remove("OS_CLOUD")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start provisioner (cargo build --bin provisioner)")
 }
