@@ -132,6 +132,14 @@ pub enum ServerAction {
     RevertResize,
 }
 
+/// A Nova keypair of the service user (keypairs belong to the user, not to a project).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeypairInfo {
+    pub name: String,
+    pub fingerprint: String,
+    pub public_key: String,
+}
+
 /// A flavor, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlavorInfo {
@@ -314,6 +322,23 @@ pub trait Cloud: Send + Sync + 'static {
         id: &'a str,
         tags: &'a [String],
     ) -> BoxFuture<'a, CloudResult<()>>;
+
+    /// Imports a public key as the service user's keypair `name`; a name already taken comes
+    /// back as [`Created::Existing`] with the keypair found (the step decides whose it is).
+    fn import_keypair<'a>(
+        &'a self,
+        project: &'a str,
+        name: &'a str,
+        public_key: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Created<KeypairInfo>>>;
+    /// The service user's keypair `name`; `None` when there is none.
+    fn get_keypair<'a>(
+        &'a self,
+        project: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<KeypairInfo>>>;
+    /// Deletes the keypair; one already gone is success.
+    fn delete_keypair<'a>(&'a self, project: &'a str, name: &'a str) -> BoxFuture<'a, CloudResult<()>>;
 
     /// Attaches a volume to a server; returns the device if the answer names it.
     fn attach_volume<'a>(

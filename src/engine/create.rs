@@ -2,10 +2,16 @@
 //! volume attached to it.
 //!
 //! ```text
-//! resolve → create_port → create_server → wait_server ─(no volume)─────────────────────▶ done
+//! resolve → create_keypair → create_port → create_server → wait_server ─(no volume)──────▶ done
 //!                                                     └→ create_volume → wait_volume → attach_volume → wait_attached → done
-//! undo, in reverse:        detach_volume ← delete_volume ← delete_server ← delete_port
+//! undo, in reverse:        detach_volume ← delete_volume ← delete_server ← delete_port ← delete_keypair
 //! ```
+//!
+//! `create_keypair` does something only for an order with `server.ssh_public_key`: it imports
+//! the key as the Nova keypair `prov-<job id>` (the service user's: Nova keypairs belong to a
+//! user, not to a project), which the server boots with. Its name is the job's mark, so a
+//! keypair found under it (after a crash, or Nova's 409 on import) is adopted when it holds the
+//! order's key, and refused when it holds another.
 //!
 //! Every resource carries the job's mark (`job-<id>`: a Nova server tag and a Neutron port tag,
 //! plus `provisioner`; Cinder metadata `provisioner_job=<id>`). A creating step that finds its
@@ -17,7 +23,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 
-use super::cloud::{CloudError, PortSpec, Resolved, ServerSpec, VolumeSpec};
+use super::cloud::{CloudError, Created, PortSpec, Resolved, ServerSpec, VolumeSpec};
 use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
 use crate::messages::{ErrorClass, Order};
 use crate::store::{JobState, ServiceSave};
@@ -28,6 +34,7 @@ pub const TAG: &str = "provisioner";
 pub const VOLUME_MARK_KEY: &str = "provisioner_job";
 
 pub const RESOLVE: &str = "resolve";
+pub const CREATE_KEYPAIR: &str = "create_keypair";
 pub const CREATE_PORT: &str = "create_port";
 pub const CREATE_SERVER: &str = "create_server";
 pub const WAIT_SERVER: &str = "wait_server";
@@ -45,6 +52,12 @@ pub fn kind() -> Kind {
         on_end,
         steps: vec![
             Step { name: RESOLVE, creates: false, run: resolve, undo: None },
+            Step {
+                name: CREATE_KEYPAIR,
+                creates: true,
+                run: create_keypair,
+                undo: Some(("delete_keypair", delete_keypair)),
+            },
             Step {
                 name: CREATE_PORT,
                 creates: true,
@@ -156,6 +169,55 @@ fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> Bo
     })
 }
 
+/// The Nova keypair a create job imports for its order's `ssh_public_key`.
+pub fn keypair_name(job_id: &uuid::Uuid) -> String {
+    format!("prov-{job_id}")
+}
+
+/// Whether two OpenSSH public key lines hold the same key (type and data; comments aside).
+fn same_key(a: &str, b: &str) -> bool {
+    a.split_ascii_whitespace().take(2).eq(b.split_ascii_whitespace().take(2))
+}
+
+fn create_keypair<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let Some(key) = job.order.as_ref().and_then(|o| o.server.ssh_public_key.clone()) else {
+            return Outcome::Next;
+        };
+        if job.data.keypair.is_some() {
+            return Outcome::Next;
+        }
+        let name = keypair_name(&job.id);
+        let found = if job.intent_on_entry && job.may_have_created(CREATE_KEYPAIR) {
+            cloud!(ctx.cloud.get_keypair(&job.project_id, &name).await)
+        } else {
+            None
+        };
+        let existing = match found {
+            Some(k) => k,
+            None => match cloud!(ctx.cloud.import_keypair(&job.project_id, &name, &key).await) {
+                Created::New(k) => {
+                    job.data.keypair = Some(k.name);
+                    return Outcome::Next;
+                }
+                Created::Existing(k) => k,
+            },
+        };
+        if !same_key(&existing.public_key, &key) {
+            return Outcome::Fail(Failure::new(
+                ErrorClass::CloudError,
+                format!(
+                    "the keypair {name} exists with another public key (fingerprint {}): not this job's",
+                    existing.fingerprint
+                ),
+            ));
+        }
+        tracing::info!(keypair = %name, "adopted the keypair imported before the interruption");
+        job.data.keypair = Some(name);
+        Outcome::Next
+    })
+}
+
 fn create_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         if job.port_id.is_some() {
@@ -219,7 +281,7 @@ fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             image_id: r.image_id,
             flavor_id: r.flavor_id,
             port_id,
-            key_name: s.key_name.clone(),
+            key_name: s.key_name.clone().or_else(|| job.data.keypair.clone()),
             user_data: s.user_data.clone(),
             metadata,
             tags: vec![mark, TAG.to_string()],
@@ -454,6 +516,27 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
     })
 }
 
+/// Deletes the job's keypair, if it holds the order's key (a keypair of that name with another
+/// key is not the job's, whatever the intent says).
+fn delete_keypair<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let Some(key) = job.order.as_ref().and_then(|o| o.server.ssh_public_key.clone()) else {
+            return Outcome::Done;
+        };
+        if job.data.keypair.is_none() && !job.may_have_created(CREATE_KEYPAIR) {
+            return Outcome::Done;
+        }
+        let name = keypair_name(&job.id);
+        if let Some(k) = cloud!(ctx.cloud.get_keypair(&job.project_id, &name).await)
+            && same_key(&k.public_key, &key)
+        {
+            cloud!(ctx.cloud.delete_keypair(&job.project_id, &name).await);
+        }
+        job.data.keypair = None;
+        Outcome::Done
+    })
+}
+
 fn delete_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         let mut ids: Vec<String> = job.port_id.iter().cloned().collect();
@@ -485,7 +568,10 @@ mod tests {
             order.push(name);
             next = k.undo_after(name);
         }
-        assert_eq!(order, ["detach_volume", "delete_volume", "delete_server", "delete_port"]);
+        assert_eq!(
+            order,
+            ["detach_volume", "delete_volume", "delete_server", "delete_port", "delete_keypair"]
+        );
         assert_eq!(k.after(WAIT_SERVER).map(|s| s.name), Some(CREATE_VOLUME));
     }
 }

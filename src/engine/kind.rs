@@ -139,6 +139,9 @@ pub struct JobData {
     /// Terminate: the volume was detached and kept (`lifecycle.delete_volumes = false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_kept: Option<bool>,
+    /// Create: the keypair imported for the order's `ssh_public_key` (`prov-<job id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keypair: Option<String>,
     /// The job's first step ran (a job cancelled before that changed nothing).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub started: bool,

@@ -5,7 +5,7 @@
 //! unsuspend:  check → act → wait                   (start | resume | unshelve | unpause, by what the server is)
 //! resize:     check → resize → wait_resized → confirm → wait_active     undo: revert_resize
 //! terminate:  check → detach_volume → wait_detached → delete_volume → delete_server
-//!                   → wait_server_gone → delete_port → verify
+//!                   → wait_server_gone → delete_port → delete_keypair → verify
 //! ```
 //!
 //! A job of these kinds acts on its **service** (the `services` row its create made, read with
@@ -24,7 +24,8 @@
 //!
 //! Terminate deletes in the order the contract fixes: detach (and delete, unless
 //! `lifecycle.delete_volumes` is false) the volume, delete the server and wait until Nova says
-//! it is gone, delete the port, then check that the volume is gone (or detached and kept). Every
+//! it is gone, delete the port and the keypair the create imported (`prov-<create job id>`, for an
+//! order with `ssh_public_key`), then check that the volume is gone (or detached and kept). Every
 //! delete of something already gone is a success, so a server deleted outside the provisioner
 //! terminates cleanly. Its call budget: detach, delete volume, delete server, delete port and
 //! one GET of the volume, plus the shared polls.
@@ -50,6 +51,7 @@ pub const DELETE_VOLUME: &str = "delete_volume";
 pub const DELETE_SERVER: &str = "delete_server";
 pub const WAIT_SERVER_GONE: &str = "wait_server_gone";
 pub const DELETE_PORT: &str = "delete_port";
+pub const DELETE_KEYPAIR: &str = "delete_keypair";
 pub const VERIFY: &str = "verify";
 
 /// Service states (the `services.state` column and the `service_status` view).
@@ -125,6 +127,7 @@ fn terminate() -> Kind {
             step(DELETE_SERVER, delete_server),
             step(WAIT_SERVER_GONE, wait_server_gone),
             step(DELETE_PORT, delete_port),
+            step(DELETE_KEYPAIR, delete_keypair),
             step(VERIFY, verify),
         ],
         running_state: Some(TERMINATING),
@@ -815,6 +818,22 @@ fn delete_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -
     })
 }
 
+/// The keypair the service's create imported (its name is the create job's mark); gone already
+/// is success.
+fn delete_keypair<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let imported = job.order.as_ref().is_some_and(|o| o.server.ssh_public_key.is_some());
+        let Some(create_job) = job.service.as_ref().map(|s| s.create_job_id.clone()).filter(|_| imported)
+        else {
+            return Outcome::Next;
+        };
+        let Ok(create_job) = create_job.parse::<uuid::Uuid>() else { return Outcome::Next };
+        let name = super::create::keypair_name(&create_job);
+        cloud!(ctx.cloud.delete_keypair(&job.project_id, &name).await);
+        Outcome::Next
+    })
+}
+
 fn verify<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         let Some(volume) = job.volume_id.clone() else { return Outcome::Done };
@@ -870,6 +889,7 @@ mod tests {
                 DELETE_SERVER,
                 WAIT_SERVER_GONE,
                 DELETE_PORT,
+                DELETE_KEYPAIR,
                 VERIFY
             ]
         );

@@ -19,9 +19,9 @@ use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use super::cloud::{
-    Cloud, CloudError, CloudResult, Created, ErrorKind, Inventory, MarkedPort, MarkedServer, MarkedVolume,
-    PortSpec, ProjectInfo, ProjectSpec, Resolved, ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo,
-    UserSpec, VolumeInfo, VolumeSpec,
+    Cloud, CloudError, CloudResult, Created, ErrorKind, Inventory, KeypairInfo, MarkedPort, MarkedServer,
+    MarkedVolume, PortSpec, ProjectInfo, ProjectSpec, Resolved, ServerInfo, ServerSpec, TenantQuotas,
+    Tenants, UserInfo, UserSpec, VolumeInfo, VolumeSpec,
 };
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
@@ -233,6 +233,10 @@ fn server_info(s: Server) -> ServerInfo {
         tags: s.tags.unwrap_or_default(),
         ..ServerInfo::default()
     }
+}
+
+fn keypair_info(k: crate::openstack::compute::protocol::Keypair) -> KeypairInfo {
+    KeypairInfo { name: k.name, fingerprint: k.fingerprint, public_key: k.public_key }
 }
 
 fn volume_info(v: Volume) -> VolumeInfo {
@@ -582,6 +586,43 @@ impl Cloud for OpenStackCloud {
         tags: &'a [String],
     ) -> BoxFuture<'a, CloudResult<()>> {
         Box::pin(async move { self.compute.ensure_server_tags(project, id, tags).await.map_err(kind) })
+    }
+
+    fn import_keypair<'a>(
+        &'a self,
+        project: &'a str,
+        name: &'a str,
+        public_key: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Created<KeypairInfo>>> {
+        Box::pin(async move {
+            match self.compute.import_keypair(project, name, public_key).await {
+                Ok(k) => Ok(Created::New(keypair_info(k))),
+                Err(e) if e.class == ErrorClass::AlreadyExists => {
+                    match not_found_is_none(self.compute.get_keypair(project, name).await)? {
+                        Some(k) => Ok(Created::Existing(keypair_info(k))),
+                        None => Err(CloudError::new(
+                            ErrorKind::Transient,
+                            format!("nova said the keypair {name:?} exists, but it is not found"),
+                        )),
+                    }
+                }
+                Err(e) => Err(kind(e)),
+            }
+        })
+    }
+
+    fn get_keypair<'a>(
+        &'a self,
+        project: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<KeypairInfo>>> {
+        Box::pin(async move {
+            Ok(not_found_is_none(self.compute.get_keypair(project, name).await)?.map(keypair_info))
+        })
+    }
+
+    fn delete_keypair<'a>(&'a self, project: &'a str, name: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.compute.delete_keypair(project, name).await.map_err(kind) })
     }
 
     fn attach_volume<'a>(

@@ -245,6 +245,24 @@ mod tests {
             assert_eq!(err.kind(), "schema", "{what}: {err}");
             assert!(err.to_string().contains(needle), "{what}: {err}");
         }
+        // An SSH public key: the shape of an OpenSSH line, its data decoding to its type; never
+        // together with key_name.
+        let key: Value = serde_json::from_slice(&examples("order-ssh-key")[0].1).unwrap();
+        let mut both = key.clone();
+        both["server"]["key_name"] = "ops-key".into();
+        assert_eq!(schemas.parse_order(both.to_string().as_bytes()).unwrap_err().kind(), "schema");
+        for bad in [
+            "ssh-ed25519",
+            "ssh-foo AAAAC3NzaC1lZDI1NTE5AAAAIFu6mj/FKYTcvwcnV85bk1XPHmiG6aGY6nz3TFwuy4/1",
+            "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIFu6mj/FKYTcvwcnV85bk1XPHmiG6aGY6nz3TFwuy4/1",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFu6mj/FKYTcvwcnV85bk1XPHmiG6aGY6nz3TFwuy4/1x",
+            "ssh-ed25519 AAAA\nssh-ed25519 AAAA",
+        ] {
+            let mut v = key.clone();
+            v["server"]["ssh_public_key"] = bad.into();
+            let err = schemas.parse_order(v.to_string().as_bytes()).unwrap_err();
+            assert!(err.to_string().contains("ssh_public_key"), "{bad}: {err}");
+        }
         let mut big_user_data = good.clone();
         use base64::Engine as _;
         big_user_data["server"]["user_data"] =

@@ -40,6 +40,10 @@ pub struct OrderServer {
     pub network: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
+    /// An OpenSSH public key, imported as the keypair `prov-<job id>` for the boot (instead of
+    /// `key_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_key: Option<String>,
     /// Base64, passed to Nova as is. Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<String>,
@@ -71,6 +75,13 @@ impl Order {
                     decoded.len(),
                     MAX_USER_DATA_BYTES
                 ));
+            }
+        }
+        if let Some(key) = &self.server.ssh_public_key {
+            crate::openstack::compute::protocol::parse_openssh_public_key(key)
+                .map_err(|e| format!("/server/ssh_public_key: {e}"))?;
+            if self.server.key_name.is_some() {
+                return Err("/server: ssh_public_key and key_name are mutually exclusive".into());
             }
         }
         if self.order_id.chars().any(|c| !(' '..='~').contains(&c)) {

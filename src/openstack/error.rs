@@ -430,6 +430,10 @@ pub fn classify(service: Service, status: StatusCode, headers: &HeaderMap, body:
         404 => ErrorClass::NotFound,
         409 if quota => ErrorClass::Quota,
         409 if service == Service::Identity => ErrorClass::AlreadyExists,
+        // Nova's `KeyPairExists`: "Key pair 'prov-...' already exists."
+        409 if service == Service::Compute && body.message.contains("already exists") => {
+            ErrorClass::AlreadyExists
+        }
         409 if service == Service::Network && body.fault.as_deref() == Some("IpAddressGenerationFailure") => {
             ErrorClass::Permanent
         }

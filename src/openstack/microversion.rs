@@ -11,6 +11,8 @@
 //!   by tags is replaced by listing by name, filtered on metadata by the caller.
 //! - [`NOVA_ATTACH_202`] (2.101): attaching a volume answers `202` without a body; before, `200`
 //!   with the attachment. The client returns the attachment when the cloud sends one.
+//! - [`NOVA_KEYPAIR_TYPE`] (2.2): a keypair is imported with `type: ssh`; from 2.92 Nova only
+//!   imports keys (`public_key` required), which is all we do.
 //! - 2.47 (flavor embedded in the server) and 2.89 (attachment ids) change only response
 //!   shapes, which the protocol types read in every form.
 //!
@@ -50,6 +52,8 @@ impl fmt::Display for Microversion {
 pub const NOVA_TAGS: Microversion = Microversion::new(2, 26);
 /// Nova: `tags` accepted in `POST /servers`.
 pub const NOVA_TAGS_AT_CREATE: Microversion = Microversion::new(2, 52);
+/// Nova: keypairs have a `type` (`ssh`, `x509`).
+pub const NOVA_KEYPAIR_TYPE: Microversion = Microversion::new(2, 2);
 /// Nova: attaching a volume answers 202 without a body.
 pub const NOVA_ATTACH_202: Microversion = Microversion::new(2, 101);
 /// Nova: the microversion we ask for when the cloud supports it.

@@ -1,7 +1,7 @@
 //! Simulated Nova v2.1 under `/compute`: version documents and microversion negotiation
 //! (2.1 to 2.101), flavors, servers (create with ports or networks, show, list and detail with
 //! Nova's filters and pagination, update, delete, tags, metadata), volume attachments, limits
-//! and quota sets. Quota exceeded is Nova's 403.
+//! and quota sets. Quota exceeded is Nova's 403. Keypairs are in [`super::keypairs`].
 //!
 //! A server is `BUILD` until its boot time has passed, then `ACTIVE` (or `ERROR` with a `fault`
 //! when a fault rule or the control API says so), derived on read. `updated` moves when the
@@ -73,7 +73,6 @@ pub fn routes() -> Router<Arc<Sim>> {
         )
         .route(&format!("{v}/os-quota-sets/{{project_id}}/detail"), get(show_quota_detail))
         .route(&format!("{v}/os-quota-sets/{{project_id}}/defaults"), get(show_quota_defaults))
-        .route(&format!("{v}/os-keypairs"), get(list_keypairs))
 }
 
 fn v21(sim: &Sim) -> Version {
@@ -621,6 +620,12 @@ async fn create_server(
         None if c.block_device_mapping_v2.is_some() => None,
         None => return Err(ApiError::bad_request(S, "Invalid imageRef provided.")),
     };
+    // Keypairs are the user's: Nova looks the name up among the caller's.
+    if let Some(k) = &c.key_name
+        && !w.has_keypair(&tok.user_id, k)
+    {
+        return Err(ApiError::bad_request(S, "Invalid key_name provided."));
+    }
     // Quota: instances, cores, ram (Nova counts servers in any state).
     let quota = w.quotas_of(&project);
     let used = w.usage_of(&project);
@@ -1309,23 +1314,6 @@ async fn limits(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) 
         },
     };
     Ok(json(StatusCode::OK, &body))
-}
-
-async fn list_keypairs(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
-    authenticate(&sim, &headers, S)?;
-    // The seed's keypairs, shaped as Nova lists them (a fixed fake key).
-    let keypairs: Vec<_> = sim
-        .world()
-        .seed
-        .keypairs
-        .iter()
-        .map(|name| {
-            serde_json::json!({"keypair": {"name": name, "type": "ssh",
-                "fingerprint": "7e:eb:ab:24:ba:d1:e1:88:ae:9a:fb:66:53:df:d3:bd",
-                "public_key": format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyOfTheSimulator {name}")}})
-        })
-        .collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "keypairs": keypairs })))
 }
 
 // ---- server actions ----

@@ -376,6 +376,12 @@ impl SimControl {
         self.reset_counters();
     }
 
+    /// Every Nova keypair: (user id, name, fingerprint).
+    pub fn keypairs(&self) -> Vec<(String, String, String)> {
+        let w = self.sim.world();
+        w.keypairs.values().map(|k| (k.user_id.clone(), k.name.clone(), k.fingerprint.clone())).collect()
+    }
+
     /// Renders a server as Nova would at the maximum microversion (for debugging and demos).
     pub fn server_json(&self, id: &str) -> Option<serde_json::Value> {
         let w = self.sim.world();

@@ -1,5 +1,6 @@
 //! Programmed faults: rules matched against each API request (service, method, path regex)
-//! that answer an error status with the service's real error body, add latency, or mark what
+//! that answer an error status with the service's real error body, add latency (before the
+//! request is carried out, or after it: `answer_delay_ms`), or mark what
 //! the request creates (a server that ends in `ERROR`, a resource stuck in its transitional
 //! state). A rule fires N times, or with a probability, or forever.
 
@@ -29,6 +30,10 @@ pub struct FaultRule {
     pub retry_after: Option<String>,
     /// Delay the answer by this many milliseconds.
     pub latency_ms: Option<u64>,
+    /// Carry the request out, then hold its answer this many milliseconds: the cloud did the
+    /// work while its caller waits (a worker killed meanwhile never learns the result, and its
+    /// successor must find and adopt what was made).
+    pub answer_delay_ms: Option<u64>,
     /// A server created by the matched request goes to `ERROR` with this fault message; a
     /// server action it starts fails with it (the server stays as it was, the instance action
     /// records the error).
@@ -46,6 +51,7 @@ pub struct FaultRule {
 #[derive(Debug, Clone, Default)]
 pub struct Effect {
     pub latency_ms: u64,
+    pub answer_delay_ms: u64,
     pub respond: Option<Respond>,
     pub server_error: Option<String>,
     pub stuck: bool,
@@ -147,6 +153,7 @@ impl Faults {
             a.fired += 1;
             let e = effect.get_or_insert_with(Effect::default);
             e.latency_ms += a.rule.latency_ms.unwrap_or(0);
+            e.answer_delay_ms += a.rule.answer_delay_ms.unwrap_or(0);
             if e.respond.is_none()
                 && let Some(status) = a.rule.status
             {

@@ -421,7 +421,11 @@ pub async fn api_layer(State(sim): State<Arc<Sim>>, mut req: Request, next: Next
             Some(Err(msg)) => break 'resp ApiError::new(service, 406, msg).into_response(),
             None => {}
         }
-        next.run(req).await
+        let resp = next.run(req).await;
+        if let Some(e) = effect.as_ref().filter(|e| e.answer_delay_ms > 0) {
+            tokio::time::sleep(Duration::from_millis(e.answer_delay_ms)).await;
+        }
+        resp
     };
 
     let h = resp.headers_mut();

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod http;
 mod identity;
 mod image;
+mod keypairs;
 mod network;
 pub mod seed;
 pub mod state;
@@ -162,6 +163,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .merge(image::routes())
         .merge(network::routes())
         .merge(compute::routes())
+        .merge(keypairs::routes())
         .merge(volume::routes("/volume/v3"))
         .merge(volume::routes("/volume/v3/{project_id}"))
         .route_layer(axum::middleware::from_fn_with_state(sim.clone(), http::api_layer))

@@ -95,7 +95,8 @@ pub struct Seed {
     pub networks: Vec<SeedNetwork>,
     #[serde(default)]
     pub volume_types: Vec<SeedVolumeType>,
-    /// Nova keypairs (by name) of the service user: what `GET /os-keypairs` lists.
+    /// Nova keypairs (by name) that every seeded user holds, each with a synthetic ed25519 key
+    /// (keypairs belong to users; `POST /os-keypairs` adds more).
     #[serde(default = "default_keypairs")]
     pub keypairs: Vec<String>,
 }

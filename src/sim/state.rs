@@ -605,6 +605,8 @@ pub struct World {
     pub server_order: BTreeMap<u64, String>,
     pub volumes: HashMap<String, VolumeRec>,
     pub volume_order: BTreeMap<u64, String>,
+    /// Nova keypairs by (user id, name): a user's, whatever the project.
+    pub keypairs: BTreeMap<(String, String), crate::sim::keypairs::KeypairRec>,
     pub seq: u64,
     pub started: DateTime<Utc>,
 }
@@ -630,6 +632,7 @@ impl World {
             server_order: BTreeMap::new(),
             volumes: HashMap::new(),
             volume_order: BTreeMap::new(),
+            keypairs: BTreeMap::new(),
             seq: 0,
             started: now,
         };
@@ -682,6 +685,13 @@ impl World {
                         w.assignments.insert((pid.clone(), u.id.clone(), role.id.clone()));
                     }
                 }
+            }
+        }
+        // The seed's keypairs, for every seeded user (a synthetic key each).
+        for u in &seed.users {
+            for name in &seed.keypairs {
+                let key = crate::sim::keypairs::synthetic_key(name, &format!("{name}@sim"));
+                w.add_keypair(&u.id, name, &key, now);
             }
         }
         let owner = seed.projects.first().map(|p| p.id.clone()).unwrap_or_default();

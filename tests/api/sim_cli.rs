@@ -330,3 +330,115 @@ async fn sim_cli_python_openstackclient_onboards_and_closes_a_tenant() {
     assert!(errors.is_empty(), "server errors: {errors:?}");
     sim.shutdown().await;
 }
+
+impl Cli {
+    /// Runs `openstack <args>` as the service user in `demo`, expecting it to fail: its stderr.
+    async fn demo_fails(&self, args: &[&str]) -> String {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(args)
+            .env("OS_AUTH_URL", &self.auth_url)
+            .env("OS_IDENTITY_API_VERSION", "3")
+            .env("OS_USERNAME", "provisioner")
+            .env("OS_PASSWORD", "provisioner")
+            .env("OS_PROJECT_NAME", "demo")
+            .env("OS_USER_DOMAIN_NAME", "Default")
+            .env("OS_PROJECT_DOMAIN_NAME", "Default")
+            .env("OS_REGION_NAME", "RegionOne")
+            .env("PYTHONWARNINGS", "ignore")
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("openstack {args:?} timed out"))
+            .expect("run openstack");
+        assert!(
+            !out.status.success(),
+            "openstack {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+}
+
+/// Issue 15 with the real CLI: keypairs imported from a public key file, used by a server and
+/// deleted (an unknown key name refused as Nova does).
+#[tokio::test]
+async fn sim_cli_python_openstackclient_keypairs() {
+    use base64::Engine as _;
+    let bin = openstack_cli();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let cli = Cli { bin, auth_url: sim.auth_url() };
+
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&11u32.to_be_bytes());
+    blob.extend_from_slice(b"ssh-ed25519");
+    blob.extend_from_slice(&32u32.to_be_bytes());
+    blob.extend((0..32u8).map(|i| i.wrapping_mul(13)));
+    let line = format!("ssh-ed25519 {} cli@test", base64::engine::general_purpose::STANDARD.encode(&blob));
+    let dir = std::env::temp_dir().join(format!("cli-kp-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("id_ed25519.pub");
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let fingerprint = {
+        use md5::Digest as _;
+        md5::Md5::digest(&blob).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    };
+
+    let kp = cli.demo(&["keypair", "create", "--public-key", file.to_str().unwrap(), "kp1"]).await;
+    assert_eq!(kp["name"], "kp1", "{kp}");
+    assert_eq!(kp["fingerprint"], fingerprint.as_str(), "{kp}");
+    let list = cli.demo(&["keypair", "list"]).await;
+    let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|k| k["Name"].as_str()).collect();
+    assert!(names.contains(&"kp1") && names.contains(&"ops-key"), "{list}");
+    let shown = cli.demo(&["keypair", "show", "kp1"]).await;
+    assert_eq!(shown["fingerprint"], fingerprint.as_str(), "{shown}");
+    let again = cli.demo_fails(&["keypair", "create", "--public-key", file.to_str().unwrap(), "kp1"]).await;
+    assert!(again.contains("already exists"), "{again}");
+
+    let server = cli
+        .demo(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "cirros-0.6.2",
+            "--network",
+            "private",
+            "--key-name",
+            "kp1",
+            "--wait",
+            "vm-kp",
+        ])
+        .await;
+    assert_eq!(server["key_name"], "kp1", "{server}");
+    let refused = cli
+        .demo_fails(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "cirros-0.6.2",
+            "--network",
+            "private",
+            "--key-name",
+            "no-such-key",
+            "vm-nokey",
+        ])
+        .await;
+    assert!(refused.contains("Invalid key_name provided."), "{refused}");
+    cli.run("provisioner", "demo", &["server", "delete", "--wait", "vm-kp"]).await;
+    cli.run("provisioner", "demo", &["keypair", "delete", "kp1"]).await;
+    let list = cli.demo(&["keypair", "list"]).await;
+    assert!(!list.to_string().contains("kp1"), "{list}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
+    assert!(errors.is_empty(), "server errors: {errors:?}");
+    sim.shutdown().await;
+}

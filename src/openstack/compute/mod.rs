@@ -1,5 +1,5 @@
 //! Nova v2.1: flavors, servers (create, get, list by tags, delete, actions and their record),
-//! volume attachments, limits.
+//! volume attachments, keypairs (import, show, delete), limits.
 //!
 //! Built like the other services: [`ComputeApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`]. Every
@@ -436,6 +436,44 @@ impl ComputeApi {
             .as_array()
             .map(|all| all.iter().filter_map(|k| k["keypair"]["name"].as_str().map(str::to_string)).collect())
             .unwrap_or_default())
+    }
+
+    /// `POST /os-keypairs` with a public key: imports it as the caller's keypair `name`
+    /// (keypairs belong to the user, not to the project). A name already taken is Nova's 409
+    /// (`AlreadyExists`); a key Nova cannot read is its 400 (`Permanent`).
+    pub async fn import_keypair(
+        &self,
+        project: &str,
+        name: &str,
+        public_key: &str,
+    ) -> Result<protocol::Keypair, OpenStackError> {
+        let version = self.microversion(project).await?;
+        let create = protocol::KeypairCreate {
+            name: name.to_string(),
+            public_key: Some(public_key.trim().to_string()),
+            key_type: (version >= microversion::NOVA_KEYPAIR_TYPE).then(|| "ssh".to_string()),
+            user_id: None,
+        };
+        let req = Request::new(SERVICE, Method::POST, "/os-keypairs", "/os-keypairs")
+            .json(&protocol::KeypairCreateRequest { keypair: create });
+        Ok(self.session.json::<protocol::KeypairBody>(project, req).await?.keypair)
+    }
+
+    /// `GET /os-keypairs/{name}`: the caller's keypair.
+    pub async fn get_keypair(&self, project: &str, name: &str) -> Result<protocol::Keypair, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/os-keypairs/{name}", format!("/os-keypairs/{name}"));
+        Ok(self.session.json::<protocol::KeypairBody>(project, req).await?.keypair)
+    }
+
+    /// `DELETE /os-keypairs/{name}`; a keypair already gone is success.
+    pub async fn delete_keypair(&self, project: &str, name: &str) -> Result<(), OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::DELETE, "/os-keypairs/{name}", format!("/os-keypairs/{name}"));
+        match self.session.send(project, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /limits`: the project's absolute limits and usage.

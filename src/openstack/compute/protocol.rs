@@ -465,6 +465,108 @@ pub struct InstanceActionBody {
     pub instance_action: InstanceAction,
 }
 
+/// `POST /os-keypairs` body. With `public_key` it imports the key (required from 2.92, where
+/// Nova no longer generates keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeypairCreateRequest {
+    pub keypair: KeypairCreate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeypairCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// `ssh` or `x509` (2.2+).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    /// Another user's (admin, 2.10+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+/// A keypair as create, show and list return it (list entries carry only name, type,
+/// fingerprint and public key; show adds the rest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Keypair {
+    pub name: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    /// 2.2+.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Only before 2.92, when Nova generated the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeypairBody {
+    pub keypair: Keypair,
+}
+
+/// `GET /os-keypairs`: each entry wrapped in `{"keypair": ...}`; `keypairs_links` from 2.35.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeypairList {
+    pub keypairs: Vec<KeypairBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keypairs_links: Option<Vec<Link>>,
+}
+
+/// The OpenSSH public key types Nova imports (what `cryptography` loads).
+pub const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ssh-dss",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// An OpenSSH public key line (`<type> <base64 blob> [comment]`), checked for shape: a known
+/// type, a blob that is valid base64 and starts with the same type (the wire format's
+/// length-prefixed string). Returns the type and the decoded blob (Nova's fingerprint is the
+/// MD5 of it).
+pub fn parse_openssh_public_key(line: &str) -> Result<(String, Vec<u8>), String> {
+    use base64::Engine as _;
+    let mut parts = line.trim().split_ascii_whitespace();
+    let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
+        return Err("not an OpenSSH public key (expected \"<type> <base64> [comment]\")".into());
+    };
+    if !SSH_KEY_TYPES.contains(&kind) {
+        return Err(format!("unsupported key type {kind:?} (expected one of {})", SSH_KEY_TYPES.join(", ")));
+    }
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| format!("the key is not valid base64 ({e})"))?;
+    let inner = blob
+        .get(..4)
+        .map(|n| u32::from_be_bytes([n[0], n[1], n[2], n[3]]) as usize)
+        .and_then(|n| blob.get(4..4 + n));
+    if inner != Some(kind.as_bytes()) {
+        return Err(format!("the key's data does not start with its type {kind:?}"));
+    }
+    if blob.len() < 4 + kind.len() + 4 + 16 {
+        return Err("the key's data is too short".into());
+    }
+    Ok((kind.to_string(), blob))
+}
+
+/// Nova's fingerprint of an SSH key: MD5 of the key blob, as colon-separated hex.
+pub fn ssh_fingerprint(blob: &[u8]) -> String {
+    use md5::Digest as _;
+    let d = md5::Md5::digest(blob);
+    d.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// `GET /limits`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LimitsBody {
