@@ -121,6 +121,11 @@ async fn preflight_names_each_problem_of_an_order_and_passes_a_fine_one() {
     let (code, r) = check(&sim, &acme_order("pf-gb", "cirros-0.6.2", "m1.tiny", Some(21))).await;
     assert_eq!((code, failed(&r)), (1, vec![("quota.gigabytes".into(), "quota_exceeded".into())]), "{r:#}");
     assert!(detail(&r, "quota.gigabytes").contains("short by 1"), "{r:#}");
+    let mut nokey = acme_order("pf-key", "cirros-0.6.2", "m1.tiny", None);
+    nokey["server"]["key_name"] = "no-such-key".into();
+    let (code, r) = check(&sim, &nokey).await;
+    assert_eq!((code, failed(&r)), (1, vec![("keypair".into(), "not_found".into())]), "{r:#}");
+    assert!(detail(&r, "keypair").contains("no-such-key"), "{r:#}");
     control.set_quotas(ACME_PROJECT_ID, QuotaPatch { instances: Some(0), ..QuotaPatch::default() }).unwrap();
     let (code, r) = check(&sim, &acme_order("pf-inst", "cirros-0.6.2", "m1.tiny", None)).await;
     assert_eq!((code, failed(&r)), (1, vec![("quota.instances".into(), "quota_exceeded".into())]), "{r:#}");
