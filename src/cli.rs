@@ -1,5 +1,5 @@
-//! The command line: `provisioner run | migrate | sim | order submit | jobs | services | replay |
-//! cancel | demo | reconcile | secrets gen-key | ui hash-password`.
+//! The command line: `provisioner run | migrate | sim | order submit | jobs | services | tenants |
+//! replay | cancel | demo | reconcile | secrets gen-key | ui hash-password`.
 //!
 //! Each command is a thin wrapper: it loads settings, initialises tracing, and calls into the
 //! module that does the work, so that the tests can call the same functions.
@@ -47,6 +47,11 @@ pub enum Command {
     Services {
         #[command(subcommand)]
         command: ServicesCommand,
+    },
+    /// Read tenant state from the database (what each tenant order made, and its jobs).
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
     },
     /// Ask the workers to replay a failed job (publishes an admin command).
     Replay(AdminArgs),
@@ -144,6 +149,27 @@ pub enum ServicesCommand {
         state: Option<String>,
         #[arg(long)]
         project: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// One tenant (by billing's tenant_ref): state, Keystone ids, quotas, and every job that
+    /// named it.
+    Show {
+        tenant_ref: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tenants, newest first, each with its newest tenant job.
+    List {
+        /// provisioning, active, closing, closed or failed.
+        #[arg(long)]
+        state: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long)]
@@ -250,6 +276,10 @@ async fn dispatch(cli: Cli) -> CliResult {
         Command::Services { command } => {
             let settings = settings(&cli)?;
             crate::ops::services_command(&settings, command).await
+        }
+        Command::Tenants { command } => {
+            let settings = settings(&cli)?;
+            crate::ops::tenants_command(&settings, command).await
         }
         Command::Replay(args) => {
             let settings = settings(&cli)?;

@@ -158,7 +158,9 @@ fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> Bo
             && let Some(o) = job.order.as_ref()
         {
             // Fail fast on what cannot succeed; anything pre-flight cannot tell goes on as usual.
-            let report = super::preflight::check_order(ctx.cloud.as_ref(), o).await;
+            // The job's project (a create by tenant_ref has it from its tenant, not its order).
+            let o = crate::messages::Order { project_id: job.project_id.clone(), ..o.clone() };
+            let report = super::preflight::check_order(ctx.cloud.as_ref(), &o).await;
             if let Some(c) = report.blocking() {
                 let class = c.class.unwrap_or(ErrorClass::NotFound);
                 return Outcome::Fail(Failure::new(class, format!("pre-flight: {}: {}", c.check, c.detail)));

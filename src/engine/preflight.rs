@@ -9,7 +9,9 @@
 //! and RAM, 1 port, and with a volume 1 volume and its gigabytes) against the project's quotas
 //! from Nova `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
 //! against their schema and the service they name (it exists and is not terminated; a resize's
-//! flavor resolves in the service's project). The names are looked up afresh (no cache): a
+//! flavor resolves in the service's project). A create that names its tenant (`tenant_ref`) is
+//! checked in the tenant's project once the tenant is active; before that, the `tenant` check
+//! says it is not active yet (and nothing is checked against an empty project id). The names are looked up afresh (no cache): a
 //! pre-flight is a question about now.
 
 use serde::Serialize;
@@ -156,6 +158,59 @@ fn headroom(check: &str, line: &QuotaLine, need: i64) -> Check {
     }
 }
 
+/// A create that names its tenant: checked in the tenant's project once the tenant is active;
+/// before that (or for a tenant that cannot take VMs) the `tenant` check says why, and the
+/// names and quotas are not checked (there is no project to check them in).
+async fn check_by_tenant(cloud: &dyn Cloud, store: Option<&Store>, mut order: Order) -> Report {
+    let tenant_ref = order.tenant_ref.clone().unwrap_or_default();
+    let schema = pass("schema", "valid order.v1");
+    let stop = |check: Check| Report::new(Some(order.order_id.clone()), None, vec![schema.clone(), check]);
+    let Some(store) = store else {
+        return stop(fail("tenant", "no database to look the tenant up in", None));
+    };
+    let tenant = match store.tenant(&tenant_ref).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return stop(fail(
+                "tenant",
+                format!("no tenant {tenant_ref:?} was onboarded (no order.tenant.create)"),
+                Some(ErrorClass::NotFound),
+            ));
+        }
+        Err(e) => return stop(fail("tenant", format!("cannot read the tenant: {e}"), None)),
+    };
+    let project = tenant.project_id.clone().filter(|p| !p.is_empty());
+    let (state, project) = match (tenant.state.as_str(), project) {
+        ("active", Some(p)) => ("active", p),
+        ("provisioning", _) => {
+            // Not a verdict on the order: it waits for the onboarding, and is checked after it.
+            return stop(fail(
+                "tenant",
+                format!(
+                    "tenant {tenant_ref} is not active yet (provisioning): its project, names and quotas \
+                     can be checked once its onboarding completes"
+                ),
+                None,
+            ));
+        }
+        (state, _) => {
+            let why = match state {
+                "closing" | "closed" => "a create naming it is cancelled",
+                _ => "its onboarding did not complete; a create naming it fails",
+            };
+            return stop(fail(
+                "tenant",
+                format!("tenant {tenant_ref} is {state}: {why}"),
+                Some(ErrorClass::InvalidOrder),
+            ));
+        }
+    };
+    order.project_id = project.clone();
+    let mut report = check_order(cloud, &order).await;
+    report.checks.insert(1, pass("tenant", format!("{tenant_ref} is {state} → project {project}")));
+    report
+}
+
 /// Checks an order body of any kind: the schema first (its errors are the only check then),
 /// then a create's names and quotas ([`check_order`]) or an action's service. Without a cloud
 /// (none configured) or a store, the checks that need it fail saying so.
@@ -189,6 +244,7 @@ async fn check_body_inner(
                 vec![fail("schema", e.to_string(), Some(ErrorClass::InvalidOrder))],
             ),
             Ok((order, _)) => match cloud {
+                Some(cloud) if order.tenant_ref.is_some() => check_by_tenant(cloud, store, order).await,
                 Some(cloud) => check_order(cloud, &order).await,
                 None => Report::new(
                     Some(order.order_id.clone()),

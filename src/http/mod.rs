@@ -6,6 +6,9 @@
 //!   page of jobs, newest first, with `next_cursor` for the next page.
 //! - `/v1/services/{target_order_id}`: one service (what a create order made) with its jobs;
 //!   `/v1/services?state=&project_id=&limit=&cursor=`: a page of services, newest first.
+//! - `/v1/tenants/{tenant_ref}`: one tenant (state, Keystone ids, quotas, its newest tenant job)
+//!   with every job that named it; `/v1/tenants?state=&limit=`: tenants, newest first. No
+//!   secrets: passwords never leave the order they came in (sealed, then dropped).
 //! - `/v1/findings?all=&kind=&project_id=&limit=`: the reconciler's findings, newest first (open
 //!   ones; `all=true` adds the cleared ones).
 //! - `POST /v1/preflight` with an order as the body: would it pass? (see
@@ -43,6 +46,7 @@ use crate::metrics;
 use crate::store::Store;
 use crate::store::services::{SERVICE_STATES, ServiceCursor, ServiceFilter};
 use crate::store::status::{ACTIONS, Cursor, JobFilter, STATES};
+use crate::store::tenants::TENANT_STATES;
 
 /// Checks that the broker is reachable; `Err` says why not.
 pub type BrokerProbe =
@@ -155,6 +159,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/jobs/{id}", get(show_job))
         .route("/v1/services", get(list_services))
         .route("/v1/services/{id}", get(show_service))
+        .route("/v1/tenants", get(list_tenants))
+        .route("/v1/tenants/{tenant_ref}", get(show_tenant))
         .route("/v1/findings", get(list_findings))
         .route("/v1/preflight", axum::routing::post(preflight))
         .route("/metrics", get(metrics_text))
@@ -337,6 +343,41 @@ async fn list_services(
     let filter =
         ServiceFilter { state: p.state, project_id: p.project_id, limit: p.limit.unwrap_or(50), cursor };
     Ok(Json(state.store.list_services(&filter).await?).into_response())
+}
+
+async fn show_tenant(
+    State(state): State<HttpState>,
+    Path(tenant_ref): Path<String>,
+) -> Result<Response, ApiError> {
+    match state.store.tenant_detail(&tenant_ref).await? {
+        Some(detail) => Ok(Json(detail).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no tenant {tenant_ref:?}"))),
+    }
+}
+
+/// Query parameters of `GET /v1/tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantParams {
+    pub state: Option<String>,
+    pub limit: Option<u32>,
+}
+
+async fn list_tenants(
+    State(state): State<HttpState>,
+    params: Result<Query<TenantParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    if let Some(s) = &p.state
+        && !TENANT_STATES.contains(&s.as_str())
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("state {s:?} is not one of {}", TENANT_STATES.join(", ")),
+        ));
+    }
+    let tenants = state.store.list_tenants(p.state.as_deref(), p.limit.unwrap_or(50)).await?;
+    Ok(Json(serde_json::json!({ "tenants": tenants })).into_response())
 }
 
 /// Query parameters of `GET /v1/findings`.

@@ -1,17 +1,18 @@
-//! `provisioner jobs show <job-id|order-id>`, `provisioner jobs list`, and `provisioner services
-//! show|list`: job and service status as tables for people, or as JSON (`--json`, the same
-//! shapes as the HTTP API) for scripts.
+//! `provisioner jobs show <job-id|order-id>`, `provisioner jobs list`, `provisioner services
+//! show|list` and `provisioner tenants show|list`: job, service and tenant status as tables for
+//! people, or as JSON (`--json`, the same shapes as the HTTP API) for scripts.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 
-use crate::cli::{CliResult, JobsCommand, ServicesCommand};
+use crate::cli::{CliResult, JobsCommand, ServicesCommand, TenantsCommand};
 use crate::config::Settings;
 use crate::store::Store;
 use crate::store::services::{SERVICE_STATES, ServiceDetail, ServiceFilter, ServiceStatus};
 use crate::store::status::{ACTIONS, HistoryEntry, JobDetail, JobFilter, JobStatus, STATES};
+use crate::store::tenants::{TENANT_STATES, TenantDetail, TenantView};
 
 /// `provisioner services show|list`.
 pub async fn services_command(settings: &Settings, command: &ServicesCommand) -> CliResult {
@@ -102,6 +103,108 @@ pub fn render_services(services: &[ServiceStatus]) -> String {
         })
         .collect();
     table(&["SERVICE", "PROJECT", "STATE", "SERVER", "FLAVOR", "LAST ACTION", "UPDATED"], &rows)
+}
+
+/// `provisioner tenants show|list`.
+pub async fn tenants_command(settings: &Settings, command: &TenantsCommand) -> CliResult {
+    let store = Store::connect(&settings.database).await?;
+    let result = run_tenants(&store, command).await;
+    store.close().await;
+    let out = result?;
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_tenants(
+    store: &Store,
+    command: &TenantsCommand,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        TenantsCommand::Show { tenant_ref, json } => {
+            let detail =
+                store.tenant_detail(tenant_ref).await?.ok_or_else(|| format!("no tenant {tenant_ref:?}"))?;
+            if *json {
+                Ok(format!("{}\n", serde_json::to_string_pretty(&detail)?))
+            } else {
+                Ok(render_tenant(&detail))
+            }
+        }
+        TenantsCommand::List { state, limit, json } => {
+            if let Some(s) = state
+                && !TENANT_STATES.contains(&s.as_str())
+            {
+                return Err(format!("--state {s:?} is not one of {}", TENANT_STATES.join(", ")).into());
+            }
+            let tenants = store.list_tenants(state.as_deref(), *limit).await?;
+            if *json {
+                Ok(format!("{}\n", serde_json::to_string_pretty(&serde_json::json!({ "tenants": tenants }))?))
+            } else {
+                Ok(render_tenants(&tenants))
+            }
+        }
+    }
+}
+
+/// Quotas as `instances=2 cores=16 ...` (in the order billing names them).
+fn quotas_text(q: &Option<serde_json::Value>) -> String {
+    const ORDER: [&str; 8] =
+        ["instances", "cores", "ram_mb", "volumes", "gigabytes", "ports", "networks", "floating_ips"];
+    let Some(q) = q.as_ref().and_then(|q| q.as_object()) else { return "-".into() };
+    let mut keys: Vec<&String> = q.keys().collect();
+    keys.sort_by_key(|k| ORDER.iter().position(|o| o == k).unwrap_or(ORDER.len()));
+    let parts: Vec<String> = keys.iter().map(|k| format!("{k}={}", q[k.as_str()])).collect();
+    if parts.is_empty() { "-".into() } else { parts.join(" ") }
+}
+
+fn last_job_text(j: &Option<JobStatus>) -> String {
+    match j {
+        Some(j) => format!("{} {} {}", j.order_id, j.action, j.state),
+        None => "-".into(),
+    }
+}
+
+/// A tenant for people: its state, ids and quotas, then its jobs.
+pub fn render_tenant(d: &TenantDetail) -> String {
+    let s = &d.view.status;
+    let mut out = String::new();
+    let mut field = |k: &str, v: &str| {
+        let _ = writeln!(out, "{k:<10} {v}");
+    };
+    field("tenant", &s.tenant_ref);
+    field("state", &s.state);
+    field("project", or_dash(&s.project_id));
+    field("domain", or_dash(&s.domain_id));
+    field("user", or_dash(&s.user_id));
+    field("quotas", &quotas_text(&s.quotas));
+    field("last job", &last_job_text(&d.view.last_job));
+    field("created", &time(s.created_at));
+    field("updated", &time(s.updated_at));
+    out.push_str("\njobs\n");
+    out.push_str(&render_list(&d.jobs));
+    out
+}
+
+/// Tenants for people, one line each.
+pub fn render_tenants(tenants: &[TenantView]) -> String {
+    if tenants.is_empty() {
+        return "no tenants\n".into();
+    }
+    let rows: Vec<Vec<String>> = tenants
+        .iter()
+        .map(|t| {
+            let s = &t.status;
+            vec![
+                s.tenant_ref.clone(),
+                s.state.clone(),
+                or_dash(&s.project_id).to_string(),
+                or_dash(&s.user_id).to_string(),
+                last_job_text(&t.last_job),
+                time(s.updated_at),
+                quotas_text(&s.quotas),
+            ]
+        })
+        .collect();
+    table(&["TENANT", "STATE", "PROJECT", "USER", "LAST JOB", "UPDATED", "QUOTAS"], &rows)
 }
 
 /// `provisioner jobs show|list`.

@@ -1,5 +1,5 @@
-//! What operators use every day, on top of the engine: job status for the CLI
-//! (`provisioner jobs show|list`), and the one-command demo.
+//! What operators use every day, on top of the engine: job, service and tenant status for the
+//! CLI (`provisioner jobs|services|tenants show|list`), and the one-command demo.
 //!
 //! Status is read from the database through [`crate::store::status`]; this module only turns it
 //! into tables for people or JSON for scripts. Admin commands (replay, cancel) travel over the
@@ -12,4 +12,4 @@ pub mod preflight;
 pub mod reconcile;
 
 pub use commands::{send_admin, submit_orders};
-pub use jobs::{jobs_command, services_command};
+pub use jobs::{jobs_command, services_command, tenants_command};

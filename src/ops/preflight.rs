@@ -21,10 +21,11 @@ pub async fn check_command(settings: &Settings, file: &Path, json: bool) -> CliR
             None
         }
     };
-    // Only an action order needs the database (its service); a create is checked without one.
-    let is_action =
-        serde_json::from_slice::<serde_json::Value>(&body).ok().is_some_and(|v| v.get("action").is_some());
-    let store = if is_action { Store::connect(&settings.database).await.ok() } else { None };
+    // Only an action order (its service) or a create naming its tenant needs the database.
+    let needs_store = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .is_some_and(|v| v.get("action").is_some() || v.get("tenant_ref").is_some());
+    let store = if needs_store { Store::connect(&settings.database).await.ok() } else { None };
     let report = check_body(&Schemas::new(), cloud.as_deref(), store.as_ref(), &body, "cli").await;
     if let Some(s) = store {
         s.close().await;

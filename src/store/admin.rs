@@ -15,7 +15,9 @@
 //!   at once, with its `job.cancelled` event in the outbox in the same transaction. A job in
 //!   progress gets `cancel_requested = 1` and is made due; the engine rolls back what it created
 //!   and ends it `cancelled` with the event (see [`crate::engine`]). A finished job, one already
-//!   rolling back, or one whose cancel is already requested is refused.
+//!   rolling back, or one whose cancel is already requested is refused. A `tenant_create` ended
+//!   here leaves its tenant `failed` (as one the engine cancels does), not `provisioning`: a new
+//!   create order for the same `tenant_ref` then onboards it.
 
 use chrono::Utc;
 use sqlx::Row as _;
@@ -323,6 +325,26 @@ impl Store {
             .execute(&mut *tx)
             .await
             .op("wake the next job")?;
+            if job.action == "tenant_create" {
+                // The onboarding never ran: the tenant is `failed` (not `provisioning` for ever),
+                // unless another create of it is still to run; a new create order proceeds.
+                let tenant: Option<String> = sqlx::query_scalar("SELECT tenant_ref FROM jobs WHERE id = ?")
+                    .bind(&job.id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .op("read the job's tenant")?;
+                sqlx::query(
+                    "UPDATE tenants t SET t.state = 'failed', t.updated_at = NOW(6) \
+                     WHERE t.tenant_ref = ? AND t.state = 'provisioning' AND NOT EXISTS ( \
+                       SELECT 1 FROM jobs o WHERE o.tenant_ref = t.tenant_ref AND o.action = 'tenant_create' \
+                       AND o.id <> ? AND o.state NOT IN ('completed', 'failed', 'cancelled'))",
+                )
+                .bind(tenant)
+                .bind(&job.id)
+                .execute(&mut *tx)
+                .await
+                .op("fail the cancelled tenant")?;
+            }
             sqlx::query("INSERT INTO outbox (event_id, job_id, routing_key, body) VALUES (?, ?, ?, ?)")
                 .bind(event.event_id.to_string())
                 .bind(&job.id)

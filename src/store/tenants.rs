@@ -1,6 +1,6 @@
 //! Tenants in the store: the `tenants` table, its intake (tenant orders, and creates that name
 //! their project by `tenant_ref`), what tenant jobs write with their saves, and the reads behind
-//! `tenant_status`.
+//! `tenant_status` (and behind `provisioner tenants list|show`, `GET /v1/tenants`).
 //!
 //! Intake, in the batch's transaction (see [`super::intake`]): the tenant rows of the batch are
 //! locked (`FOR UPDATE`, in key order, as every intake does); a `tenant_create` of an unknown ref
@@ -24,6 +24,9 @@ use sqlx::{MySql, QueryBuilder, Row as _};
 use uuid::Uuid;
 
 use super::intake::{Chain, ChainedRow, InsertOutcome, NewJob, insert_chained};
+use super::status::{
+    JobStatus, MAX_LIMIT, STATUS_COLUMNS as JOB_COLUMNS, status_from_row as job_status_from_row,
+};
 use super::{Op, Result, Store, StoreError};
 
 /// The states a tenant can be in (`tenants.state`, the `tenant_status` view).
@@ -70,6 +73,28 @@ pub struct TenantStatus {
     pub quotas: Option<serde_json::Value>,
     pub updated_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// The tenant's first `tenant_create` job.
+    pub create_job_id: String,
+    /// The tenant's newest tenant job (the next tenant order runs after it).
+    pub last_job_id: String,
+}
+
+/// A tenant for operators (`provisioner tenants list`, `GET /v1/tenants`): its status and its
+/// newest tenant job. Nothing secret: no order body, no password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantView {
+    #[serde(flatten)]
+    pub status: TenantStatus,
+    pub last_job: Option<JobStatus>,
+}
+
+/// One tenant with every job that named it (its tenant orders and the VM creates by its
+/// `tenant_ref`), in commit order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantDetail {
+    #[serde(flatten)]
+    pub view: TenantView,
+    pub jobs: Vec<JobStatus>,
 }
 
 /// How a create naming its tenant is queued.
@@ -354,11 +379,12 @@ fn status_from_row(row: &sqlx::mysql::MySqlRow) -> Result<TenantStatus> {
         quotas: quotas.and_then(|q| serde_json::from_str(&q).ok()),
         updated_at: row.try_get("updated_at").map_err(get)?,
         created_at: row.try_get("created_at").map_err(get)?,
+        create_job_id: row.try_get("create_job_id").map_err(get)?,
+        last_job_id: row.try_get("last_job_id").map_err(get)?,
     })
 }
 
-const STATUS_COLUMNS: &str =
-    "tenant_ref, project_id, domain_id, user_id, state, quotas, updated_at, created_at";
+const STATUS_COLUMNS: &str = "tenant_ref, project_id, domain_id, user_id, state, quotas, updated_at, created_at, create_job_id, last_job_id";
 
 /// A service of a tenant, as a close sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,17 +413,56 @@ impl Store {
         row.as_ref().map(status_from_row).transpose()
     }
 
-    /// Every tenant, newest first (at most `limit`).
-    pub async fn list_tenants(&self, limit: u32) -> Result<Vec<TenantStatus>> {
+    /// Tenants (in `state`, if given), newest first, at most `limit` (up to [`MAX_LIMIT`]), each
+    /// with its newest tenant job.
+    pub async fn list_tenants(&self, state: Option<&str>, limit: u32) -> Result<Vec<TenantView>> {
+        let mut q: QueryBuilder<MySql> =
+            QueryBuilder::new(format!("SELECT {STATUS_COLUMNS} FROM tenant_status WHERE 1=1"));
+        if let Some(state) = state {
+            q.push(" AND state = ").push_bind(state.to_string());
+        }
+        q.push(" ORDER BY created_at DESC, tenant_ref DESC LIMIT ").push_bind(limit.clamp(1, MAX_LIMIT));
+        let rows = q.build().fetch_all(self.pool()).await.op("list tenants")?;
+        let tenants = rows.iter().map(status_from_row).collect::<Result<Vec<_>>>()?;
+        let mut last = self.jobs_by_id(tenants.iter().map(|t| t.last_job_id.as_str())).await?;
+        Ok(tenants
+            .into_iter()
+            .map(|status| TenantView { last_job: last.remove(&status.last_job_id), status })
+            .collect())
+    }
+
+    /// One tenant with its newest tenant job and every job that named it.
+    pub async fn tenant_detail(&self, tenant_ref: &str) -> Result<Option<TenantDetail>> {
+        let Some(status) = self.tenant(tenant_ref).await? else { return Ok(None) };
         let sql = format!(
-            "SELECT {STATUS_COLUMNS} FROM tenant_status ORDER BY created_at DESC, tenant_ref DESC LIMIT ?"
+            "SELECT {JOB_COLUMNS} FROM job_status s JOIN jobs j ON j.id = s.job_id WHERE j.tenant_ref = ? \
+             ORDER BY s.created_at, s.job_id LIMIT {MAX_LIMIT}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(limit.clamp(1, 1000))
+            .bind(tenant_ref)
             .fetch_all(self.pool())
             .await
-            .op("list tenants")?;
-        rows.iter().map(status_from_row).collect()
+            .op("list tenant jobs")?;
+        let jobs = rows.iter().map(job_status_from_row).collect::<Result<Vec<_>>>()?;
+        let last_job = jobs.iter().find(|j| j.job_id == status.last_job_id).cloned();
+        Ok(Some(TenantDetail { view: TenantView { status, last_job }, jobs }))
+    }
+
+    /// The `job_status` rows of these jobs, by job id.
+    async fn jobs_by_id<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Result<HashMap<String, JobStatus>> {
+        let ids: Vec<&str> = ids.collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut q: QueryBuilder<MySql> =
+            QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM job_status s WHERE s.job_id IN ("));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id.to_string());
+        }
+        q.push(")");
+        let rows = q.build().fetch_all(self.pool()).await.op("read tenant jobs")?;
+        rows.iter().map(|r| job_status_from_row(r).map(|j| (j.job_id.clone(), j))).collect()
     }
 
     /// The services of a tenant: those whose create named it, and those made in its project.

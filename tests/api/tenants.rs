@@ -365,3 +365,262 @@ async fn creates_by_tenant_ref_wait_for_the_tenant_its_quota_holds_and_a_close_l
     handle.await.unwrap();
     stack.cleanup().await;
 }
+
+/// `provisioner <args>` against this stack's database and cloud: (exit code, stdout).
+async fn provisioner(stack: &Stack, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "error")
+        .env("PROVISIONER_DATABASE_URL", stack.env.settings.database.url.expose())
+        .envs(stack.os_env())
+        .output()
+        .await
+        .expect("run provisioner");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The failed checks of a pre-flight report: (check, class or "-").
+fn failed_checks(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| (c["check"].as_str().unwrap().to_string(), c["class"].as_str().unwrap_or("-").to_string()))
+        .collect()
+}
+
+fn check_detail(report: &serde_json::Value, check: &str) -> String {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .map_or_else(|| panic!("no {check} check in {report}"), |c| c["detail"].as_str().unwrap().to_string())
+}
+
+/// `provisioner order check` of a body: (exit code, report).
+async fn order_check(stack: &Stack, body: &[u8]) -> (i32, serde_json::Value) {
+    let path = std::env::temp_dir().join(format!("tenant-check-{}.json", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, body).unwrap();
+    let (code, out) = provisioner(stack, &["order", "check", path.to_str().unwrap(), "--json"]).await;
+    let _ = std::fs::remove_file(&path);
+    let start = out.find('{').unwrap_or_else(|| panic!("no report: {out}"));
+    let report: serde_json::Value =
+        serde_json::Deserializer::from_str(&out[start..]).into_iter().next().unwrap().expect("a JSON report");
+    (code, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_a_cancelled_onboarding_fails_its_tenant_preflight_waits_for_active_and_operators_list_and_show_tenants()
+ {
+    use openstack_provisioner::store::admin::AdminOutcome;
+    use openstack_provisioner::store::intake::NewJob;
+    let mut stack = Stack::new(fast()).await;
+    let key = with_key(&mut stack);
+    let tenant = "CUST C/1, Acme";
+    let vm = create_by_ref("vm-c", tenant, false);
+
+    // Pre-flight of a create naming a tenant nobody onboarded: not found.
+    let (code, r) = order_check(&stack, &create_by_ref("vm-x", "NOBODY", false)).await;
+    assert_eq!((code, failed_checks(&r)), (1, vec![("tenant".into(), "not_found".into())]), "{r:#}");
+
+    // A tenant create that no worker has taken up yet (queued, the tenant provisioning).
+    let body = String::from_utf8(tenant_create("T-c1", tenant, None, 2)).unwrap();
+    let mut jobs = vec![NewJob {
+        id: uuid::Uuid::new_v4(),
+        order_id: "T-c1".into(),
+        project_id: String::new(),
+        action: "tenant_create".into(),
+        target_order_id: None,
+        tenant_ref: Some(tenant.into()),
+        order_digest: openstack_provisioner::amqp::intake::sha256_hex(body.as_bytes()),
+        order_body: body,
+        traceparent: None,
+    }];
+    stack.env.store.insert_jobs(&mut jobs).await.expect("intake");
+    assert_eq!(stack.env.store.tenant(tenant).await.unwrap().unwrap().state, "provisioning");
+    // Pre-flight says the tenant is not active yet, and checks nothing against an empty project.
+    let (code, r) = order_check(&stack, &vm).await;
+    assert_eq!((code, failed_checks(&r)), (1, vec![("tenant".into(), "-".into())]), "{r:#}");
+    assert!(check_detail(&r, "tenant").contains("is not active yet (provisioning)"), "{r:#}");
+    assert!(!r["checks"].as_array().unwrap().iter().any(|c| c["check"] == "image"), "{r:#}");
+
+    // Cancelled while queued: the job ends at once, the tenant is failed (not provisioning).
+    let out =
+        stack.env.store.admin_cancel(&AdminTarget::Order("T-c1".into()), "ops-test", Some("withdrawn")).await;
+    assert!(matches!(out, Ok(AdminOutcome::Cancelled { .. })), "{out:?}");
+    assert_eq!(stack.env.store.tenant(tenant).await.unwrap().unwrap().state, "failed");
+    let (code, r) = order_check(&stack, &vm).await;
+    assert_eq!((code, failed_checks(&r)), (1, vec![("tenant".into(), "invalid_order".into())]), "{r:#}");
+    assert!(check_detail(&r, "tenant").contains("is failed"), "{r:#}");
+
+    // A new create order for the same tenant onboards it.
+    stack.env.settings.http.addr = "127.0.0.1:0".into();
+    let app =
+        App::build_with_cloud(stack.env.settings.clone(), Some(cloud(&stack))).await.expect("build the app");
+    let http = app.http_addr().expect("http listens");
+    let token = app.shutdown_token();
+    let handle =
+        tokio::spawn(async move { app.run_until_stopped().await.expect("the worker stops cleanly") });
+    let cancelled = event_of(&mut stack, "T-c1").await;
+    assert_eq!(cancelled.event_type, EventType::Cancelled, "{cancelled:?}");
+    let password = format!("Pw-{}-listed", fastrand::u64(..));
+    stack.env.publish_with("order.tenant.create", &tenant_create("T-c2", tenant, Some(&password), 2)).await;
+    let created = event_of(&mut stack, "T-c2").await;
+    assert_eq!(created.event_type, EventType::Completed, "{created:?}");
+    let project = created.tenant.as_ref().and_then(|t| t.project_id.clone()).expect("a project");
+    let user = created.tenant.as_ref().and_then(|t| t.user_id.clone()).expect("a user");
+    assert_eq!(stack.env.store.tenant(tenant).await.unwrap().unwrap().state, "active");
+
+    // Active: pre-flight checks the order in the tenant's project (HTTP and CLI alike).
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("http://{http}/v1/preflight"))
+        .body(vm.clone())
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!((r["ok"].clone(), r["project_id"].clone()), (true.into(), project.clone().into()), "{r:#}");
+    assert!(check_detail(&r, "tenant").contains(&project), "{r:#}");
+    let (code, r) = order_check(&stack, &vm).await;
+    assert_eq!((code, r["ok"].clone()), (0, true.into()), "{r:#}");
+
+    // GET /v1/tenants and /v1/tenants/{tenant_ref}: state, ids, quotas, last job; no secret.
+    let list = client.get(format!("http://{http}/v1/tenants")).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    let list = list.text().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let tenants = v["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 1, "{v:#}");
+    let t = &tenants[0];
+    assert_eq!(
+        (&t["tenant_ref"], &t["state"], &t["project_id"], &t["user_id"]),
+        (&tenant.into(), &"active".into(), &project.clone().into(), &user.clone().into()),
+        "{t:#}"
+    );
+    assert_eq!(
+        (t["quotas"]["instances"].clone(), t["quotas"]["ports"].clone()),
+        (2.into(), 10.into()),
+        "{t:#}"
+    );
+    assert_eq!(
+        (t["last_job"]["order_id"].clone(), t["last_job"]["state"].clone()),
+        ("T-c2".into(), "completed".into()),
+        "{t:#}"
+    );
+    let filtered: serde_json::Value = client
+        .get(format!("http://{http}/v1/tenants?state=failed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filtered["tenants"].as_array().map(Vec::len), Some(0), "{filtered}");
+    let bad = client.get(format!("http://{http}/v1/tenants?state=gone")).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let path = "CUST%20C%2F1%2C%20Acme";
+    let show = client.get(format!("http://{http}/v1/tenants/{path}")).send().await.unwrap();
+    assert_eq!(show.status(), 200);
+    let show = show.text().await.unwrap();
+    let d: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(d["tenant_ref"], tenant, "{d:#}");
+    let jobs: Vec<(String, String)> = d["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["order_id"].as_str().unwrap().to_string(), j["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(jobs, [("T-c1".into(), "cancelled".into()), ("T-c2".into(), "completed".into())], "{d:#}");
+    let missing = client.get(format!("http://{http}/v1/tenants/NOBODY")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // The CLI: the same, as tables and JSON.
+    let (code, table) = provisioner(&stack, &["tenants", "list"]).await;
+    assert_eq!(code, 0, "{table}");
+    assert!(table.contains("TENANT") && table.contains(tenant) && table.contains(&project), "{table}");
+    assert!(table.contains("T-c2 tenant_create completed") && table.contains("instances=2"), "{table}");
+    let (code, shown) = provisioner(&stack, &["tenants", "show", tenant]).await;
+    assert_eq!(code, 0, "{shown}");
+    assert!(shown.contains(&format!("project    {project}")) && shown.contains(&user), "{shown}");
+    assert!(shown.contains("T-c1") && shown.contains("cancelled"), "{shown}");
+    let (code, json) = provisioner(&stack, &["tenants", "show", tenant, "--json"]).await;
+    assert_eq!(code, 0, "{json}");
+    let j: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!((j["state"].clone(), j["project_id"].clone()), ("active".into(), project.clone().into()));
+    let (code, listed) = provisioner(&stack, &["tenants", "list", "--state", "closed", "--json"]).await;
+    assert_eq!(
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&listed).unwrap()["tenants"].as_array().map(Vec::len)
+        ),
+        (0, Some(0)),
+        "{listed}"
+    );
+    let (code, err) = provisioner(&stack, &["tenants", "show", "NOBODY"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no tenant \"NOBODY\""), "{err}");
+    for text in [&list, &show, &table, &shown, &json] {
+        assert!(!text.contains(&password), "a password is shown: {text}");
+        assert!(!text.contains("password") && !text.contains("v1:"), "a secret is shown: {text}");
+    }
+    let _ = key;
+    token.cancel();
+    handle.await.unwrap();
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_a_close_with_delete_deletes_the_project_and_the_user_and_leaves_nothing_tagged() {
+    let mut stack = Stack::new(Timings::fast()).await;
+    let _ = with_key(&mut stack);
+    let (token, handle) = run(&stack).await;
+    let tenant = "ACME-DEL";
+    stack
+        .env
+        .publish_with("order.tenant.create", &tenant_create("T-del", tenant, Some("s3cret-del"), 2))
+        .await;
+    stack.env.publish_with("order.create", &create_by_ref("vm-del", tenant, true)).await;
+    let created = event_of(&mut stack, "T-del").await;
+    assert_eq!(created.event_type, EventType::Completed, "{created:?}");
+    let t = created.tenant.clone().expect("the tenant");
+    let (project, user) = (t.project_id.clone().unwrap(), t.user_id.clone().unwrap());
+    let vm = event_of(&mut stack, "vm-del").await;
+    assert_eq!(vm.event_type, EventType::Completed, "{vm:?}");
+    assert_eq!(resources(&stack, &project), (1, 1, 1));
+
+    let close = serde_json::json!({"version": 1, "order_id": "T-del-close", "action": "tenant_close",
+        "tenant_ref": tenant, "delete": true});
+    stack.env.publish_with("order.tenant.close", close.to_string().as_bytes()).await;
+    let closed = event_of(&mut stack, "T-del-close").await;
+    assert_eq!(closed.event_type, EventType::Completed, "{closed:?}");
+    let removed = closed.tenant.as_ref().and_then(|t| t.removed.clone()).expect("what was removed");
+    assert_eq!(removed.services, ["vm-del"], "{removed:?}");
+    assert_eq!((removed.project.as_deref(), removed.user.as_deref()), (Some("deleted"), Some("deleted")));
+
+    // Deleted, not disabled: neither the project nor the user exists; no role assignment is left.
+    let id = stack.sim.control().identity();
+    assert!(!id.projects.iter().any(|p| p.id == project), "the project still exists");
+    assert!(!id.projects.iter().any(|p| p.tags.contains(&tenant_tag(tenant))), "a project is still tagged");
+    assert!(!id.users.iter().any(|u| u.id == user), "the user still exists");
+    assert!(!id.users.iter().any(|u| u.name == format!("u-{tenant}")));
+    assert!(!id.assignments.iter().any(|a| a.project_id == project), "{:?}", id.assignments);
+    // Nothing the provisioner made is left anywhere in the cloud.
+    assert_eq!(resources(&stack, &project), (0, 0, 0));
+    assert_eq!(stack.env.store.tenant(tenant).await.unwrap().unwrap().state, "closed");
+    let states: Vec<String> = sqlx::query_scalar("SELECT state FROM service_status")
+        .fetch_all(stack.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(states, ["terminated"]);
+    token.cancel();
+    handle.await.unwrap();
+    stack.cleanup().await;
+}
