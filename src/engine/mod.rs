@@ -292,42 +292,40 @@ impl Engine {
                 _ = tick.tick() => {}
             }
             let plans = inner.waiting.plan(stale);
-            if plans.is_empty() {
+            if !plans.is_empty() {
+                let polls = plans.into_iter().map(|plan| self.poll_project(plan));
+                let settled: Vec<(Waiter, Option<Observation>)> =
+                    futures_util::future::join_all(polls).await.into_iter().flatten().collect();
+                inner.waiting.settle(settled);
+            }
+            // Take up the ready jobs, oldest first, as far as there are free slots; the rest
+            // wait for the next tick with what the poll saw.
+            let free = inner.permits.available_permits().min(inner.waiting.ready_len());
+            if free == 0 {
                 continue;
             }
-            let polls = plans.into_iter().map(|plan| self.poll_project(plan));
-            let settled: Vec<(Waiter, Option<Observation>)> =
-                futures_util::future::join_all(polls).await.into_iter().flatten().collect();
-            if settled.is_empty() {
-                continue;
-            }
-            let mut settled = inner.waiting.take(&settled);
-            let free = inner.permits.available_permits().min(settled.len());
-            if free < settled.len() {
-                let rest: Vec<Waiter> = settled.split_off(free).into_iter().map(|(w, _)| w).collect();
-                inner.waiting.put_back(rest);
-            }
-            if settled.is_empty() {
-                continue;
-            }
-            let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(settled.len() as u32) else {
-                inner.waiting.put_back(settled.into_iter().map(|(w, _)| w).collect());
-                continue;
-            };
-            let pairs: Vec<(Uuid, u64)> = settled.iter().map(|(w, _)| (w.job_id, w.fence)).collect();
+            let Ok(mut permits) = inner.permits.clone().try_acquire_many_owned(free as u32) else { continue };
+            let ready = inner.waiting.next_ready(free);
+            let pairs: Vec<(Uuid, u64)> = ready.iter().map(|r| (r.waiter.job_id, r.waiter.fence)).collect();
             match inner.store.claim_exact(&inner.cfg.owner, inner.cfg.lease, &pairs).await {
                 Ok(rows) => {
-                    let mut seen: HashMap<Uuid, Option<Observation>> =
-                        settled.into_iter().map(|(w, o)| (w.job_id, o)).collect();
+                    let mut ready: HashMap<Uuid, poller::Ready> =
+                        ready.into_iter().map(|r| (r.waiter.job_id, r)).collect();
                     for row in rows {
-                        let obs = seen.remove(&row.id).flatten();
+                        let seen = ready.remove(&row.id).and_then(|r| r.seen);
                         let Some(permit) = permits.split(1) else { break };
-                        self.spawn_driver(row, obs, permit);
+                        self.spawn_driver(row, seen, permit);
+                    }
+                    // Not claimable at that fence now: locked for a moment, or taken by
+                    // someone else (then it is forgotten after a few misses).
+                    if !ready.is_empty() {
+                        tracing::debug!(missed = ready.len(), "settled jobs not claimed; trying again");
+                        inner.waiting.not_taken(ready.into_values().collect(), true);
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot take up settled jobs; the recheck will");
-                    inner.waiting.put_back(settled.into_iter().map(|(w, _)| w).collect());
+                    tracing::warn!(error = %e, "cannot take up settled jobs; trying again");
+                    inner.waiting.not_taken(ready, false);
                 }
             }
         }
