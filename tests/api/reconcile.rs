@@ -309,3 +309,251 @@ async fn reconcile_a_deleted_server_and_one_in_error_each_give_one_drift_event()
     run.await.unwrap();
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_a_stopped_active_server_a_started_suspended_one_and_a_detached_or_deleted_volume_each_give_one_drift_event()
+ {
+    use openstack_provisioner::engine::cloud::ServerAction;
+    use openstack_provisioner::engine::reconcile::suspended_status;
+    let mut stack = Stack::new(fast()).await;
+    let (token, run) = run_app(&stack).await;
+    // off: stopped behind our back; on: started while suspended; detached, deleted: volumes.
+    let targets: Vec<String> = ["drift-off", "drift-on", "drift-detached", "drift-deleted", "drift-fine"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    stack.env.publish_all(targets.iter().map(|t| order(t, P, t.contains("de")))).await;
+    stack.wait_events(targets.len(), WAIT).await;
+    wait_services(&stack, &targets, "active", WAIT).await;
+    stack.env.publish_keyed([action("drift-on-S", "suspend", "drift-on")]).await;
+    wait_services(&stack, &["drift-on".to_string()], "suspended", WAIT).await;
+
+    let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(session(&stack)));
+    let rec = reconciler(&stack, cloud.clone(), 900, OrphanPolicy::Report);
+    let healthy = rec.run_once().await.expect("pass");
+    assert!(healthy.findings.is_empty(), "a healthy cloud: {:?}", healthy.findings);
+
+    let status = |t: &str| {
+        let store = stack.env.store.clone();
+        let t = t.to_string();
+        async move { store.service_detail(&t).await.unwrap().unwrap().status }
+    };
+    let off = status("drift-off").await.server_id.unwrap();
+    let on = status("drift-on").await.server_id.unwrap();
+    let detached = status("drift-detached").await;
+    let deleted = status("drift-deleted").await;
+    let (detached_server, detached_volume) = (detached.server_id.unwrap(), detached.volume_id.unwrap());
+    let (deleted_server, deleted_volume) = (deleted.server_id.unwrap(), deleted.volume_id.unwrap());
+    // Behind the provisioner's back, as an operator with the CLI would.
+    let mode = stack.env.settings.lifecycle.suspend_mode;
+    let wake = match suspended_status(mode) {
+        "SHUTOFF" => ServerAction::Start,
+        "SUSPENDED" => ServerAction::Resume,
+        "PAUSED" => ServerAction::Unpause,
+        _ => ServerAction::Unshelve,
+    };
+    cloud.server_action(P, &off, ServerAction::Stop).await.expect("stop");
+    cloud.server_action(P, &on, wake).await.expect("start while suspended");
+    cloud.detach_volume(P, &detached_server, &detached_volume).await.expect("detach");
+    cloud.detach_volume(P, &deleted_server, &deleted_volume).await.expect("detach");
+    let settled = || async {
+        let inv = cloud.marked_resources(P).await.expect("list");
+        let server = |id: &str| {
+            inv.servers.iter().find(|s| s.id == id).map(|s| (s.status.clone(), s.task_state.clone()))
+        };
+        let volume = |id: &str| inv.volumes.iter().find(|v| v.info.id == id).map(|v| v.info.status.clone());
+        server(&off) == Some(("SHUTOFF".into(), None))
+            && server(&on) == Some(("ACTIVE".into(), None))
+            && volume(&detached_volume).as_deref() == Some("available")
+            && volume(&deleted_volume).as_deref() == Some("available")
+    };
+    wait_until(WAIT, "the stop, the start and the detaches are done", settled).await;
+    cloud.delete_volume(P, &deleted_volume).await.expect("delete the volume");
+    wait_until(WAIT, "the volume is gone", || async {
+        !listed(cloud.as_ref()).await.2.contains(&deleted_volume)
+    })
+    .await;
+
+    let report = rec.run_once().await.expect("pass");
+    let mut found: Vec<_> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.target_order_id.clone().unwrap(),
+                f.resource_type.clone(),
+                f.reason.clone(),
+                f.expected.clone().unwrap(),
+                f.found.clone().unwrap(),
+                f.action.clone(),
+            )
+        })
+        .collect();
+    found.sort();
+    let row = |t: &str, r: &str, reason: &str, expected: &str, found: &str| {
+        (
+            t.to_string(),
+            r.to_string(),
+            reason.to_string(),
+            expected.to_string(),
+            found.to_string(),
+            "event".to_string(),
+        )
+    };
+    let suspended = suspended_status(mode);
+    let mut want = vec![
+        row("drift-off", "server", "server_state", "ACTIVE", "SHUTOFF"),
+        row("drift-on", "server", "server_state", suspended, "ACTIVE"),
+        row("drift-detached", "volume", "volume_detached", "in-use", "available"),
+        row("drift-deleted", "volume", "volume_missing", "in-use", "missing"),
+    ];
+    want.sort();
+    assert_eq!(found, want);
+    assert_eq!(report.new_findings, 4);
+
+    // One event each, valid against the schema, saying what was expected and found.
+    let schemas = Schemas::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stack.events.values().filter(|e| e.event_type == EventType::Drift).count() < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "four drift events did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stack.collect().await;
+    }
+    let mut events: Vec<(String, String, String, String)> = stack
+        .events
+        .values()
+        .filter(|e| e.event_type == EventType::Drift)
+        .map(|e| {
+            schemas
+                .check_event(&serde_json::to_value(e).unwrap())
+                .unwrap_or_else(|err| panic!("{err}: {e:?}"));
+            let d = e.drift.as_ref().expect("drift");
+            (e.order_id.clone(), d.kind.clone(), d.expected.clone(), d.found.clone())
+        })
+        .collect();
+    events.sort();
+    let mut want_events: Vec<_> =
+        want.iter().map(|w| (w.0.clone(), w.2.clone(), w.3.clone(), w.4.clone())).collect();
+    want_events.sort();
+    assert_eq!(events, want_events);
+
+    // A second pass adds nothing: no finding, no event.
+    let again = rec.run_once().await.expect("pass");
+    assert_eq!(again.new_findings, 0, "{:?}", again.findings);
+    assert_eq!(again.findings.len(), 4);
+    let written: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE routing_key = 'service.drift'")
+        .fetch_one(stack.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(written, 4);
+    // Cleared when the drift is: the stopped server started again.
+    cloud.server_action(P, &off, ServerAction::Start).await.expect("start");
+    wait_until(WAIT, "the server is active again", || async {
+        cloud
+            .marked_resources(P)
+            .await
+            .expect("list")
+            .servers
+            .iter()
+            .any(|s| s.id == off && s.status == "ACTIVE" && s.task_state.is_none())
+    })
+    .await;
+    let after = rec.run_once().await.expect("pass");
+    assert_eq!(after.new_findings, 0);
+    assert!(
+        !after.findings.iter().any(|f| f.target_order_id.as_deref() == Some("drift-off")),
+        "{:?}",
+        after.findings
+    );
+    assert_eq!(after.findings.len(), 3);
+    token.cancel();
+    run.await.unwrap();
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_a_pass_that_loses_its_lease_mid_way_stops_and_the_next_pass_deletes_nothing_twice() {
+    use openstack_provisioner::engine::reconcile::PassError;
+    use openstack_provisioner::sim::FaultRule;
+    use openstack_provisioner::store::reconcile::LeaseTake;
+    let stack = Stack::new(fast()).await;
+    let (token, run) = run_app(&stack).await;
+    let mut stack = stack;
+    stack.env.publish(&order("lease-owned", P, false)).await;
+    stack.wait_events(1, WAIT).await;
+    let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(session(&stack)));
+    let r = cloud.resolve(P, "cirros-0.6.2", "m1.tiny", "private").await.expect("resolve");
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let spec = PortSpec {
+            network_id: r.network_id.clone(),
+            name: format!("orphan-{i}"),
+            tags: vec![format!("job-{ghost}"), "provisioner".to_string()],
+        };
+        ports.push(cloud.create_port(P, &spec).await.unwrap());
+    }
+    let control = stack.sim.control();
+    control.reset_counters();
+    // The first delete is carried out at once, its answer held: meanwhile another worker takes
+    // the reconciler lease (this one stalled past its lease, as far as the database knows).
+    let held = control
+        .add_fault(FaultRule {
+            service: Some("network".into()),
+            method: Some("DELETE".into()),
+            path: Some("/ports/".into()),
+            answer_delay_ms: Some(1500),
+            times: Some(1),
+            ..FaultRule::default()
+        })
+        .unwrap();
+    let first = reconciler(&stack, cloud.clone(), 0, OrphanPolicy::Delete);
+    let pass = tokio::spawn(async move { first.run_once().await });
+    let remaining_ids = || async {
+        let listed = listed(cloud.as_ref()).await.1;
+        ports.iter().filter(|p| listed.contains(p)).cloned().collect::<Vec<_>>()
+    };
+    let remaining = || async { remaining_ids().await.len() };
+    wait_until(WAIT, "the first delete is carried out", || async { remaining().await == 2 }).await;
+    sqlx::query("UPDATE reconcile_lease SET expires_at = NOW(6) - INTERVAL 1 SECOND")
+        .execute(stack.env.store.pool())
+        .await
+        .unwrap();
+    let intruder =
+        stack.env.store.take_reconcile_lease("intruder", Duration::from_secs(60), None).await.unwrap();
+    let LeaseTake::Taken(fence) = intruder else { panic!("the lease was not taken: {intruder:?}") };
+
+    // The stalled pass stops at its next write: nothing more deleted, nothing recorded.
+    let result = pass.await.unwrap();
+    assert!(matches!(result, Err(PassError::LeaseLost(_))), "{result:?}");
+    assert_eq!(control.count("DELETE", "/networking/v2.0/ports/{id}"), 1);
+    assert_eq!(remaining().await, 2, "the pass went on after losing its lease");
+    let findings: Vec<(String, String)> =
+        sqlx::query_as("SELECT CAST(resource_id AS CHAR), CAST(action AS CHAR) FROM reconcile_findings")
+            .fetch_all(stack.env.store.pool())
+            .await
+            .unwrap();
+    // The one whose delete was in flight stays `deleting` (its `deleted` write was refused); the
+    // pass recorded nothing after it.
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].1, "deleting", "{findings:?}");
+    assert!(!remaining_ids().await.contains(&findings[0].0), "{findings:?}");
+    // While the other worker holds the lease, a pass is refused.
+    let busy = reconciler(&stack, cloud.clone(), 0, OrphanPolicy::Delete).run_once().await;
+    assert!(matches!(busy, Err(PassError::Busy(ref o)) if o == "intruder"), "{busy:?}");
+
+    // Its pass (here: the lease released, a new pass): the other two deleted, each once; the
+    // first, gone, is not deleted again, and its finding clears.
+    stack.env.store.release_reconcile_lease("intruder", fence).await.unwrap();
+    control.remove_fault(held);
+    let next = reconciler(&stack, cloud.clone(), 0, OrphanPolicy::Delete).run_once().await.expect("pass");
+    assert_eq!(next.deleted, 2, "{:?}", next.findings);
+    wait_until(WAIT, "the orphans are gone", || async { remaining().await == 0 }).await;
+    assert_eq!(control.count("DELETE", "/networking/v2.0/ports/{id}"), 3, "one delete per orphan");
+    let last = reconciler(&stack, cloud.clone(), 0, OrphanPolicy::Delete).run_once().await.expect("pass");
+    assert_eq!((last.deleted, last.findings.len()), (0, 0), "{:?}", last.findings);
+    assert_eq!(control.count("DELETE", "/networking/v2.0/ports/{id}"), 3);
+    token.cancel();
+    run.await.unwrap();
+    stack.cleanup().await;
+}
