@@ -74,6 +74,8 @@ pub struct PortSpec {
     pub name: String,
     /// Marks: `job-<id>` and `provisioner`.
     pub tags: Vec<String>,
+    /// Security group ids; `None`: the project's `default` group (Neutron's choice).
+    pub security_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +236,14 @@ pub trait Cloud: Send + Sync + 'static {
         flavor: &'a str,
         network: &'a str,
     ) -> BoxFuture<'a, CloudResult<Resolved>>;
+
+    /// Security groups of the project, each by id or exact name, in order: their ids. A name
+    /// matching none is `NotFound`, one matching several `Permanent`; the message names it.
+    fn find_security_groups<'a>(
+        &'a self,
+        project: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, CloudResult<Vec<String>>>;
 
     fn create_port<'a>(&'a self, project: &'a str, spec: &'a PortSpec) -> BoxFuture<'a, CloudResult<String>>;
     /// Ports carrying this tag.

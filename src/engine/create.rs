@@ -1,5 +1,5 @@
-//! The `create` kind: one VM (a Neutron port, a Nova server on it) and, if ordered, one Cinder
-//! volume attached to it.
+//! The `create` kind: one VM (a Neutron port with the ordered security groups, a Nova server on
+//! it) and, if ordered, one Cinder volume attached to it.
 //!
 //! ```text
 //! resolve → create_keypair → create_port → create_server → wait_server ─(no volume)──────▶ done
@@ -139,9 +139,25 @@ async fn resolved(ctx: &StepCtx, job: &mut Job) -> Result<Resolved, CloudError> 
     Ok(r)
 }
 
+/// The ids of the order's security groups (`None`: the order names none, the project's default
+/// applies), resolved once and kept with the job.
+async fn security_groups(ctx: &StepCtx, job: &mut Job) -> Result<Option<Vec<String>>, CloudError> {
+    if let Some(ids) = &job.data.security_groups {
+        return Ok(Some(ids.clone()));
+    }
+    let names = job.order.as_ref().map(|o| o.server.security_groups.clone()).unwrap_or_default();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let ids = ctx.cloud.find_security_groups(&job.project_id, &names).await?;
+    job.data.security_groups = Some(ids.clone());
+    Ok(Some(ids))
+}
+
 fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         job.data.resolved = None;
+        job.data.security_groups = None;
         if job.project_id.is_empty() {
             // A create that named its tenant, whose onboarding did not complete.
             let tenant = job.tenant.as_ref();
@@ -167,6 +183,7 @@ fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> Bo
             }
         }
         cloud!(resolved(ctx, job).await);
+        cloud!(security_groups(ctx, job).await);
         Outcome::Next
     })
 }
@@ -239,10 +256,12 @@ fn create_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -
             }
         }
         let r = cloud!(resolved(ctx, job).await);
+        let groups = cloud!(security_groups(ctx, job).await);
         let spec = PortSpec {
             network_id: r.network_id,
             name: format!("{}-port", job.server_name()),
             tags: vec![mark, TAG.to_string()],
+            security_groups: groups,
         };
         let id = cloud!(ctx.cloud.create_port(&job.project_id, &spec).await);
         job.port_id = Some(id);

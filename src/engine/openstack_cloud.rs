@@ -289,12 +289,35 @@ impl Cloud for OpenStackCloud {
         })
     }
 
+    fn find_security_groups<'a>(
+        &'a self,
+        project: &'a str,
+        names: &'a [String],
+    ) -> BoxFuture<'a, CloudResult<Vec<String>>> {
+        Box::pin(async move {
+            let found = futures_util::future::join_all(
+                names.iter().map(|n| self.network.find_security_group(project, n)),
+            )
+            .await;
+            let mut ids: Vec<String> = Vec::with_capacity(found.len());
+            for g in found {
+                let id = g.map_err(kind)?.id;
+                // A name and an id of the same group count once.
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        })
+    }
+
     fn create_port<'a>(&'a self, project: &'a str, spec: &'a PortSpec) -> BoxFuture<'a, CloudResult<String>> {
         Box::pin(async move {
             let new = NewPort {
                 network_id: spec.network_id.clone(),
                 name: spec.name.clone(),
                 tags: spec.tags.clone(),
+                security_groups: spec.security_groups.clone(),
             };
             Ok(self.network.create_port(project, &new).await.map_err(kind)?.id)
         })

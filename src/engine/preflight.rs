@@ -4,8 +4,8 @@
 //! `quota_exceeded` before its first create call.
 //!
 //! The checks, each with its verdict and reason: the schema; the image (one by id or exact
-//! name: several of that name is refused as ambiguous), flavor, network, volume type and keypair
-//! resolved or not; and headroom for what the order would take (1 instance, the flavor's cores
+//! name: several of that name is refused as ambiguous), flavor, network, volume type, keypair
+//! and security groups resolved or not; and headroom for what the order would take (1 instance, the flavor's cores
 //! and RAM, 1 port, and with a volume 1 volume and its gigabytes) against the project's quotas
 //! from Nova `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
 //! against their schema and the service they name (it exists and is not terminated; a resize's
@@ -24,8 +24,8 @@ use crate::store::Store;
 /// One check and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
-    /// `schema`, `image`, `flavor`, `network`, `volume_type`, `keypair`, `quota.<resource>`,
-    /// `service`.
+    /// `schema`, `image`, `flavor`, `network`, `volume_type`, `keypair`, `security_groups`,
+    /// `quota.<resource>`, `service`.
     pub check: String,
     pub ok: bool,
     /// What was found, or why not.
@@ -83,9 +83,23 @@ fn lookup_failed(check: &str, e: &CloudError) -> Check {
 pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
     let s = &order.server;
     let volume_type = order.volume.as_ref().and_then(|v| v.volume_type.as_deref());
-    let names = cloud
-        .lookup_names(&order.project_id, &s.image, &s.flavor, &s.network, volume_type, s.key_name.as_deref())
-        .await;
+    let groups = async {
+        if s.security_groups.is_empty() {
+            return None;
+        }
+        Some(cloud.find_security_groups(&order.project_id, &s.security_groups).await)
+    };
+    let (names, groups) = tokio::join!(
+        cloud.lookup_names(
+            &order.project_id,
+            &s.image,
+            &s.flavor,
+            &s.network,
+            volume_type,
+            s.key_name.as_deref()
+        ),
+        groups
+    );
     let mut checks = vec![pass("schema", "valid order.v1")];
     let named = |check: &str, r: &Result<String, CloudError>, what: &str| match r {
         Ok(id) => pass(check, format!("{what} → {id}")),
@@ -113,6 +127,14 @@ pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
         checks.push(match r {
             Ok(()) => pass("keypair", format!("{name} exists")),
             Err(e) => lookup_failed("keypair", e),
+        });
+    }
+    if let Some(r) = groups {
+        checks.push(match r {
+            Ok(ids) => {
+                pass("security_groups", format!("{} → {}", s.security_groups.join(", "), ids.join(", ")))
+            }
+            Err(e) => lookup_failed("security_groups", &e),
         });
     }
 

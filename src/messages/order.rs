@@ -49,6 +49,10 @@ pub struct OrderServer {
     pub user_data: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// Neutron security groups (names or ids, resolved in the order's project) applied to the
+    /// server's port; empty (absent) means the project's `default` group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -196,7 +196,15 @@ async fn provision(
     let tags = vec![MARK.to_string()];
     let port = cloud
         .network()
-        .create_port(p, &NewPort { network_id: network.id.clone(), name: MARK.into(), tags: tags.clone() })
+        .create_port(
+            p,
+            &NewPort {
+                network_id: network.id.clone(),
+                name: MARK.into(),
+                tags: tags.clone(),
+                security_groups: None,
+            },
+        )
         .await?;
     created.port = Some(port.id.clone());
     let listed = cloud.network().list_ports_by_tags(p, &tags).await?;

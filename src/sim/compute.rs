@@ -256,6 +256,21 @@ fn host_id(project: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Nova shows the security groups of a server's ports (by name, each once).
+fn server_groups_of_ports(w: &World, s: &ServerRec) -> Vec<NamedRef> {
+    let mut names: Vec<String> = Vec::new();
+    for (port_id, _) in &s.ports {
+        for g in w.ports.get(port_id).map(|p| p.security_groups.as_slice()).unwrap_or_default() {
+            if let Some(name) = w.security_groups.get(g).map(|g| g.name.clone())
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        }
+    }
+    names.into_iter().map(|name| NamedRef { name }).collect()
+}
+
 pub(crate) fn server_view(
     sim: &Sim,
     w: &World,
@@ -348,7 +363,7 @@ pub(crate) fn server_view(
                 delete_on_termination: mv.at_least(2, 3).then_some(a.delete_on_termination),
             })
             .collect(),
-        security_groups: Some(vec![NamedRef { name: "default".into() }]),
+        security_groups: Some(server_groups_of_ports(w, s)),
         fault: v.fault.map(|(code, message, created)| Fault { code, message, created, details: None }),
         tags: mv.at_least(2, 26).then(|| s.live_tags(now).to_vec()),
         description: if mv.at_least(2, 19) { Some(s.description.clone().unwrap_or_default()) } else { None },

@@ -1,6 +1,8 @@
 //! Simulated Neutron v2.0 under `/networking`: networks and subnets (read-only, from the seed),
 //! ports (create with a fixed IP from the subnet, show, list with filters, update, delete,
-//! tags), per-project port quota answered with Neutron's 409 `OverQuota`, and the quota API.
+//! tags), security groups (list, show, create, delete; each project's `default` group is made
+//! on first need, with Neutron's rules, and applied to a port created without groups),
+//! per-project port quota answered with Neutron's 409 `OverQuota`, and the quota API.
 //!
 //! A port is `DOWN` until a server that uses it is `ACTIVE`, then `ACTIVE` (derived on read).
 
@@ -20,7 +22,7 @@ use crate::sim::Sim;
 use crate::sim::http::{
     ApiError, ApiResult, Injected, QueryPairs, Service, authenticate, json, parse_body, scoped,
 };
-use crate::sim::state::{NetworkRec, PortRec, SubnetRec, TokenInfo, World};
+use crate::sim::state::{NetworkRec, PortRec, SecurityGroupRec, SubnetRec, TokenInfo, World};
 
 const S: Service = Service::Network;
 
@@ -40,6 +42,11 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/networking/v2.0/ports/{id}", get(show_port).put(update_port).delete(delete_port))
         .route("/networking/v2.0/ports/{id}/tags", get(get_tags).put(replace_tags).delete(clear_tags))
         .route("/networking/v2.0/ports/{id}/tags/{tag}", put(add_tag).delete(remove_tag).get(check_tag))
+        .route("/networking/v2.0/security-groups", get(list_security_groups).post(create_security_group))
+        .route(
+            "/networking/v2.0/security-groups/{id}",
+            get(show_security_group).delete(delete_security_group),
+        )
         .route("/networking/v2.0/quotas", get(list_quotas))
         .route("/networking/v2.0/quotas/{project_id}", get(show_quota).put(update_quota).delete(reset_quota))
         .route("/networking/v2.0/quotas/{project_id}/details.json", get(quota_details))
@@ -61,13 +68,19 @@ async fn versions(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 async fn resources(State(sim): State<Arc<Sim>>) -> Response {
-    let rs: Vec<_> = [("network", "networks"), ("subnet", "subnets"), ("port", "ports"), ("quota", "quotas")]
-        .iter()
-        .map(|(name, coll)| {
-            serde_json::json!({"name": name, "collection": coll,
+    let rs: Vec<_> = [
+        ("network", "networks"),
+        ("subnet", "subnets"),
+        ("port", "ports"),
+        ("security_group", "security-groups"),
+        ("quota", "quotas"),
+    ]
+    .iter()
+    .map(|(name, coll)| {
+        serde_json::json!({"name": name, "collection": coll,
                 "links": [{"href": sim.url(&format!("/networking/v2.0/{coll}")), "rel": "self"}]})
-        })
-        .collect();
+    })
+    .collect();
     json(StatusCode::OK, &serde_json::json!({"resources": rs}))
 }
 
@@ -93,6 +106,8 @@ fn extension_list() -> Vec<serde_json::Value> {
         ("standard-attr-tag", "Tag support for resources with standard attribute: port, network, subnet"),
         ("tag-creation", "Tag support for resources during creation"),
         ("port-security", "Port Security"),
+        ("security-group", "security-group"),
+        ("stateful-security-group", "Stateful security group"),
         ("standard-attr-timestamp", "Resource timestamps"),
         ("standard-attr-revisions", "Resource revision numbers"),
         ("standard-attr-description", "standard-attr-description"),
@@ -242,7 +257,7 @@ pub(crate) fn port_view(w: &World, p: &PortRec, now: DateTime<Utc>) -> Port {
             .iter()
             .map(|(s, ip)| FixedIp { subnet_id: Some(s.clone()), ip_address: Some(ip.clone()) })
             .collect(),
-        security_groups: vec!["b6d2a9c0-7e4f-4b1a-9c8d-2e3f4a5b6c7d".into()],
+        security_groups: p.security_groups.clone(),
         allowed_address_pairs: vec![],
         extra_dhcp_opts: vec![],
         description: p.description.clone(),
@@ -363,6 +378,10 @@ async fn create_port(
     if limit >= 0 && w.usage_of(&target_project).ports + 1 > limit {
         return Err(over_quota("port"));
     }
+    let groups = match &req.port.security_groups {
+        Some(ids) => Some(port_security_groups(&w, &tok, ids)?),
+        None => None,
+    };
     let fixed = req
         .port
         .fixed_ips
@@ -384,6 +403,9 @@ async fn create_port(
         p.device_id = req.port.device_id.clone().unwrap_or_default();
         p.device_owner = req.port.device_owner.clone().unwrap_or_default();
         p.admin_state_up = req.port.admin_state_up.unwrap_or(true);
+        if let Some(groups) = groups {
+            p.security_groups = groups;
+        }
     }
     let view = port_view(&w, &w.ports[&id], now);
     Ok(json(StatusCode::CREATED, &PortBody { port: view }))
@@ -399,8 +421,15 @@ async fn update_port(
     let req: PortUpdateRequest = parse_body(S, &body)?;
     let now = Utc::now();
     let mut w = sim.world();
+    let groups = match &req.port.security_groups {
+        Some(ids) => Some(port_security_groups(&w, &tok, ids)?),
+        None => None,
+    };
     let p = w.ports.get_mut(&id).filter(|p| visible_port(&tok, p)).ok_or_else(|| port_not_found(&id))?;
     let u = req.port;
+    if let Some(g) = groups {
+        p.security_groups = g;
+    }
     if let Some(v) = u.name {
         p.name = v;
     }
@@ -540,6 +569,160 @@ async fn check_tag(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The groups a port create or update names: ids (Neutron takes no names here), each a group
+/// the caller's project may use.
+fn port_security_groups(w: &World, tok: &TokenInfo, ids: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        if !crate::openstack::image::looks_like_uuid(id) {
+            return Err(ApiError::bad_request(
+                S,
+                format!("Invalid input for security_groups. Reason: '{id}' is not a valid UUID."),
+            )
+            .kind("InvalidInput"));
+        }
+        if !w.security_groups.get(id).is_some_and(|g| visible_group(tok, g)) {
+            return Err(group_not_found(id));
+        }
+        if !out.contains(id) {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn visible_group(tok: &TokenInfo, g: &SecurityGroupRec) -> bool {
+    tok.is_admin() || tok.project_id.as_deref() == Some(&g.project_id)
+}
+
+fn group_not_found(id: &str) -> ApiError {
+    ApiError::not_found(S, format!("Security group {id} does not exist")).kind("SecurityGroupNotFound")
+}
+
+fn group_view(g: &SecurityGroupRec) -> SecurityGroup {
+    let default = g.name == "default";
+    SecurityGroup {
+        id: g.id.clone(),
+        name: g.name.clone(),
+        description: g.description.clone(),
+        tenant_id: g.project_id.clone(),
+        project_id: g.project_id.clone(),
+        security_group_rules: g
+            .rules
+            .iter()
+            .map(|r| SecurityGroupRule {
+                id: r.id.clone(),
+                security_group_id: g.id.clone(),
+                direction: r.direction.into(),
+                ethertype: r.ethertype.into(),
+                protocol: r.protocol.clone(),
+                port_range_min: r.port_range_min,
+                port_range_max: r.port_range_max,
+                remote_ip_prefix: r.remote_ip_prefix.clone(),
+                remote_group_id: r.remote_group_id.clone(),
+                remote_address_group_id: None,
+                normalized_cidr: r.remote_ip_prefix.clone(),
+                description: String::new(),
+                tenant_id: g.project_id.clone(),
+                project_id: g.project_id.clone(),
+                tags: vec![],
+                belongs_to_default_sg: Some(default),
+                revision_number: 0,
+                created_at: Some(r.created),
+                updated_at: Some(r.created),
+            })
+            .collect(),
+        stateful: g.stateful,
+        shared: false,
+        tags: g.tags.clone(),
+        revision_number: g.revision,
+        created_at: Some(g.created),
+        updated_at: Some(g.modified),
+    }
+}
+
+async fn list_security_groups(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let now = Utc::now();
+    let mut w = sim.world();
+    // Neutron makes the caller's default group when it first lists them.
+    if let Some(p) = tok.project_id.clone() {
+        w.default_security_group(&p, now);
+    }
+    let mut groups: Vec<&SecurityGroupRec> = w
+        .security_groups
+        .values()
+        .filter(|g| visible_group(&tok, g))
+        .filter(|g| matches(&q, "name", &g.name) && matches(&q, "id", &g.id))
+        .filter(|g| matches(&q, "project_id", &g.project_id) && matches(&q, "tenant_id", &g.project_id))
+        .collect();
+    groups.sort_by_key(|g| g.seq);
+    let security_groups = groups.into_iter().map(group_view).collect();
+    Ok(json(StatusCode::OK, &SecurityGroupList { security_groups, security_groups_links: None }))
+}
+
+async fn show_security_group(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let g =
+        w.security_groups.get(&id).filter(|g| visible_group(&tok, g)).ok_or_else(|| group_not_found(&id))?;
+    Ok(json(StatusCode::OK, &SecurityGroupBody { security_group: group_view(g) }))
+}
+
+async fn create_security_group(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let project = scoped(&tok, S)?;
+    let req: SecurityGroupCreateRequest = parse_body(S, &body)?;
+    let g = req.security_group;
+    let target = match g.project_id.clone().or(g.tenant_id.clone()) {
+        Some(p) if tok.is_admin() => p,
+        _ => project,
+    };
+    if g.name.eq_ignore_ascii_case("default") {
+        return Err(ApiError::new(S, 409, "Default security group already exists.")
+            .kind("SecurityGroupDefaultAlreadyExists"));
+    }
+    let now = Utc::now();
+    let mut w = sim.world();
+    w.default_security_group(&target, now);
+    let used = w.security_groups.values().filter(|x| x.project_id == target).count() as i64;
+    if used + 1 > SECURITY_GROUP_QUOTA {
+        return Err(over_quota("security_group"));
+    }
+    let id = w.create_security_group(&target, &g.name, g.description.as_deref().unwrap_or(""), now);
+    if let (Some(stateful), Some(rec)) = (g.stateful, w.security_groups.get_mut(&id)) {
+        rec.stateful = stateful;
+    }
+    Ok(json(StatusCode::CREATED, &SecurityGroupBody { security_group: group_view(&w.security_groups[&id]) }))
+}
+
+async fn delete_security_group(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let mut w = sim.world();
+    let g =
+        w.security_groups.get(&id).filter(|g| visible_group(&tok, g)).ok_or_else(|| group_not_found(&id))?;
+    if g.name == "default" && !tok.is_admin() {
+        return Err(ApiError::new(S, 409, "Insufficient rights for removing default security group.")
+            .kind("SecurityGroupCannotRemoveDefault"));
+    }
+    if w.ports.values().any(|p| p.security_groups.contains(&id)) {
+        return Err(ApiError::new(S, 409, format!("Security Group {id} in use.")).kind("SecurityGroupInUse"));
+    }
+    w.security_groups.remove(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Neutron's default `security_group` quota (not settable in the simulator).
+const SECURITY_GROUP_QUOTA: i64 = 10;
+
 fn quota_of(w: &World, project: &str) -> Quota {
     let q = w.quotas_of(project);
     Quota {
@@ -548,7 +731,7 @@ fn quota_of(w: &World, project: &str) -> Quota {
         port: Some(q.ports),
         router: Some(10),
         floatingip: Some(q.floating_ips),
-        security_group: Some(10),
+        security_group: Some(SECURITY_GROUP_QUOTA),
         security_group_rule: Some(100),
         subnetpool: Some(-1),
         rbac_policy: Some(10),
@@ -637,7 +820,13 @@ async fn quota_details(
     ] {
         let u = match k {
             "port" => used,
-            "network" | "subnet" => 0,
+            "security_group" => w.security_groups.values().filter(|g| g.project_id == project).count() as i64,
+            "security_group_rule" => w
+                .security_groups
+                .values()
+                .filter(|g| g.project_id == project)
+                .map(|g| g.rules.len() as i64)
+                .sum(),
             _ => 0,
         };
         out.insert(k.to_string(), QuotaUsage { limit: v.unwrap_or(-1), used: u, reserved: 0 });

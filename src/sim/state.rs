@@ -235,6 +235,60 @@ pub struct PortRec {
     pub modified: DateTime<Utc>,
     pub revision: u64,
     pub admin_state_up: bool,
+    /// Ids of the security groups applied to the port (the project's `default` unless the
+    /// create named others).
+    pub security_groups: Vec<String>,
+}
+
+/// A Neutron security group of a project.
+#[derive(Debug, Clone)]
+pub struct SecurityGroupRec {
+    pub seq: u64,
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub project_id: String,
+    pub stateful: bool,
+    pub rules: Vec<RuleRec>,
+    pub tags: Vec<String>,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    pub revision: u64,
+}
+
+/// One rule of a security group; `None` is Neutron's `null` (any).
+#[derive(Debug, Clone)]
+pub struct RuleRec {
+    pub id: String,
+    pub direction: &'static str,
+    pub ethertype: &'static str,
+    pub protocol: Option<String>,
+    pub port_range_min: Option<u16>,
+    pub port_range_max: Option<u16>,
+    pub remote_ip_prefix: Option<String>,
+    pub remote_group_id: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+impl RuleRec {
+    fn any(
+        direction: &'static str,
+        ethertype: &'static str,
+        remote_group_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> RuleRec {
+        RuleRec {
+            id: new_id(),
+            direction,
+            ethertype,
+            protocol: None,
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id,
+            created: now,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -607,6 +661,7 @@ pub struct World {
     pub volume_order: BTreeMap<u64, String>,
     /// Nova keypairs by (user id, name): a user's, whatever the project.
     pub keypairs: BTreeMap<(String, String), crate::sim::keypairs::KeypairRec>,
+    pub security_groups: BTreeMap<String, SecurityGroupRec>,
     pub seq: u64,
     pub started: DateTime<Utc>,
 }
@@ -633,6 +688,7 @@ impl World {
             volumes: HashMap::new(),
             volume_order: BTreeMap::new(),
             keypairs: BTreeMap::new(),
+            security_groups: BTreeMap::new(),
             seq: 0,
             started: now,
         };
@@ -772,6 +828,66 @@ impl World {
         }
     }
 
+    /// The project's `default` security group, created on first need as Neutron does (with
+    /// Neutron's rules: all egress, and ingress from members of the group, for IPv4 and IPv6).
+    pub fn default_security_group(&mut self, project_id: &str, now: DateTime<Utc>) -> String {
+        if let Some(g) =
+            self.security_groups.values().find(|g| g.project_id == project_id && g.name == "default")
+        {
+            return g.id.clone();
+        }
+        let id = new_id();
+        let rules = vec![
+            RuleRec::any("egress", "IPv4", None, now),
+            RuleRec::any("egress", "IPv6", None, now),
+            RuleRec::any("ingress", "IPv4", Some(id.clone()), now),
+            RuleRec::any("ingress", "IPv6", Some(id.clone()), now),
+        ];
+        self.insert_security_group(project_id, "default", "Default security group", rules, now, id)
+    }
+
+    /// A new security group with Neutron's rules for one made by a user: all egress.
+    pub fn create_security_group(
+        &mut self,
+        project_id: &str,
+        name: &str,
+        description: &str,
+        now: DateTime<Utc>,
+    ) -> String {
+        let rules =
+            vec![RuleRec::any("egress", "IPv4", None, now), RuleRec::any("egress", "IPv6", None, now)];
+        self.insert_security_group(project_id, name, description, rules, now, new_id())
+    }
+
+    fn insert_security_group(
+        &mut self,
+        project_id: &str,
+        name: &str,
+        description: &str,
+        rules: Vec<RuleRec>,
+        now: DateTime<Utc>,
+        id: String,
+    ) -> String {
+        let seq = self.next_seq();
+        self.security_groups.insert(
+            id.clone(),
+            SecurityGroupRec {
+                seq,
+                id: id.clone(),
+                name: name.to_string(),
+                description: description.to_string(),
+                project_id: project_id.to_string(),
+                stateful: true,
+                rules,
+                tags: vec![],
+                created: now,
+                modified: now,
+                revision: 1,
+            },
+        );
+        id
+    }
+
     /// Creates a port (no quota check here). Errors are Neutron's (type, message).
     pub fn create_port(
         &mut self,
@@ -834,6 +950,7 @@ impl World {
                 format!("No more IP addresses available on network {network_id}."),
             ))?,
         };
+        let default_group = self.default_security_group(project_id, now);
         let seq = self.next_seq();
         let id = new_id();
         let mac = format!("fa:16:3e:{:02x}:{:02x}:{:02x}", (seq >> 16) as u8, (seq >> 8) as u8, seq as u8);
@@ -856,6 +973,7 @@ impl World {
                 modified: now,
                 revision: 1,
                 admin_state_up: true,
+                security_groups: vec![default_group],
             },
         );
         self.port_order.insert(seq, id.clone());

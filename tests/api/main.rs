@@ -8,6 +8,7 @@ mod engine;
 mod helpers;
 mod intake;
 mod lifecycle;
+mod network;
 mod nova;
 mod openstack;
 mod ops;

@@ -229,7 +229,15 @@ async fn openstack_quota_errors_of_nova_neutron_and_cinder_are_quota() {
 
     let err = cloud
         .network()
-        .create_port(p, &NewPort { network_id: network.id.clone(), name: "q".into(), tags: vec![] })
+        .create_port(
+            p,
+            &NewPort {
+                network_id: network.id.clone(),
+                name: "q".into(),
+                tags: vec![],
+                security_groups: None,
+            },
+        )
         .await
         .expect_err("neutron quota");
     assert_eq!(err.class, ErrorClass::Quota, "{err}");
@@ -247,7 +255,15 @@ async fn openstack_quota_errors_of_nova_neutron_and_cinder_are_quota() {
     sim.control().set_quotas(p, QuotaPatch { ports: Some(10), ..QuotaPatch::default() }).expect("quotas");
     let port = cloud
         .network()
-        .create_port(p, &NewPort { network_id: network.id.clone(), name: "q".into(), tags: vec![] })
+        .create_port(
+            p,
+            &NewPort {
+                network_id: network.id.clone(),
+                name: "q".into(),
+                tags: vec![],
+                security_groups: None,
+            },
+        )
         .await
         .expect("port");
     let err = cloud
@@ -369,7 +385,12 @@ async fn round_trip(cloud: &OpenStack, sim: &SimHandle, order: &str) {
         .network()
         .create_port(
             p,
-            &NewPort { network_id: network.id.clone(), name: format!("port-{order}"), tags: tags.clone() },
+            &NewPort {
+                network_id: network.id.clone(),
+                name: format!("port-{order}"),
+                tags: tags.clone(),
+                security_groups: None,
+            },
         )
         .await
         .expect("port");

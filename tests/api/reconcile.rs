@@ -77,6 +77,7 @@ async fn reconcile_orphans_are_reported_then_deleted_once_and_unmarked_resources
         network_id: r.network_id.clone(),
         name: name.into(),
         tags,
+        security_groups: None,
     };
     let p1 = cloud.create_port(P, &port("orphan-p1", marks.clone())).await.unwrap();
     let p2 = cloud.create_port(P, &port("orphan-p2", marks.clone())).await.unwrap();
@@ -490,6 +491,7 @@ async fn reconcile_a_pass_that_loses_its_lease_mid_way_stops_and_the_next_pass_d
             network_id: r.network_id.clone(),
             name: format!("orphan-{i}"),
             tags: vec![format!("job-{ghost}"), "provisioner".to_string()],
+            security_groups: None,
         };
         ports.push(cloud.create_port(P, &spec).await.unwrap());
     }

@@ -180,6 +180,29 @@ async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
     let port = cli.demo(&["port", "show", "p1"]).await;
     assert_eq!(port["status"], "ACTIVE");
 
+    // Security groups: the project's `default` (Neutron makes it on first need, and a port
+    // created without groups gets it), one created, on a port of its own.
+    let web = cli.demo(&["security", "group", "create", "--description", "web servers", "web"]).await;
+    let web_id = web["id"].as_str().unwrap().to_string();
+    let groups = cli.demo(&["security", "group", "list"]).await;
+    let named = |name: &str| -> Vec<String> {
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["Name"] == name)
+            .map(|g| g["ID"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let default_id = named("default");
+    assert_eq!((default_id.len(), named("web")), (1, vec![web_id.clone()]), "{groups}");
+    assert_eq!(port["security_group_ids"], serde_json::json!(default_id), "{port}");
+    cli.demo(&["port", "create", "--network", "private", "--security-group", "web", "p2"]).await;
+    let p2 = cli.demo(&["port", "show", "p2"]).await;
+    assert_eq!(p2["security_group_ids"], serde_json::json!([web_id]), "{p2}");
+    cli.run("provisioner", "demo", &["port", "delete", "p2"]).await;
+    cli.run("provisioner", "demo", &["security", "group", "delete", "web"]).await;
+
     let volume = cli.demo(&["volume", "create", "--size", "1", "v1"]).await;
     let volume_id = volume["id"].as_str().unwrap().to_string();
     volume_reaches(&sim, &token, &volume_id, "available").await;

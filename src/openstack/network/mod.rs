@@ -1,5 +1,5 @@
-//! Neutron v2.0: the network an order names, the port the server is booted on, and a project's
-//! quotas (tenant onboarding, in an admin's scope).
+//! Neutron v2.0: the network an order names, the security groups it names, the port the server
+//! is booted on, and a project's quotas (tenant onboarding, in an admin's scope).
 //!
 //! Built like the other services: [`NetworkApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`].
@@ -17,7 +17,8 @@ use std::sync::Arc;
 use reqwest::Method;
 
 use self::protocol::{
-    Link, Network, NetworkBody, NetworkList, Port, PortBody, PortCreate, PortCreateRequest, PortList, Tags,
+    Link, Network, NetworkBody, NetworkList, Port, PortBody, PortCreate, PortCreateRequest, PortList,
+    SecurityGroup, SecurityGroupBody, SecurityGroupList, Tags,
 };
 use super::error::{ErrorClass, OpenStackError, Service, exactly_one};
 use super::image::looks_like_uuid;
@@ -31,6 +32,8 @@ pub struct NewPort {
     pub network_id: String,
     pub name: String,
     pub tags: Vec<String>,
+    /// Security group ids; `None` leaves Neutron to apply the project's `default` group.
+    pub security_groups: Option<Vec<String>>,
 }
 
 /// Neutron calls in a project's scope.
@@ -89,6 +92,46 @@ impl NetworkApi {
         exactly_one(SERVICE, "/networks", "network", id_or_name, found, |n| &n.id)
     }
 
+    /// `GET /v2.0/security-groups/{id}`.
+    pub async fn get_security_group(&self, project: &str, id: &str) -> Result<SecurityGroup, OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::GET, "/security-groups/{id}", format!("/security-groups/{id}"));
+        Ok(self.session.json::<SecurityGroupBody>(project, req).await?.security_group)
+    }
+
+    /// The one security group of `project` with this id, or else this exact name. Only the
+    /// project's own groups count: an admin's token sees every project's, so the list is filtered
+    /// by `project_id` (and checked again here).
+    pub async fn find_security_group(
+        &self,
+        project: &str,
+        id_or_name: &str,
+    ) -> Result<SecurityGroup, OpenStackError> {
+        if looks_like_uuid(id_or_name) {
+            match self.get_security_group(project, id_or_name).await {
+                Ok(g) if g.project_id == project || g.tenant_id == project => return Ok(g),
+                Ok(_) => {}
+                Err(e) if e.class == ErrorClass::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut found = Vec::new();
+        let mut req = Request::new(SERVICE, Method::GET, "/security-groups", "/security-groups")
+            .query("name", id_or_name)
+            .query("project_id", project);
+        loop {
+            let page: SecurityGroupList = self.session.json(project, req.clone()).await?;
+            let next = next_link(&page.security_groups_links);
+            found.extend(page.security_groups);
+            match next {
+                Some(link) => req = req.query_from_link(&link),
+                None => break,
+            }
+        }
+        found.retain(|g| g.name == id_or_name && (g.project_id == project || g.tenant_id == project));
+        exactly_one(SERVICE, "/security-groups", "security group", id_or_name, found, |g| &g.id)
+    }
+
     /// `POST /v2.0/ports` with name and tags (see the module doc for Neutrons without
     /// `tag-creation`).
     pub async fn create_port(&self, project: &str, new: &NewPort) -> Result<Port, OpenStackError> {
@@ -97,6 +140,7 @@ impl NetworkApi {
                 network_id: new.network_id.clone(),
                 name: Some(new.name.clone()),
                 tags,
+                security_groups: new.security_groups.clone(),
                 ..Default::default()
             },
         };

@@ -1,5 +1,5 @@
 //! Neutron v2.0 wire types: networks, subnets, ports (with fixed IPs, binding and tags),
-//! quotas and the `NeutronError` body.
+//! security groups with their rules, floating IPs, quotas and the `NeutronError` body.
 //!
 //! Shared by the client and the simulator. Request bodies skip absent fields, so a client
 //! sends only what it sets, as Neutron expects.
@@ -273,12 +273,115 @@ pub struct PortUpdate {
     pub admin_state_up: Option<bool>,
     #[serde(rename = "binding:host_id", default, skip_serializing_if = "Option::is_none")]
     pub binding_host_id: Option<String>,
+    /// Replaces the port's groups (ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_groups: Option<Vec<String>>,
 }
 
 /// `PUT /v2.0/{resources}/{id}/tags` body (replace all tags) and its answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tags {
     pub tags: Vec<String>,
+}
+
+/// A security group (`GET /v2.0/security-groups/{id}`), with its rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tenant_id: String,
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub security_group_rules: Vec<SecurityGroupRule>,
+    #[serde(default = "yes")]
+    pub stateful: bool,
+    #[serde(default)]
+    pub shared: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub revision_number: u64,
+    #[serde(default, with = "protocol_time::seconds_z::option")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "protocol_time::seconds_z::option")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One rule of a security group. `None` fields are JSON `null` (any protocol, any port, any
+/// remote), as Neutron shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupRule {
+    pub id: String,
+    pub security_group_id: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+    /// `IPv4` or `IPv6`.
+    pub ethertype: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub port_range_min: Option<u16>,
+    #[serde(default)]
+    pub port_range_max: Option<u16>,
+    #[serde(default)]
+    pub remote_ip_prefix: Option<String>,
+    #[serde(default)]
+    pub remote_group_id: Option<String>,
+    #[serde(default)]
+    pub remote_address_group_id: Option<String>,
+    #[serde(default)]
+    pub normalized_cidr: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tenant_id: String,
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub belongs_to_default_sg: Option<bool>,
+    #[serde(default)]
+    pub revision_number: u64,
+    #[serde(default, with = "protocol_time::seconds_z::option")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "protocol_time::seconds_z::option")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupBody {
+    pub security_group: SecurityGroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupList {
+    pub security_groups: Vec<SecurityGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_groups_links: Option<Vec<Link>>,
+}
+
+/// `POST /v2.0/security-groups` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupCreateRequest {
+    pub security_group: SecurityGroupCreate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecurityGroupCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
 }
 
 /// Neutron quota limits (`GET/PUT /v2.0/quotas/{project_id}`); `-1` means unlimited.
