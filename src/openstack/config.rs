@@ -10,8 +10,21 @@
 //! Search path for `clouds.yaml` (first found wins): `$OS_CLIENT_CONFIG_FILE`, `./clouds.yaml`,
 //! `$XDG_CONFIG_HOME/openstack/clouds.yaml` (or `~/.config/openstack/clouds.yaml`),
 //! `/etc/openstack/clouds.yaml`. A `secure.yaml` next to it (same layout) is merged into the
-//! entry, which is where passwords usually live. Only password authentication (Keystone v3) is
-//! supported; `verify: false` (no TLS verification) is refused rather than silently ignored.
+//! entry, which is where passwords usually live. `verify: false` (no TLS verification) is
+//! refused rather than silently ignored.
+//!
+//! Three Keystone v3 auth types, named as keystoneauth names them (`auth_type:` /
+//! `OS_AUTH_TYPE`): `password` (`v3password`), `v3applicationcredential` (an id, or a name plus
+//! its user, and the secret: `OS_APPLICATION_CREDENTIAL_ID/NAME/SECRET`) and `v3token`
+//! (`token`, `OS_TOKEN`). Without an auth type it is inferred as the clients do: a token alone is
+//! `v3token`, an application credential secret `v3applicationcredential`, else `password`.
+//!
+//! An application credential is bound to one project, so it cannot serve other customers'
+//! projects. Per-project credentials live in `clouds.yaml` entries named `<OS_CLOUD>/<project
+//! id>` (each a complete entry the `openstack` CLI can use as it is): the session authenticates a
+//! project with its own entry when there is one, else with the main entry's credential. The
+//! main entry's `regions:` list names every region orders may ask for; the first (or
+//! `region_name`) is the default.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -45,6 +58,35 @@ pub enum UserRef {
 pub enum ProjectRef {
     Id(String),
     Name { name: String, domain: DomainRef },
+}
+
+/// How the service user authenticates. Every secret is a [`Secret`]: `Debug` shows `***`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `password`: a user and its password, scoped to each project it is asked for.
+    Password { user: UserRef, password: Secret },
+    /// `v3applicationcredential`: bound to the project it was made in; never scoped.
+    ApplicationCredential { credential: AppCredRef, secret: Secret },
+    /// `v3token`: an existing token, exchanged for one scoped to each project (a rescope).
+    Token { token: Secret },
+}
+
+/// An application credential by id, or by name plus the user who owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppCredRef {
+    Id(String),
+    Name { name: String, user: UserRef },
+}
+
+impl Credential {
+    /// The auth type's name, as clouds.yaml spells it.
+    pub fn auth_type(&self) -> &'static str {
+        match self {
+            Credential::Password { .. } => "password",
+            Credential::ApplicationCredential { .. } => "v3applicationcredential",
+            Credential::Token { .. } => "v3token",
+        }
+    }
 }
 
 /// Which endpoint of the catalog to use.
@@ -82,11 +124,17 @@ pub struct CloudConfig {
     pub cloud_name: Option<String>,
     /// Keystone, normalised to end in `/v3`.
     pub auth_url: String,
-    pub user: UserRef,
-    pub password: Secret,
+    pub credential: Credential,
+    /// Credentials of single projects (`<OS_CLOUD>/<project id>` entries of clouds.yaml), used
+    /// instead of `credential` for their project.
+    pub project_credentials: BTreeMap<String, Credential>,
     /// The scope used when a caller does not name a project (the smoke check, `limits`).
     pub default_project: Option<ProjectRef>,
+    /// The default region (`region_name`, the first of `regions:`, `OS_REGION_NAME`).
     pub region: Option<String>,
+    /// Every region the entry lists (`regions:`); informational: any region of the catalog is
+    /// served.
+    pub regions: Vec<String>,
     pub interface: Interface,
     /// Extra CA bundle (PEM) trusted besides the system roots.
     pub cacert: Option<PathBuf>,
@@ -106,6 +154,7 @@ impl CloudConfig {
     /// process environment. `HOME` and `XDG_CONFIG_HOME` are read from `vars` too.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Option<CloudConfig>, CloudConfigError> {
         let var = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_string);
+        let mut per_project = BTreeMap::new();
         let mut raw = match var("OS_CLOUD") {
             Some(cloud) => {
                 let path = search_path(vars).into_iter().find(|p| p.is_file()).ok_or_else(|| {
@@ -123,6 +172,18 @@ impl CloudConfig {
                 if secure.is_file() {
                     raw.merge_secure(&secure, &cloud)?;
                 }
+                let prefix = format!("{cloud}/");
+                for name in read_clouds_file(&path)?.clouds.keys().filter(|k| k.starts_with(&prefix)) {
+                    let project = name[prefix.len()..].trim().to_string();
+                    if project.is_empty() {
+                        continue;
+                    }
+                    let mut entry = RawCloud::from_clouds_yaml(&path, name)?;
+                    if secure.is_file() {
+                        entry.merge_secure(&secure, name)?;
+                    }
+                    per_project.insert(project, entry);
+                }
                 raw.cloud_name = Some(cloud);
                 raw
             }
@@ -130,7 +191,21 @@ impl CloudConfig {
             None => return Ok(None),
         };
         raw.apply_env(&var)?;
-        raw.finish().map(Some)
+        let mut cfg = raw.finish()?;
+        for (project, entry) in per_project {
+            let src = entry.source.clone();
+            if let Some(url) = &entry.auth.auth_url
+                && normalise_auth_url(url) != cfg.auth_url
+            {
+                return Err(CloudConfigError(format!(
+                    "{src}: auth_url {url:?} differs from the main entry's {:?} (one Keystone per cloud)",
+                    cfg.auth_url
+                )));
+            }
+            let credential = entry.credential()?;
+            cfg.project_credentials.insert(project, credential);
+        }
+        Ok(Some(cfg))
     }
 }
 
@@ -185,6 +260,10 @@ struct AuthEntry {
     username: Option<String>,
     user_id: Option<String>,
     password: Option<String>,
+    application_credential_id: Option<String>,
+    application_credential_name: Option<String>,
+    application_credential_secret: Option<String>,
+    token: Option<String>,
     user_domain_name: Option<String>,
     user_domain_id: Option<String>,
     project_name: Option<String>,
@@ -204,8 +283,10 @@ struct AuthEntry {
 struct RawCloud {
     cloud_name: Option<String>,
     source: String,
+    auth_type: Option<String>,
     auth: AuthEntry,
     region: Option<String>,
+    regions: Vec<String>,
     interface: Option<String>,
     cacert: Option<String>,
 }
@@ -228,28 +309,26 @@ impl RawCloud {
             ))
         })?;
         let source = format!("{} (cloud {cloud:?})", path.display());
-        if let Some(auth_type) = &entry.auth_type
-            && !matches!(auth_type.as_str(), "password" | "v3password")
-        {
-            return Err(CloudConfigError(format!(
-                "{source}: auth_type {auth_type:?} is not supported (only password)"
-            )));
-        }
         if entry.verify == Some(false) {
             return Err(CloudConfigError(format!(
                 "{source}: verify: false is not supported; give the CA with cacert instead"
             )));
         }
-        let region = entry.region_name.or_else(|| {
-            entry.regions.into_iter().next().map(|r| match r {
+        let regions: Vec<String> = entry
+            .regions
+            .into_iter()
+            .map(|r| match r {
                 RegionEntry::Name(n) | RegionEntry::Full { name: n } => n,
             })
-        });
+            .collect();
+        let region = entry.region_name.or_else(|| regions.first().cloned());
         Ok(RawCloud {
             cloud_name: None,
             source,
+            auth_type: entry.auth_type,
             auth: entry.auth,
             region,
+            regions,
             interface: entry.interface,
             cacert: entry.cacert,
         })
@@ -269,6 +348,10 @@ impl RawCloud {
             username,
             user_id,
             password,
+            application_credential_id,
+            application_credential_name,
+            application_credential_secret,
+            token,
             user_domain_name,
             user_domain_id,
             project_name,
@@ -299,6 +382,13 @@ impl RawCloud {
         set(&mut a.username, "OS_USERNAME");
         set(&mut a.user_id, "OS_USER_ID");
         set(&mut a.password, "OS_PASSWORD");
+        set(&mut a.application_credential_id, "OS_APPLICATION_CREDENTIAL_ID");
+        set(&mut a.application_credential_name, "OS_APPLICATION_CREDENTIAL_NAME");
+        set(&mut a.application_credential_secret, "OS_APPLICATION_CREDENTIAL_SECRET");
+        set(&mut a.token, "OS_TOKEN");
+        if let Some(t) = var("OS_AUTH_TYPE") {
+            self.auth_type = Some(t);
+        }
         set(&mut a.user_domain_name, "OS_USER_DOMAIN_NAME");
         set(&mut a.user_domain_id, "OS_USER_DOMAIN_ID");
         set(&mut a.project_name, "OS_PROJECT_NAME");
@@ -324,51 +414,132 @@ impl RawCloud {
         Ok(())
     }
 
+    /// The credential of this entry, by its auth type (given or inferred).
+    fn credential(&self) -> Result<Credential, CloudConfigError> {
+        let src = &self.source;
+        let a = &self.auth;
+        let missing = |what: &str| CloudConfigError(format!("{src}: {what} is not set"));
+        let auth_type = match self.auth_type.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => t.to_ascii_lowercase(),
+            _ if a.password.is_none() && a.application_credential_secret.is_some() => {
+                "v3applicationcredential".into()
+            }
+            _ if a.password.is_none() && a.token.is_some() => "v3token".into(),
+            _ => "password".into(),
+        };
+        match auth_type.as_str() {
+            "password" | "v3password" => {
+                let password = a.password.clone().ok_or_else(|| missing("password (OS_PASSWORD)"))?;
+                let user =
+                    self.user().ok_or_else(|| missing("username or user_id (OS_USERNAME / OS_USER_ID)"))?;
+                Ok(Credential::Password { user, password: Secret::new(password) })
+            }
+            "v3applicationcredential" | "applicationcredential" | "application_credential" => {
+                let secret = a.application_credential_secret.clone().ok_or_else(|| {
+                    missing("application_credential_secret (OS_APPLICATION_CREDENTIAL_SECRET)")
+                })?;
+                let credential = match (&a.application_credential_id, &a.application_credential_name) {
+                    (Some(id), _) => AppCredRef::Id(id.clone()),
+                    (None, Some(name)) => AppCredRef::Name {
+                        name: name.clone(),
+                        user: self.user().ok_or_else(|| {
+                            missing("username or user_id (an application credential named by name needs its user)")
+                        })?,
+                    },
+                    (None, None) => {
+                        return Err(missing(
+                            "application_credential_id or application_credential_name \
+                             (OS_APPLICATION_CREDENTIAL_ID / OS_APPLICATION_CREDENTIAL_NAME)",
+                        ));
+                    }
+                };
+                Ok(Credential::ApplicationCredential { credential, secret: Secret::new(secret) })
+            }
+            "v3token" | "token" => {
+                let token = a.token.clone().ok_or_else(|| missing("token (OS_TOKEN)"))?;
+                Ok(Credential::Token { token: Secret::new(token) })
+            }
+            other => Err(CloudConfigError(format!(
+                "{src}: auth_type {other:?} is not supported (password, v3applicationcredential, v3token)"
+            ))),
+        }
+    }
+
+    /// A domain given once for both (domain_*, OS_DEFAULT_DOMAIN_*), else Keystone's default.
+    fn shared_domain(&self) -> DomainRef {
+        match (&self.auth.domain_id, &self.auth.domain_name) {
+            (Some(id), _) => DomainRef::Id(id.clone()),
+            (None, Some(name)) => DomainRef::Name(name.clone()),
+            (None, None) => DomainRef::Id("default".into()),
+        }
+    }
+
+    fn domain(&self, id: &Option<String>, name: &Option<String>) -> DomainRef {
+        match (id, name) {
+            (Some(id), _) => DomainRef::Id(id.clone()),
+            (None, Some(name)) => DomainRef::Name(name.clone()),
+            (None, None) => self.shared_domain(),
+        }
+    }
+
+    fn user(&self) -> Option<UserRef> {
+        let a = &self.auth;
+        match (&a.user_id, &a.username) {
+            (Some(id), _) => Some(UserRef::Id(id.clone())),
+            (None, Some(name)) => Some(UserRef::Name {
+                name: name.clone(),
+                domain: self.domain(&a.user_domain_id, &a.user_domain_name),
+            }),
+            (None, None) => None,
+        }
+    }
+
     fn finish(self) -> Result<CloudConfig, CloudConfigError> {
         let src = &self.source;
-        let a = self.auth;
         let missing = |what: &str| CloudConfigError(format!("{src}: {what} is not set"));
-        let auth_url = a.auth_url.ok_or_else(|| missing("auth_url (OS_AUTH_URL)"))?;
+        let auth_url = self.auth.auth_url.clone().ok_or_else(|| missing("auth_url (OS_AUTH_URL)"))?;
         if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {
             return Err(CloudConfigError(format!("{src}: auth_url {auth_url:?} is not an http(s) URL")));
         }
-        let password = a.password.ok_or_else(|| missing("password (OS_PASSWORD)"))?;
-        // A domain given once for both (domain_*, OS_DEFAULT_DOMAIN_*), else Keystone's default.
-        let shared_domain = match (a.domain_id, a.domain_name) {
-            (Some(id), _) => DomainRef::Id(id),
-            (None, Some(name)) => DomainRef::Name(name),
-            (None, None) => DomainRef::Id("default".into()),
-        };
-        let domain = |id: Option<String>, name: Option<String>| match (id, name) {
-            (Some(id), _) => DomainRef::Id(id),
-            (None, Some(name)) => DomainRef::Name(name),
-            (None, None) => shared_domain.clone(),
-        };
-        let user = match (a.user_id, a.username) {
-            (Some(id), _) => UserRef::Id(id),
-            (None, Some(name)) => {
-                UserRef::Name { name, domain: domain(a.user_domain_id, a.user_domain_name) }
-            }
-            (None, None) => return Err(missing("username or user_id (OS_USERNAME / OS_USER_ID)")),
-        };
-        let default_project = match (a.project_id.or(a.tenant_id), a.project_name.or(a.tenant_name)) {
+        let credential = self.credential()?;
+        let a = &self.auth;
+        let default_project = match (
+            a.project_id.clone().or(a.tenant_id.clone()),
+            a.project_name.clone().or(a.tenant_name.clone()),
+        ) {
             (Some(id), _) => Some(ProjectRef::Id(id)),
-            (None, Some(name)) => {
-                Some(ProjectRef::Name { name, domain: domain(a.project_domain_id, a.project_domain_name) })
-            }
+            (None, Some(name)) => Some(ProjectRef::Name {
+                name,
+                domain: self.domain(&a.project_domain_id, &a.project_domain_name),
+            }),
             (None, None) => None,
         };
+        if matches!(credential, Credential::ApplicationCredential { .. }) && default_project.is_some() {
+            // Keystone answers 401 "Application credentials cannot request a scope."
+            return Err(CloudConfigError(format!(
+                "{src}: an application credential carries its own project; remove project_id / project_name \
+                 (OS_PROJECT_ID / OS_PROJECT_NAME)"
+            )));
+        }
         let interface = match &self.interface {
             Some(v) => Interface::parse("interface (OS_INTERFACE)", v)?,
             None => Interface::Public,
         };
+        let mut regions = self.regions.clone();
+        let region = self.region.clone().filter(|r| !r.is_empty());
+        if let Some(r) = &region
+            && !regions.contains(r)
+        {
+            regions.insert(0, r.clone());
+        }
         Ok(CloudConfig {
             cloud_name: self.cloud_name,
             auth_url: normalise_auth_url(&auth_url),
-            user,
-            password: Secret::new(password),
+            credential,
+            project_credentials: BTreeMap::new(),
             default_project,
-            region: self.region.filter(|r| !r.is_empty()),
+            region,
+            regions,
             interface,
             cacert: self.cacert.map(PathBuf::from),
         })
@@ -388,6 +559,13 @@ pub fn normalise_auth_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn password(cfg: &CloudConfig) -> &str {
+        match &cfg.credential {
+            Credential::Password { password, .. } => password.expose(),
+            other => panic!("not a password: {other:?}"),
+        }
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -421,10 +599,12 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.auth_url, "https://keystone.example:5000/v3");
         assert_eq!(
-            cfg.user,
-            UserRef::Name { name: "provisioner".into(), domain: DomainRef::Name("Service".into()) }
+            cfg.credential,
+            Credential::Password {
+                user: UserRef::Name { name: "provisioner".into(), domain: DomainRef::Name("Service".into()) },
+                password: Secret::new("hunter2"),
+            }
         );
-        assert_eq!(cfg.password.expose(), "hunter2");
         assert_eq!(
             cfg.default_project,
             Some(ProjectRef::Name { name: "ops".into(), domain: DomainRef::Id("default".into()) })
@@ -433,6 +613,7 @@ mod tests {
         assert_eq!(cfg.interface, Interface::Internal);
         assert_eq!(cfg.cacert, Some(PathBuf::from("/etc/ssl/cloud-ca.pem")));
         assert!(!format!("{cfg:?}").contains("hunter2"), "password in Debug output");
+        assert_eq!(cfg.regions, vec!["RegionTwo".to_string()]);
     }
 
     #[test]
@@ -446,7 +627,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(cfg.auth_url, "http://k:5000/v3");
-        assert_eq!(cfg.user, UserRef::Id("u-1".into()));
+        assert_eq!(
+            cfg.credential,
+            Credential::Password { user: UserRef::Id("u-1".into()), password: Secret::new("p") }
+        );
         assert_eq!(cfg.default_project, Some(ProjectRef::Id("p-1".into())));
         assert_eq!(cfg.interface, Interface::Public);
         assert_eq!(cfg.region, None);
@@ -457,7 +641,13 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        assert_eq!(cfg.user, UserRef::Name { name: "u".into(), domain: DomainRef::Id("default".into()) });
+        assert_eq!(
+            cfg.credential,
+            Credential::Password {
+                user: UserRef::Name { name: "u".into(), domain: DomainRef::Id("default".into()) },
+                password: Secret::new("p"),
+            }
+        );
         assert_eq!(cfg.default_project, None);
     }
 
@@ -523,13 +713,15 @@ clouds:
         assert_eq!(cfg.cloud_name.as_deref(), Some("os-tenant"));
         assert_eq!(cfg.auth_url, "http://127.0.0.1:5000/v3");
         assert_eq!(
-            cfg.user,
-            UserRef::Name {
-                name: "os_tenant_user".into(),
-                domain: DomainRef::Name("os_tenant_domain".into())
+            cfg.credential,
+            Credential::Password {
+                user: UserRef::Name {
+                    name: "os_tenant_user".into(),
+                    domain: DomainRef::Name("os_tenant_domain".into())
+                },
+                password: Secret::new("tenant_pw"),
             }
         );
-        assert_eq!(cfg.password.expose(), "tenant_pw");
         assert_eq!(cfg.region.as_deref(), Some("RegionOne"));
 
         // OS_* variables override the entry, like the openstack CLI.
@@ -537,7 +729,7 @@ clouds:
         v.insert("OS_PASSWORD".into(), "from-env".into());
         let cfg = CloudConfig::from_vars(&v).unwrap().unwrap();
         assert_eq!(cfg.region.as_deref(), Some("RegionX"));
-        assert_eq!(cfg.password.expose(), "from-env");
+        assert_eq!(password(&cfg), "from-env");
 
         // The password from secure.yaml, the first region of `regions`, one domain for both.
         std::fs::write(dir.join("secure.yaml"), "clouds:\n  by-id:\n    auth:\n      password: s3cure\n")
@@ -545,8 +737,11 @@ clouds:
         let mut v = vars(&base);
         v.insert("OS_CLOUD".into(), "by-id".into());
         let cfg = CloudConfig::from_vars(&v).unwrap().unwrap();
-        assert_eq!(cfg.user, UserRef::Id("9a8b".into()));
-        assert_eq!(cfg.password.expose(), "s3cure");
+        assert_eq!(
+            cfg.credential,
+            Credential::Password { user: UserRef::Id("9a8b".into()), password: Secret::new("s3cure") }
+        );
+        assert_eq!(cfg.regions, vec!["North".to_string(), "South".to_string()]);
         assert_eq!(cfg.default_project, Some(ProjectRef::Id("77c1".into())));
         assert_eq!(cfg.region.as_deref(), Some("North"));
         assert_eq!(cfg.auth_url, "https://id.example/v3");
@@ -567,7 +762,7 @@ clouds:
         std::fs::write(dir.join("openstack/clouds.yaml"), CLOUDS_YAML).unwrap();
         let v = vars(&[("OS_CLOUD", "os-tenant"), ("XDG_CONFIG_HOME", dir.to_str().unwrap())]);
         let cfg = CloudConfig::from_vars(&v).unwrap().unwrap();
-        assert_eq!(cfg.password.expose(), "tenant_pw");
+        assert_eq!(password(&cfg), "tenant_pw");
 
         let v = vars(&[("OS_CLOUD", "os-tenant"), ("OS_CLIENT_CONFIG_FILE", "/nonexistent/c.yaml")]);
         // Falls through the search path; only fails if none of the standard files exists.
@@ -579,6 +774,137 @@ clouds:
         let v = vars(&[("OS_CLOUD", "os-tenant"), ("XDG_CONFIG_HOME", dir.to_str().unwrap())]);
         let e = CloudConfig::from_vars(&v).unwrap_err().to_string();
         assert!(e.contains("clouds.yaml"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn application_credential_and_token_from_os_variables() {
+        let base = [("OS_AUTH_URL", "http://k:5000/v3")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut v = vars(&base);
+            v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            CloudConfig::from_vars(&v)
+        };
+        let cfg = with(&[
+            ("OS_AUTH_TYPE", "v3applicationcredential"),
+            ("OS_APPLICATION_CREDENTIAL_ID", "ac-1"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "very-secret"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            cfg.credential,
+            Credential::ApplicationCredential {
+                credential: AppCredRef::Id("ac-1".into()),
+                secret: Secret::new("very-secret")
+            }
+        );
+        assert!(!format!("{cfg:?}").contains("very-secret"), "secret in Debug output");
+        // Inferred from the secret; by name it needs its user.
+        let cfg = with(&[
+            ("OS_APPLICATION_CREDENTIAL_NAME", "prov"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "s"),
+            ("OS_USERNAME", "svc"),
+            ("OS_USER_DOMAIN_NAME", "Service"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            cfg.credential,
+            Credential::ApplicationCredential {
+                credential: AppCredRef::Name {
+                    name: "prov".into(),
+                    user: UserRef::Name { name: "svc".into(), domain: DomainRef::Name("Service".into()) }
+                },
+                secret: Secret::new("s")
+            }
+        );
+        let e =
+            with(&[("OS_APPLICATION_CREDENTIAL_NAME", "prov"), ("OS_APPLICATION_CREDENTIAL_SECRET", "s")])
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("username") && !e.contains("\"s\""), "{e}");
+        // A project next to an application credential is Keystone's 401: refused up front.
+        let e = with(&[
+            ("OS_APPLICATION_CREDENTIAL_ID", "ac-1"),
+            ("OS_APPLICATION_CREDENTIAL_SECRET", "s"),
+            ("OS_PROJECT_NAME", "demo"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("OS_PROJECT_NAME"), "{e}");
+        let e = with(&[("OS_AUTH_TYPE", "v3applicationcredential"), ("OS_APPLICATION_CREDENTIAL_ID", "a")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OS_APPLICATION_CREDENTIAL_SECRET"), "{e}");
+
+        let cfg = with(&[("OS_TOKEN", "gAAAA-tok"), ("OS_PROJECT_ID", "p-1")]).unwrap().unwrap();
+        assert_eq!(cfg.credential, Credential::Token { token: Secret::new("gAAAA-tok") });
+        assert!(!format!("{cfg:?}").contains("gAAAA-tok"));
+        let e = with(&[("OS_AUTH_TYPE", "v3token")]).unwrap_err().to_string();
+        assert!(e.contains("OS_TOKEN"), "{e}");
+        let e = with(&[("OS_AUTH_TYPE", "v3oidcpassword"), ("OS_PASSWORD", "p")]).unwrap_err().to_string();
+        assert!(e.contains("v3oidcpassword") && e.contains("v3applicationcredential"), "{e}");
+    }
+
+    #[test]
+    fn clouds_yaml_per_project_entries_and_regions() {
+        let dir = temp_dir();
+        let file = dir.join("clouds.yaml");
+        std::fs::write(
+            &file,
+            r#"
+clouds:
+  prov:
+    auth_type: password
+    auth: {auth_url: "http://k:5000", username: svc, password: pw, project_name: service}
+    regions: [RegionOne, RegionTwo]
+  prov/aaaa:
+    auth_type: v3applicationcredential
+    auth: {auth_url: "http://k:5000/v3", application_credential_id: ac-a}
+  prov/bbbb:
+    auth:
+      application_credential_name: for-b
+      application_credential_secret: sb
+      user_id: u-b
+  other/cccc:
+    auth: {auth_url: "http://k:5000/v3", token: t}
+"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("secure.yaml"),
+            "clouds:\n  prov/aaaa:\n    auth:\n      application_credential_secret: sa\n",
+        )
+        .unwrap();
+        let v =
+            vars(&[("OS_CLOUD", "prov"), ("OS_CLIENT_CONFIG_FILE", file.to_str().unwrap()), ("HOME", "/x")]);
+        let cfg = CloudConfig::from_vars(&v).unwrap().unwrap();
+        assert_eq!(cfg.region.as_deref(), Some("RegionOne"));
+        assert_eq!(cfg.regions, vec!["RegionOne".to_string(), "RegionTwo".to_string()]);
+        assert_eq!(cfg.project_credentials.keys().collect::<Vec<_>>(), vec!["aaaa", "bbbb"]);
+        assert_eq!(
+            cfg.project_credentials["aaaa"],
+            Credential::ApplicationCredential {
+                credential: AppCredRef::Id("ac-a".into()),
+                secret: Secret::new("sa")
+            }
+        );
+        assert_eq!(
+            cfg.project_credentials["bbbb"],
+            Credential::ApplicationCredential {
+                credential: AppCredRef::Name { name: "for-b".into(), user: UserRef::Id("u-b".into()) },
+                secret: Secret::new("sb")
+            }
+        );
+        assert!(!format!("{cfg:?}").contains("\"sa\""));
+        std::fs::write(
+            &file,
+            "clouds:\n  prov:\n    auth: {auth_url: \"http://k/v3\", username: a, password: b}\n  prov/x:\n    auth: {auth_url: \"http://elsewhere/v3\", token: t}\n",
+        )
+        .unwrap();
+        let e = CloudConfig::from_vars(&v).unwrap_err().to_string();
+        assert!(e.contains("prov/x") && e.contains("one Keystone"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

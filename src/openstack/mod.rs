@@ -28,6 +28,7 @@ pub mod microversion;
 pub mod network;
 pub mod protocol_time;
 pub mod ratelimit;
+pub mod region;
 pub mod request_id;
 pub mod session;
 pub mod smoke;

@@ -2,7 +2,11 @@
 //! place where requests are sent, so every call to every service gets the same treatment.
 //!
 //! Each order is provisioned in the customer's project, where the service user has a role, so
-//! the session keeps one token per project id. Guarantees:
+//! the session keeps one token per project id, got with that project's credential (its own
+//! `<cloud>/<project id>` entry, else the main one; see [`super::config::Credential`]): a
+//! password or a token scoped to the project, or an application credential unscoped (it is bound
+//! to its project; a token for another project is an `auth` error naming the entry to add).
+//! Guarantees:
 //! - **Cached and refreshed early**: a token is used until less than [`refresh_margin`] of its
 //!   lifetime is left (2 minutes for real tokens, a quarter of the lifetime for short test
 //!   tokens). Expiry is tracked on our monotonic clock from the token's own lifetime
@@ -38,11 +42,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::config::{CloudConfig, DomainRef, ProjectRef, UserRef};
+use super::config::{AppCredRef, CloudConfig, Credential, DomainRef, ProjectRef, UserRef};
 use super::error::{ErrorClass, OpenStackError, Service};
 use super::identity::protocol as keystone;
 use super::microversion::{self, Microversion};
 use super::ratelimit::RateLimiter;
+use super::region;
 use super::request_id;
 use crate::config::Secret;
 use crate::metrics;
@@ -93,10 +98,13 @@ pub struct Token {
     /// The project the token is scoped to.
     pub project_id: String,
     pub user_id: String,
-    /// Base URL per service, normalised (see [`normalise_endpoint`]).
-    endpoints: HashMap<Service, String>,
-    /// The version document root per service (`http://h:8774/v2.1/`).
-    version_roots: HashMap<Service, String>,
+    /// Base URL per (region, service), normalised (see [`normalise_endpoint`]); region `None`
+    /// is the configured one (any region when none is configured).
+    endpoints: HashMap<(Option<String>, Service), String>,
+    /// The version document root per (region, service) (`http://h:8774/v2.1/`).
+    version_roots: HashMap<(Option<String>, Service), String>,
+    /// The regions the catalog lists endpoints in, sorted.
+    regions: Vec<String>,
     /// When we consider it expired, on our clock, and how long it lived.
     expires: Instant,
     lifetime: Duration,
@@ -114,9 +122,14 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
-    /// The normalised base URL of `service` from this token's catalog, if it has one.
+    /// The normalised base URL of `service` in the configured region, if the catalog has one.
     pub fn endpoint(&self, service: Service) -> Option<&str> {
-        self.endpoints.get(&service).map(String::as_str)
+        self.endpoints.get(&(None, service)).map(String::as_str)
+    }
+
+    /// The regions the token's catalog lists endpoints in.
+    pub fn regions(&self) -> &[String] {
+        &self.regions
     }
 
     /// How long the token lives in all (`expires_at - issued_at`).
@@ -260,8 +273,9 @@ pub struct Session {
     scopes: Mutex<HashMap<String, Arc<ScopeSlot>>>,
     /// The default project's id, once resolved (`OS_PROJECT_NAME` needs an authentication).
     default_project: OnceCell<String>,
-    nova_version: OnceCell<Microversion>,
-    cinder_version: OnceCell<Microversion>,
+    /// Negotiated per region (each region runs its own Nova and Cinder).
+    nova_version: Mutex<HashMap<Option<String>, Arc<OnceCell<Microversion>>>>,
+    cinder_version: Mutex<HashMap<Option<String>, Arc<OnceCell<Microversion>>>>,
     stats: SessionStats,
 }
 
@@ -302,8 +316,8 @@ impl Session {
             options,
             scopes: Mutex::new(HashMap::new()),
             default_project: OnceCell::new(),
-            nova_version: OnceCell::new(),
-            cinder_version: OnceCell::new(),
+            nova_version: Mutex::new(HashMap::new()),
+            cinder_version: Mutex::new(HashMap::new()),
             stats: SessionStats::default(),
         })
     }
@@ -340,7 +354,7 @@ impl Session {
         {
             return Err(err.clone());
         }
-        match self.authenticate(&ProjectRef::Id(project_id.to_string())).await {
+        match self.authenticate(Some(&ProjectRef::Id(project_id.to_string()))).await {
             Ok(token) => {
                 let token = Arc::new(token);
                 slot.set(Some(token.clone()));
@@ -372,7 +386,14 @@ impl Session {
                 match &self.cloud.default_project {
                     Some(ProjectRef::Id(id)) => Ok(id.clone()),
                     Some(by_name) => {
-                        let token = Arc::new(self.authenticate(by_name).await?);
+                        let token = Arc::new(self.authenticate(Some(by_name)).await?);
+                        let id = token.project_id.clone();
+                        self.slot(&id).set(Some(token));
+                        Ok(id)
+                    }
+                    // An application credential's project is its own scope.
+                    None if matches!(self.cloud.credential, Credential::ApplicationCredential { .. }) => {
+                        let token = Arc::new(self.authenticate(None).await?);
                         let id = token.project_id.clone();
                         self.slot(&id).set(Some(token));
                         Ok(id)
@@ -390,34 +411,86 @@ impl Session {
             .cloned()
     }
 
-    /// `POST /v3/auth/tokens` with the password, scoped to `project`.
-    async fn authenticate(&self, project: &ProjectRef) -> Result<Token, OpenStackError> {
+    /// The credential that authenticates `project`: its own (`<cloud>/<project id>` entry) if
+    /// it has one, else the main one.
+    fn credential_for(&self, project: &ProjectRef) -> (&Credential, bool) {
+        match project {
+            ProjectRef::Id(id) => match self.cloud.project_credentials.get(id) {
+                Some(c) => (c, true),
+                None => (&self.cloud.credential, false),
+            },
+            ProjectRef::Name { .. } => (&self.cloud.credential, false),
+        }
+    }
+
+    /// `POST /v3/auth/tokens` with the project's credential: password or token scoped to
+    /// `project`; an application credential unscoped (it carries its project, and Keystone
+    /// refuses a scope next to it), its token then checked to be for `project`. `None`: the
+    /// credential's own scope (the default project of an application credential).
+    async fn authenticate(&self, project: Option<&ProjectRef>) -> Result<Token, OpenStackError> {
         const PATH: &str = "/auth/tokens";
         let domain = |d: &DomainRef| match d {
             DomainRef::Id(id) => keystone::DomainRef { id: Some(id.clone()), name: None },
             DomainRef::Name(name) => keystone::DomainRef { id: None, name: Some(name.clone()) },
         };
-        let user = match &self.cloud.user {
-            UserRef::Id(id) => keystone::PasswordUser {
-                id: Some(id.clone()),
-                name: None,
-                domain: None,
-                password: self.cloud.password.expose().to_string(),
-            },
-            UserRef::Name { name, domain: d } => keystone::PasswordUser {
-                id: None,
-                name: Some(name.clone()),
-                domain: Some(domain(d)),
-                password: self.cloud.password.expose().to_string(),
-            },
+        let (credential, own) = match project {
+            Some(p) => self.credential_for(p),
+            None => (&self.cloud.credential, false),
         };
-        let scope = match project {
+        let scope = project.map(|project| match project {
             ProjectRef::Id(id) => keystone::ProjectRef { id: Some(id.clone()), name: None, domain: None },
             ProjectRef::Name { name, domain: d } => {
                 keystone::ProjectRef { id: None, name: Some(name.clone()), domain: Some(domain(d)) }
             }
+        });
+        let body = match credential {
+            Credential::Password { user, password } => {
+                let user = match user {
+                    UserRef::Id(id) => keystone::PasswordUser {
+                        id: Some(id.clone()),
+                        name: None,
+                        domain: None,
+                        password: password.expose().to_string(),
+                    },
+                    UserRef::Name { name, domain: d } => keystone::PasswordUser {
+                        id: None,
+                        name: Some(name.clone()),
+                        domain: Some(domain(d)),
+                        password: password.expose().to_string(),
+                    },
+                };
+                keystone::AuthRequest::password(user, scope)
+            }
+            Credential::Token { token } => keystone::AuthRequest::token(token.expose().to_string(), scope),
+            Credential::ApplicationCredential { credential, secret } => {
+                let (id, name, user) = match credential {
+                    AppCredRef::Id(id) => (Some(id.clone()), None, None),
+                    AppCredRef::Name { name, user } => {
+                        let user = match user {
+                            UserRef::Id(id) => {
+                                keystone::AppCredUser { id: Some(id.clone()), ..Default::default() }
+                            }
+                            UserRef::Name { name, domain: d } => keystone::AppCredUser {
+                                id: None,
+                                name: Some(name.clone()),
+                                domain: Some(domain(d)),
+                            },
+                        };
+                        (None, Some(name.clone()), Some(user))
+                    }
+                };
+                keystone::AuthRequest::application_credential(keystone::ApplicationCredentialMethod {
+                    id,
+                    name,
+                    user,
+                    secret: secret.expose().to_string(),
+                })
+            }
         };
-        let body = keystone::AuthRequest::password(user, Some(scope));
+        let bound_to = match (credential, project) {
+            (Credential::ApplicationCredential { .. }, Some(ProjectRef::Id(id))) => Some((id.clone(), own)),
+            _ => None,
+        };
         let url = format!("{}{PATH}", self.cloud.auth_url);
         self.stats.authentications.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -479,27 +552,56 @@ impl Session {
         let project_id = token.project.as_ref().map(|p| p.id.clone()).ok_or_else(|| {
             OpenStackError::decode(Service::Identity, "POST", PATH, "the token is not project-scoped")
         })?;
+        if let Some((wanted, own)) = bound_to
+            && wanted != project_id
+        {
+            outcome("rejected", "4xx");
+            let cloud = self.cloud.cloud_name.as_deref().unwrap_or("<OS_CLOUD>");
+            let why = if own {
+                format!(
+                    "the application credential of clouds.yaml entry \"{cloud}/{wanted}\" is bound to project \
+                     {project_id}, not {wanted}"
+                )
+            } else {
+                format!(
+                    "the application credential is bound to project {project_id} and cannot be scoped to \
+                     project {wanted}: give that project its own credential (a clouds.yaml entry \
+                     \"{cloud}/{wanted}\") or use a password or token credential"
+                )
+            };
+            tracing::warn!(project_id = %wanted, "{why}");
+            return Err(OpenStackError::new(ErrorClass::Auth, Service::Identity, "POST", PATH, why));
+        }
         let catalog = token.catalog.unwrap_or_default();
         let lifetime = (token.expires_at - token.issued_at).to_std().unwrap_or(Duration::ZERO);
         let mut endpoints = HashMap::new();
         let mut version_roots = HashMap::new();
-        for service in
-            [Service::Identity, Service::Image, Service::Network, Service::Compute, Service::Volume]
-        {
-            if let Some(url) =
-                pick_endpoint(&catalog, service, self.cloud.interface.as_str(), self.cloud.region.as_deref())
+        let mut regions: Vec<String> = catalog
+            .iter()
+            .flat_map(|e| e.endpoints.iter())
+            .filter_map(|ep| ep.region_id.clone().or_else(|| ep.region.clone()))
+            .collect();
+        regions.sort();
+        regions.dedup();
+        let keys = std::iter::once(None).chain(regions.iter().cloned().map(Some));
+        for key in keys {
+            let region = key.as_deref().or(self.cloud.region.as_deref());
+            for service in
+                [Service::Identity, Service::Image, Service::Network, Service::Compute, Service::Volume]
             {
-                let (base, root) = normalise_endpoint(service, &url, &project_id);
-                endpoints.insert(service, base);
-                version_roots.insert(service, root);
+                if let Some(url) = pick_endpoint(&catalog, service, self.cloud.interface.as_str(), region) {
+                    let (base, root) = normalise_endpoint(service, &url, &project_id);
+                    endpoints.insert((key.clone(), service), base);
+                    version_roots.insert((key.clone(), service), root);
+                }
             }
         }
         // Keystone's admin API (tenant onboarding) at the catalog's identity endpoint, or else
         // where we just authenticated.
-        if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(Service::Identity) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry((None, Service::Identity)) {
             let (base, root) = normalise_endpoint(Service::Identity, &self.cloud.auth_url, &project_id);
             slot.insert(base);
-            version_roots.insert(Service::Identity, root);
+            version_roots.insert((None, Service::Identity), root);
         }
         outcome("ok", "2xx");
         tracing::info!(
@@ -514,12 +616,34 @@ impl Session {
             user_id: token.user.id,
             endpoints,
             version_roots,
+            regions,
             expires: started + lifetime,
             lifetime,
         })
     }
 
-    fn missing_endpoint(&self, service: Service, method: &str, path: &str) -> OpenStackError {
+    /// The region requests for `service` go to now: the scope's ([`region::current`]) unless it
+    /// is the configured one; `None` means the configured one. Keystone is one for all regions.
+    fn region_key(&self, service: Service) -> Option<String> {
+        if service == Service::Identity {
+            return None;
+        }
+        region::current().filter(|r| self.cloud.region.as_deref() != Some(r.as_str()))
+    }
+
+    fn missing_endpoint(
+        &self,
+        token: &Token,
+        region: Option<&str>,
+        service: Service,
+        method: &str,
+        path: &str,
+    ) -> OpenStackError {
+        if let Some(r) = region
+            && !token.regions.iter().any(|x| x == r)
+        {
+            return unknown_region(r, &token.regions, service, method, path);
+        }
         OpenStackError::new(
             ErrorClass::Permanent,
             service,
@@ -530,7 +654,7 @@ impl Session {
                 service.name(),
                 service.catalog_types(),
                 self.cloud.interface.as_str(),
-                self.cloud.region.as_deref().unwrap_or("any")
+                region.or(self.cloud.region.as_deref()).unwrap_or("any")
             ),
         )
     }
@@ -542,11 +666,18 @@ impl Session {
         method: &str,
         path: &str,
     ) -> Result<&'t str, OpenStackError> {
+        let key = self.region_key(service);
         token
             .endpoints
-            .get(&service)
+            .get(&(key.clone(), service))
             .map(String::as_str)
-            .ok_or_else(|| self.missing_endpoint(service, method, path))
+            .ok_or_else(|| self.missing_endpoint(token, key.as_deref(), service, method, path))
+    }
+
+    /// The regions the catalog of `project_id`'s token lists endpoints in (pre-flight checks an
+    /// order's region against them).
+    pub async fn regions(&self, project_id: &str) -> Result<Vec<String>, OpenStackError> {
+        Ok(self.token(project_id).await?.regions.clone())
     }
 
     /// The microversion header for a service, negotiated once per session.
@@ -577,14 +708,16 @@ impl Session {
         Ok(headers)
     }
 
-    /// The Nova microversion this session uses: `min(wanted, cloud max)`.
+    /// The Nova microversion this session uses in the current region: `min(wanted, cloud max)`.
     pub async fn nova_microversion(&self, project_id: &str) -> Result<Microversion, OpenStackError> {
-        self.nova_version.get_or_try_init(|| self.negotiate(project_id, Service::Compute)).await.copied()
+        let cell = version_cell(&self.nova_version, self.region_key(Service::Compute));
+        cell.get_or_try_init(|| self.negotiate(project_id, Service::Compute)).await.copied()
     }
 
-    /// The Cinder microversion this session uses.
+    /// The Cinder microversion this session uses in the current region.
     pub async fn cinder_microversion(&self, project_id: &str) -> Result<Microversion, OpenStackError> {
-        self.cinder_version.get_or_try_init(|| self.negotiate(project_id, Service::Volume)).await.copied()
+        let cell = version_cell(&self.cinder_version, self.region_key(Service::Volume));
+        cell.get_or_try_init(|| self.negotiate(project_id, Service::Volume)).await.copied()
     }
 
     async fn negotiate(&self, project_id: &str, service: Service) -> Result<Microversion, OpenStackError> {
@@ -594,12 +727,13 @@ impl Session {
         };
         let mut token = self.token(project_id).await?;
         let mut reauthenticated = false;
+        let key = self.region_key(service);
         let (status, headers, body) = loop {
             let root = token
                 .version_roots
-                .get(&service)
+                .get(&(key.clone(), service))
                 .cloned()
-                .ok_or_else(|| self.missing_endpoint(service, "GET", "/"))?;
+                .ok_or_else(|| self.missing_endpoint(&token, key.as_deref(), service, "GET", "/"))?;
             let resp = self
                 .http
                 .get(&root)
@@ -752,6 +886,34 @@ impl Session {
         let resp = self.send(project_id, req).await?;
         serde_json::from_slice(&resp.body).map_err(|e| OpenStackError::decode(service, &method, &path, e))
     }
+}
+
+fn version_cell(
+    map: &Mutex<HashMap<Option<String>, Arc<OnceCell<Microversion>>>>,
+    key: Option<String>,
+) -> Arc<OnceCell<Microversion>> {
+    map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone()
+}
+
+/// An order's region the catalog does not list: permanent (no retry makes it appear), and named
+/// with the regions there are.
+pub fn unknown_region(
+    region: &str,
+    known: &[String],
+    service: Service,
+    method: &str,
+    path: &str,
+) -> OpenStackError {
+    OpenStackError::new(
+        ErrorClass::Permanent,
+        service,
+        method,
+        path,
+        format!(
+            "unknown region {region:?}: the cloud's catalog lists {}",
+            if known.is_empty() { "no regions".to_string() } else { known.join(", ") }
+        ),
+    )
 }
 
 /// The service's own (local) request id of an answer, for the logs and the span.

@@ -25,7 +25,7 @@ use crate::openstack::identity::protocol::*;
 use crate::sim::Sim;
 use crate::sim::http::{ApiError, ApiResult, QueryPairs, Service, authenticate, json, parse_body};
 use crate::sim::seed::Quotas;
-use crate::sim::state::{DomainRec, ProjectRec, TokenInfo, UserRec, World, new_hex_id};
+use crate::sim::state::{AppCredRec, DomainRec, ProjectRec, TokenInfo, UserRec, World, new_hex_id};
 
 const S: Service = Service::Identity;
 
@@ -62,6 +62,11 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/identity/v3/users", get(list_users).post(create_user))
         .route("/identity/v3/users/{id}", get(show_user).patch(update_user).delete(delete_user))
         .route("/identity/v3/users/{id}/projects", get(user_projects))
+        .route("/identity/v3/users/{id}/application_credentials", get(list_app_creds).post(create_app_cred))
+        .route(
+            "/identity/v3/users/{id}/application_credentials/{cred_id}",
+            get(show_app_cred).delete(delete_app_cred),
+        )
         .route("/identity/v3/domains", get(list_domains).post(create_domain))
         .route("/identity/v3/domains/{id}", get(show_domain).patch(update_domain).delete(delete_domain))
 }
@@ -173,6 +178,18 @@ pub(crate) fn issue_token(
     project_id: Option<&str>,
     methods: Vec<String>,
 ) -> Result<(String, TokenInfo), ApiError> {
+    issue_token_for(w, user_id, project_id, methods, None)
+}
+
+/// [`issue_token`], for an application credential when `app_cred` names one: its project, and
+/// of its roles those the user still holds there.
+fn issue_token_for(
+    w: &mut World,
+    user_id: &str,
+    project_id: Option<&str>,
+    methods: Vec<String>,
+    app_cred: Option<&AppCredRec>,
+) -> Result<(String, TokenInfo), ApiError> {
     let user = w.users.get(user_id).filter(|u| u.enabled).ok_or_else(|| ApiError::unauthorized(S))?;
     let roles = match project_id {
         Some(pid) => {
@@ -184,7 +201,18 @@ pub(crate) fn issue_token(
                     .kind("Unauthorized")
                     .with_message(format!("User {} has no access to project {pid}", user.id)));
             }
-            effective_roles(w, &direct).into_iter().filter_map(|(r, _)| role_name(w, &r)).collect()
+            let held: Vec<String> =
+                effective_roles(w, &direct).into_iter().filter_map(|(r, _)| role_name(w, &r)).collect();
+            match app_cred {
+                Some(c) => {
+                    let kept: Vec<String> = c.roles.iter().filter(|r| held.contains(r)).cloned().collect();
+                    if kept.is_empty() {
+                        return Err(ApiError::unauthorized(S));
+                    }
+                    kept
+                }
+                None => held,
+            }
         }
         None => Vec::new(),
     };
@@ -197,6 +225,7 @@ pub(crate) fn issue_token(
         expires_at: now + chrono::Duration::seconds(w.timings.token_lifetime_s as i64),
         audit_id: new_hex_id()[..22].to_string(),
         methods,
+        app_cred: app_cred.map(|c| (c.id.clone(), c.name.clone(), !c.unrestricted)),
     };
     let token = format!("gAAAAAB{}{}{}", new_hex_id(), new_hex_id(), new_hex_id());
     // Expired tokens are forgotten once they are a day old, so the map does not grow forever.
@@ -245,6 +274,11 @@ fn token_body(sim: &Sim, w: &World, t: &TokenInfo, with_catalog: bool) -> TokenR
                 .map(|r| Role { id: role_id(w, r).unwrap_or_default(), name: r.clone() })
                 .collect(),
             catalog: (with_catalog && project.is_some()).then(|| catalog(sim)),
+            application_credential: t.app_cred.as_ref().map(|(id, name, restricted)| TokenAppCred {
+                id: id.clone(),
+                name: name.clone(),
+                restricted: *restricted,
+            }),
         },
     }
 }
@@ -253,6 +287,8 @@ async fn issue(State(sim): State<Arc<Sim>>, q: QueryPairs, body: Bytes) -> ApiRe
     let req: AuthRequest = parse_body(S, &body)?;
     let mut w = sim.world();
     let methods = req.auth.identity.methods.clone();
+    // The project a token from an application credential is bound to (it cannot be rescoped).
+    let mut bound: Option<Option<String>> = None;
     let user_id = if let Some(pw) = &req.auth.identity.password {
         let u = &pw.user;
         let found = w.users.values().find(|x| match (&u.id, &u.name, &u.domain) {
@@ -273,7 +309,33 @@ async fn issue(State(sim): State<Arc<Sim>>, q: QueryPairs, body: Bytes) -> ApiRe
             .get(&t.id)
             .filter(|i| i.expires_at > Utc::now())
             .ok_or_else(|| ApiError::unauthorized(S))?;
+        if info.app_cred.is_some() {
+            bound = Some(info.project_id.clone());
+        }
         info.user_id.clone()
+    } else if let Some(a) = &req.auth.identity.application_credential {
+        if req.auth.scope.is_some() {
+            return Err(ApiError::unauthorized(S)
+                .with_message("Application credentials cannot request a scope.".into()));
+        }
+        let cred = find_app_cred(&w, a)?.clone();
+        if cred.expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(ApiError::unauthorized(S));
+        }
+        let (token, info) = issue_token_for(
+            &mut w,
+            &cred.user_id,
+            Some(&cred.project_id),
+            vec!["application_credential".into()],
+            Some(&cred),
+        )?;
+        let body = token_body(&sim, &w, &info, !q.0.iter().any(|(k, _)| k == "nocatalog"));
+        drop(w);
+        let mut resp = json(StatusCode::CREATED, &body);
+        if let Ok(v) = HeaderValue::from_str(&token) {
+            resp.headers_mut().insert("x-subject-token", v);
+        }
+        return Ok(resp);
     } else {
         return Err(ApiError::bad_request(S, "Expecting to find identity in auth."));
     };
@@ -298,6 +360,15 @@ async fn issue(State(sim): State<Arc<Sim>>, q: QueryPairs, body: Bytes) -> ApiRe
             None => return Err(ApiError::new(S, 400, "Only project scope is supported by the simulator.")),
         },
     };
+    if let Some(bound) = bound
+        && bound != project_id
+    {
+        return Err(ApiError::forbidden(
+            S,
+            "You are not authorized to perform the requested action: rescope a token issued for an \
+             application credential.",
+        ));
+    }
     let (token, info) = issue_token(&mut w, &user_id, project_id.as_deref(), methods)?;
     let body = token_body(&sim, &w, &info, !q.0.iter().any(|(k, _)| k == "nocatalog"));
     drop(w);
@@ -1199,5 +1270,207 @@ async fn delete_domain(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id)
     revoke_tokens(&mut w, |t| {
         users.contains(&t.user_id) || t.project_id.as_ref().is_some_and(|p| projects.contains(p))
     });
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The credential an `application_credential` auth method names, if its secret matches (else
+/// Keystone's 401, whatever was wrong).
+fn find_app_cred<'w>(w: &'w World, a: &ApplicationCredentialMethod) -> Result<&'w AppCredRec, ApiError> {
+    let found = match (&a.id, &a.name) {
+        (Some(id), _) => w.app_creds.get(id),
+        (None, Some(name)) => {
+            let user_id = a.user.as_ref().and_then(|u| match (&u.id, &u.name, &u.domain) {
+                (Some(id), _, _) => Some(id.clone()),
+                (None, Some(n), d) => w
+                    .users
+                    .values()
+                    .find(|x| {
+                        x.name.eq_ignore_ascii_case(n)
+                            && match d {
+                                Some(d) => find_domain_id(w, d).as_deref() == Some(&x.domain_id),
+                                None => x.domain_id == DEFAULT_DOMAIN,
+                            }
+                    })
+                    .map(|x| x.id.clone()),
+                _ => None,
+            });
+            let Some(user_id) = user_id else {
+                return Err(ApiError::bad_request(
+                    S,
+                    "Could not determine the user of the application credential.",
+                ));
+            };
+            w.app_creds.values().find(|c| c.user_id == user_id && c.name == *name)
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(S, "Expecting to find id or name in application_credential."));
+        }
+    };
+    found.filter(|c| c.secret == a.secret).ok_or_else(|| ApiError::unauthorized(S))
+}
+
+fn app_cred_view(w: &World, c: &AppCredRec, with_secret: bool) -> ApplicationCredential {
+    ApplicationCredential {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        description: c.description.clone(),
+        project_id: c.project_id.clone(),
+        user_id: Some(c.user_id.clone()),
+        roles: c
+            .roles
+            .iter()
+            .map(|r| Role { id: role_id(w, r).unwrap_or_default(), name: r.clone() })
+            .collect(),
+        expires_at: c.expires_at.map(|e| e.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
+        unrestricted: c.unrestricted,
+        secret: with_secret.then(|| c.secret.clone()),
+    }
+}
+
+/// Only the user itself manages its application credentials, with a project-scoped token; a
+/// restricted application credential's token may not make more (Keystone's rule).
+fn own_app_creds(sim: &Sim, headers: &HeaderMap, user_id: &str) -> Result<TokenInfo, ApiError> {
+    let tok = authenticate(sim, headers, S)?;
+    if tok.user_id != user_id {
+        return Err(ApiError::forbidden(
+            S,
+            format!(
+                "You are not authorized to perform the requested action: identity:application_credentials of user {user_id}."
+            ),
+        ));
+    }
+    Ok(tok)
+}
+
+async fn create_app_cred(
+    State(sim): State<Arc<Sim>>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let tok = own_app_creds(&sim, &headers, &user_id)?;
+    let req: NewApplicationCredentialBody = parse_body(S, &body)?;
+    let new = req.application_credential;
+    let project_id = tok
+        .project_id
+        .clone()
+        .ok_or_else(|| ApiError::bad_request(S, "An application credential needs a project-scoped token."))?;
+    if tok.app_cred.as_ref().is_some_and(|(_, _, restricted)| *restricted) {
+        return Err(ApiError::forbidden(
+            S,
+            "You are not authorized to perform the requested action: Using method 'application_credential' \
+             is not allowed for managing additional application credentials.",
+        ));
+    }
+    let mut w = sim.world();
+    if w.app_creds.values().any(|c| c.user_id == user_id && c.name == new.name) {
+        return Err(ApiError::new(
+            S,
+            409,
+            "Conflict occurred attempting to store application_credential - Duplicate entry found with name "
+                .to_string()
+                + &new.name
+                + ".",
+        )
+        .kind("Conflict"));
+    }
+    // No roles, or an empty list (what the CLI sends without --role): every role of the token.
+    let roles: Vec<String> = match new.roles.as_ref().filter(|r| !r.is_empty()) {
+        Some(wanted) => {
+            let mut out = Vec::new();
+            for r in wanted {
+                let name = match (&r.id, &r.name) {
+                    (Some(id), _) => role_name(&w, id),
+                    (None, Some(n)) => Some(n.clone()),
+                    _ => None,
+                };
+                match name.filter(|n| tok.roles.contains(n)) {
+                    Some(n) => out.push(n),
+                    None => {
+                        return Err(ApiError::forbidden(
+                            S,
+                            "You are not authorized to perform the requested action: a role the token does not carry.",
+                        ));
+                    }
+                }
+            }
+            out
+        }
+        None => tok.roles.clone(),
+    };
+    let expires_at = match &new.expires_at {
+        Some(e) => Some(
+            chrono::NaiveDateTime::parse_from_str(e.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|n| n.and_utc())
+                .map_err(|_| {
+                    ApiError::bad_request(S, format!("Invalid input for field 'expires_at': {e}"))
+                })?,
+        ),
+        None => None,
+    };
+    let rec = AppCredRec {
+        id: new_hex_id(),
+        name: new.name.clone(),
+        description: new.description.clone(),
+        user_id: user_id.clone(),
+        project_id,
+        secret: new.secret.clone().unwrap_or_else(|| format!("{}{}", new_hex_id(), new_hex_id())),
+        roles,
+        expires_at,
+        unrestricted: new.unrestricted,
+    };
+    let view = app_cred_view(&w, &rec, true);
+    w.app_creds.insert(rec.id.clone(), rec);
+    drop(w);
+    Ok(json(StatusCode::CREATED, &ApplicationCredentialBody { application_credential: view }))
+}
+
+async fn list_app_creds(
+    State(sim): State<Arc<Sim>>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    q: QueryPairs,
+) -> ApiResult {
+    own_app_creds(&sim, &headers, &user_id)?;
+    let name = q.0.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone());
+    let w = sim.world();
+    let list: Vec<ApplicationCredential> = w
+        .app_creds
+        .values()
+        .filter(|c| c.user_id == user_id && name.as_ref().is_none_or(|n| *n == c.name))
+        .map(|c| app_cred_view(&w, c, false))
+        .collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "application_credentials": list })))
+}
+
+async fn show_app_cred(
+    State(sim): State<Arc<Sim>>,
+    Path((user_id, cred_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    own_app_creds(&sim, &headers, &user_id)?;
+    let w = sim.world();
+    let c = w.app_creds.get(&cred_id).filter(|c| c.user_id == user_id).ok_or_else(|| {
+        ApiError::not_found(S, format!("Could not find application credential: {cred_id}."))
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        &ApplicationCredentialBody { application_credential: app_cred_view(&w, c, false) },
+    ))
+}
+
+async fn delete_app_cred(
+    State(sim): State<Arc<Sim>>,
+    Path((user_id, cred_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    own_app_creds(&sim, &headers, &user_id)?;
+    let mut w = sim.world();
+    if w.app_creds.get(&cred_id).is_none_or(|c| c.user_id != user_id) {
+        return Err(ApiError::not_found(S, format!("Could not find application credential: {cred_id}.")));
+    }
+    w.app_creds.remove(&cred_id);
+    // Keystone revokes the tokens issued for it.
+    w.tokens.retain(|_, t| t.app_cred.as_ref().is_none_or(|(id, _, _)| *id != cred_id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -106,6 +106,24 @@ pub struct TokenInfo {
     pub expires_at: DateTime<Utc>,
     pub audit_id: String,
     pub methods: Vec<String>,
+    /// The application credential the token was issued for (id, name, restricted).
+    pub app_cred: Option<(String, String, bool)>,
+}
+
+/// An application credential (`POST /v3/users/{id}/application_credentials`).
+#[derive(Debug, Clone)]
+pub struct AppCredRec {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub user_id: String,
+    pub project_id: String,
+    /// Compared on authentication; shown only in the answer to the creation.
+    pub secret: String,
+    /// Role names it delegates.
+    pub roles: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub unrestricted: bool,
 }
 
 impl TokenInfo {
@@ -647,6 +665,7 @@ pub struct World {
     pub domains: BTreeMap<String, DomainRec>,
     pub projects: BTreeMap<String, ProjectRec>,
     pub users: BTreeMap<String, UserRec>,
+    pub app_creds: BTreeMap<String, AppCredRec>,
     pub roles: Vec<SeedRole>,
     /// Direct role assignments on projects: (project id, user id, role id).
     pub assignments: BTreeSet<(String, String, String)>,
@@ -676,6 +695,7 @@ impl World {
             domains: BTreeMap::new(),
             projects: BTreeMap::new(),
             users: BTreeMap::new(),
+            app_creds: BTreeMap::new(),
             roles: seed.roles.clone(),
             assignments: BTreeSet::new(),
             usage: HashMap::new(),

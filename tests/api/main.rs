@@ -3,6 +3,7 @@
 
 mod console;
 mod contracts;
+mod credentials;
 mod deploy;
 mod engine;
 mod helpers;

@@ -14,7 +14,9 @@ use openstack_provisioner::engine::cloud::{
 };
 use openstack_provisioner::engine::openstack_cloud::OpenStackCloud;
 use openstack_provisioner::openstack::compute::{NewServer, ServerQuery};
-use openstack_provisioner::openstack::config::{CloudConfig, DomainRef, Interface, ProjectRef, UserRef};
+use openstack_provisioner::openstack::config::{
+    CloudConfig, Credential, DomainRef, Interface, ProjectRef, UserRef,
+};
 use openstack_provisioner::openstack::microversion::{self, Microversion};
 use openstack_provisioner::openstack::network::NewPort;
 use openstack_provisioner::openstack::smoke::{self, SmokeSpec};
@@ -36,13 +38,17 @@ fn cloud_for(sim: &SimHandle, password: &str) -> CloudConfig {
     CloudConfig {
         cloud_name: None,
         auth_url: format!("{}/v3", sim.auth_url()),
-        user: UserRef::Name { name: "provisioner".into(), domain: DomainRef::Id("default".into()) },
-        password: openstack_provisioner::config::Secret::new(password),
+        credential: Credential::Password {
+            user: UserRef::Name { name: "provisioner".into(), domain: DomainRef::Id("default".into()) },
+            password: openstack_provisioner::config::Secret::new(password),
+        },
+        project_credentials: Default::default(),
         default_project: Some(ProjectRef::Name {
             name: "demo".into(),
             domain: DomainRef::Name("Default".into()),
         }),
         region: None,
+        regions: Vec::new(),
         interface: Interface::Public,
         cacert: None,
     }
@@ -332,10 +338,14 @@ fn cloud_for_addr(addr: std::net::SocketAddr) -> CloudConfig {
     CloudConfig {
         cloud_name: None,
         auth_url: format!("http://{addr}/identity/v3"),
-        user: UserRef::Id("c5d3e2f1a0b94c8d7e6f5a4b3c2d1e0f".into()),
-        password: openstack_provisioner::config::Secret::new("provisioner"),
+        credential: Credential::Password {
+            user: UserRef::Id("c5d3e2f1a0b94c8d7e6f5a4b3c2d1e0f".into()),
+            password: openstack_provisioner::config::Secret::new("provisioner"),
+        },
+        project_credentials: Default::default(),
         default_project: None,
         region: None,
+        regions: Vec::new(),
         interface: Interface::Public,
         cacert: None,
     }
@@ -687,8 +697,10 @@ async fn tenant_round_trip(client: &OpenStack, domain: &str) {
 
     // The new user logs in with its password, to its project.
     let mut as_user = client.session().cloud().clone();
-    as_user.user = UserRef::Name { name: user_spec.name.clone(), domain: DomainRef::Id(domain_id.clone()) };
-    as_user.password = password;
+    as_user.credential = Credential::Password {
+        user: UserRef::Name { name: user_spec.name.clone(), domain: DomainRef::Id(domain_id.clone()) },
+        password,
+    };
     as_user.default_project = Some(ProjectRef::Id(project.id.clone()));
     let user_client = OpenStack::new(as_user.clone(), SessionOptions::default()).expect("client");
     let info = user_client.identity().check_project(&project.id).await.expect("the user's token");

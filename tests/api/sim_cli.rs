@@ -73,6 +73,43 @@ impl Cli {
         stdout
     }
 
+    /// Runs `openstack <args>` with only `env` (and the auth URL) as its `OS_*` settings.
+    async fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("OS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(args)
+            .env("OS_AUTH_URL", &self.auth_url)
+            .env("OS_IDENTITY_API_VERSION", "3")
+            .env("OS_INTERFACE", "public")
+            .env("PYTHONWARNINGS", "ignore")
+            .envs(env.iter().copied())
+            .kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(90), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("openstack {args:?} timed out"))
+            .expect("run openstack")
+    }
+
+    /// [`Cli::run_env`] that must succeed, its stdout as JSON.
+    async fn json_env(&self, env: &[(&str, &str)], args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-f", "json"]);
+        let out = self.run_env(env, &a).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "openstack {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("openstack {args:?}: not JSON ({e}): {stdout}"))
+    }
+
     async fn json(&self, user: &str, project: &str, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.extend(["-f", "json"]);
@@ -463,5 +500,84 @@ async fn sim_cli_python_openstackclient_keypairs() {
     let _ = std::fs::remove_dir_all(&dir);
     let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
     assert!(errors.is_empty(), "server errors: {errors:?}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn sim_cli_python_openstackclient_authenticates_with_application_credentials_and_tokens() {
+    let bin = openstack_cli();
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let cli = Cli { bin, auth_url: sim.auth_url() };
+    let created =
+        cli.demo(&["application", "credential", "create", "prov-cli", "--description", "the CLI test"]).await;
+    let (id, secret) =
+        (created["ID"].as_str().unwrap().to_string(), created["Secret"].as_str().unwrap().to_string());
+    assert_eq!(created["Project ID"], DEMO_PROJECT_ID, "{created}");
+    let listed = cli.demo(&["application", "credential", "list"]).await;
+    assert!(listed.as_array().unwrap().iter().any(|c| c["ID"] == id.as_str()), "{listed}");
+
+    // By id, as an OS_* environment: the token is the credential's project's.
+    let by_id = [
+        ("OS_AUTH_TYPE", "v3applicationcredential"),
+        ("OS_APPLICATION_CREDENTIAL_ID", id.as_str()),
+        ("OS_APPLICATION_CREDENTIAL_SECRET", secret.as_str()),
+        ("OS_REGION_NAME", "RegionOne"),
+    ];
+    let token = cli.json_env(&by_id, &["token", "issue"]).await;
+    assert_eq!(token["project_id"], DEMO_PROJECT_ID, "{token}");
+    let networks = cli.json_env(&by_id, &["network", "list"]).await;
+    assert!(networks.as_array().unwrap().iter().any(|n| n["Name"] == "private"), "{networks}");
+    // By name and user.
+    let by_name = [
+        ("OS_AUTH_TYPE", "v3applicationcredential"),
+        ("OS_APPLICATION_CREDENTIAL_NAME", "prov-cli"),
+        ("OS_APPLICATION_CREDENTIAL_SECRET", secret.as_str()),
+        ("OS_USERNAME", "provisioner"),
+        ("OS_USER_DOMAIN_NAME", "Default"),
+        ("OS_REGION_NAME", "RegionOne"),
+    ];
+    let token = cli.json_env(&by_name, &["token", "issue"]).await;
+    assert_eq!(token["project_id"], DEMO_PROJECT_ID, "{token}");
+    // Keystone's answer to a scope next to an application credential.
+    let mut scoped = by_id.to_vec();
+    scoped.push(("OS_PROJECT_NAME", "demo"));
+    scoped.push(("OS_PROJECT_DOMAIN_NAME", "Default"));
+    let out = cli.run_env(&scoped, &["token", "issue"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Application credentials cannot request a scope"),
+        "{stderr}"
+    );
+    let wrong = [
+        ("OS_AUTH_TYPE", "v3applicationcredential"),
+        ("OS_APPLICATION_CREDENTIAL_ID", id.as_str()),
+        ("OS_APPLICATION_CREDENTIAL_SECRET", "not-the-secret"),
+    ];
+    let out = cli.run_env(&wrong, &["token", "issue"]).await;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // v3token: a token exchanged for one scoped to another project of the same user.
+    let unscoped = cli.json_env(&by_id, &["token", "issue"]).await;
+    let app_token = unscoped["id"].as_str().unwrap().to_string();
+    let password_token =
+        cli.json("provisioner", "demo", &["token", "issue"]).await["id"].as_str().unwrap().to_string();
+    let rescoped = [
+        ("OS_AUTH_TYPE", "v3token"),
+        ("OS_TOKEN", password_token.as_str()),
+        ("OS_PROJECT_NAME", "acme"),
+        ("OS_PROJECT_DOMAIN_NAME", "Default"),
+        ("OS_REGION_NAME", "RegionOne"),
+    ];
+    let token = cli.json_env(&rescoped, &["token", "issue"]).await;
+    assert_eq!(token["project_id"], openstack_provisioner::sim::ACME_PROJECT_ID, "{token}");
+    // ...but not a token from an application credential: it stays in its project.
+    let mut stuck = rescoped.to_vec();
+    stuck[1] = ("OS_TOKEN", app_token.as_str());
+    let out = cli.run_env(&stuck, &["token", "issue"]).await;
+    assert!(!out.status.success(), "an application credential's token was rescoped");
+
+    cli.run("provisioner", "demo", &["application", "credential", "delete", "prov-cli"]).await;
+    let out = cli.run_env(&by_id, &["token", "issue"]).await;
+    assert!(!out.status.success(), "a deleted application credential still authenticates");
     sim.shutdown().await;
 }

@@ -211,22 +211,26 @@ impl ComputeApi {
         let (api, project, id, tags) = (self.clone(), project.to_string(), id.to_string(), tags.to_vec());
         tracing::info!(server_id = %id, "nova refuses tags while building; tagging when built");
         // Still the job's requests: they keep its global request id.
-        let request_id = crate::openstack::request_id::current();
-        tokio::spawn(crate::openstack::request_id::scope(request_id, async move {
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                match api.ensure_server_tags(&project, &id, &tags).await {
-                    Ok(()) => return,
-                    Err(e) if e.is_retryable() => continue,
-                    Err(e) => {
-                        tracing::warn!(server_id = %id, error = %e, "could not tag the server");
-                        return;
+        let (request_id, region) =
+            (crate::openstack::request_id::current(), crate::openstack::region::current());
+        tokio::spawn(crate::openstack::request_id::scope(
+            request_id,
+            crate::openstack::region::scope(region, async move {
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(900);
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    match api.ensure_server_tags(&project, &id, &tags).await {
+                        Ok(()) => return,
+                        Err(e) if e.is_retryable() => continue,
+                        Err(e) => {
+                            tracing::warn!(server_id = %id, error = %e, "could not tag the server");
+                            return;
+                        }
                     }
                 }
-            }
-            tracing::warn!(server_id = %id, "gave up tagging the server after 15 minutes");
-        }));
+                tracing::warn!(server_id = %id, "gave up tagging the server after 15 minutes");
+            }),
+        ));
     }
 
     /// `PUT /servers/{id}/tags` (2.26+): replaces the server's tags.

@@ -33,6 +33,44 @@ pub struct Identity {
     pub password: Option<PasswordMethod>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_credential: Option<ApplicationCredentialMethod>,
+}
+
+/// The `application_credential` method: the credential by id, or by name plus its user (by id,
+/// or by name plus domain), and its secret. Keystone refuses a scope next to it (the credential
+/// carries its project).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationCredentialMethod {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<AppCredUser>,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ApplicationCredentialMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplicationCredentialMethod")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+/// The owner of an application credential named by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppCredUser {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,8 +161,39 @@ impl AuthRequest {
                     methods: vec!["password".into()],
                     password: Some(PasswordMethod { user }),
                     token: None,
+                    application_credential: None,
                 },
                 scope: scope.map(|p| Scope::Scoped(ScopeTarget { project: Some(p), ..Default::default() })),
+            },
+        }
+    }
+
+    /// Token authentication (`v3token`): an existing token exchanged for one scoped to `scope`.
+    pub fn token(id: String, scope: Option<ProjectRef>) -> AuthRequest {
+        AuthRequest {
+            auth: Auth {
+                identity: Identity {
+                    methods: vec!["token".into()],
+                    password: None,
+                    token: Some(TokenMethod { id }),
+                    application_credential: None,
+                },
+                scope: scope.map(|p| Scope::Scoped(ScopeTarget { project: Some(p), ..Default::default() })),
+            },
+        }
+    }
+
+    /// Application credential authentication: never a scope (the credential has its project).
+    pub fn application_credential(method: ApplicationCredentialMethod) -> AuthRequest {
+        AuthRequest {
+            auth: Auth {
+                identity: Identity {
+                    methods: vec!["application_credential".into()],
+                    password: None,
+                    token: None,
+                    application_credential: Some(method),
+                },
+                scope: None,
             },
         }
     }
@@ -158,6 +227,95 @@ pub struct Token {
     /// Present on scoped tokens (absent with `?nocatalog`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<Vec<CatalogEntry>>,
+    /// Present on a token issued for an application credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_credential: Option<TokenAppCred>,
+}
+
+/// The application credential a token was issued for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenAppCred {
+    pub id: String,
+    pub name: String,
+    pub restricted: bool,
+}
+
+/// `POST /v3/users/{user_id}/application_credentials` request body. Without a `secret` Keystone
+/// makes one and returns it once; without `roles` the credential gets every role the token has.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewApplicationCredential {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<RoleRef>>,
+    #[serde(default)]
+    pub unrestricted: bool,
+}
+
+impl std::fmt::Debug for NewApplicationCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApplicationCredential")
+            .field("name", &self.name)
+            .field("roles", &self.roles)
+            .field("unrestricted", &self.unrestricted)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// A role by id or name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoleRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewApplicationCredentialBody {
+    pub application_credential: NewApplicationCredential,
+}
+
+/// An application credential as Keystone shows it; `secret` only in the answer to its creation.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationCredential {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub project_id: String,
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub unrestricted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for ApplicationCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplicationCredential")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("project_id", &self.project_id)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplicationCredentialBody {
+    pub application_credential: ApplicationCredential,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
