@@ -78,6 +78,29 @@ pub struct PortSpec {
     pub security_groups: Option<Vec<String>>,
 }
 
+/// A floating IP to allocate.
+#[derive(Debug, Clone)]
+pub struct FloatingIpSpec {
+    /// The external network.
+    pub network_id: String,
+    pub description: String,
+    /// Marks: `job-<id>` and `provisioner`.
+    pub tags: Vec<String>,
+}
+
+/// A floating IP as the engine needs it.
+#[derive(Debug, Clone, Default)]
+pub struct FloatingIpInfo {
+    pub id: String,
+    pub address: String,
+    pub network_id: String,
+    /// The port it is associated with.
+    pub port_id: Option<String>,
+    pub status: String,
+    pub tags: Vec<String>,
+    pub created: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
     pub name: String,
@@ -182,6 +205,16 @@ pub struct MarkedPort {
     pub created: Option<DateTime<Utc>>,
 }
 
+/// A floating IP carrying the `provisioner` tag.
+#[derive(Debug, Clone, Default)]
+pub struct MarkedFloatingIp {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// The port it is associated with, if any.
+    pub port_id: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+}
+
 /// A volume carrying the provisioner's metadata mark.
 #[derive(Debug, Clone)]
 pub struct MarkedVolume {
@@ -195,6 +228,7 @@ pub struct Inventory {
     pub servers: Vec<MarkedServer>,
     pub ports: Vec<MarkedPort>,
     pub volumes: Vec<MarkedVolume>,
+    pub floating_ips: Vec<MarkedFloatingIp>,
 }
 
 /// A flavor with its size (pre-flight's quota arithmetic).
@@ -220,7 +254,7 @@ pub struct NameLookup {
 /// One quota of a project: its limit (`-1`: unlimited) and what is in use.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QuotaLine {
-    /// `instances`, `cores`, `ram` (MiB), `ports`, `volumes`, `gigabytes`.
+    /// `instances`, `cores`, `ram` (MiB), `ports`, `floating_ips`, `volumes`, `gigabytes`.
     pub resource: &'static str,
     pub limit: i64,
     pub used: i64,
@@ -244,6 +278,41 @@ pub trait Cloud: Send + Sync + 'static {
         project: &'a str,
         names: &'a [String],
     ) -> BoxFuture<'a, CloudResult<Vec<String>>>;
+
+    /// An external network (`router:external`) by id or exact name: (id, name). One that is
+    /// not external is `Permanent` (no floating IP can come from it).
+    fn find_external_network<'a>(
+        &'a self,
+        project: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, CloudResult<(String, String)>>;
+    /// Allocates a floating IP, tagged.
+    fn create_floating_ip<'a>(
+        &'a self,
+        project: &'a str,
+        spec: &'a FloatingIpSpec,
+    ) -> BoxFuture<'a, CloudResult<FloatingIpInfo>>;
+    /// Floating IPs carrying this tag.
+    fn find_floating_ips<'a>(
+        &'a self,
+        project: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<FloatingIpInfo>>>;
+    /// One floating IP; `None` when it does not exist.
+    fn get_floating_ip<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<FloatingIpInfo>>>;
+    /// Associates the floating IP with the port (its first fixed IP).
+    fn associate_floating_ip<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        port_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<FloatingIpInfo>>;
+    /// Releases a floating IP; one already gone is success.
+    fn delete_floating_ip<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
 
     fn create_port<'a>(&'a self, project: &'a str, spec: &'a PortSpec) -> BoxFuture<'a, CloudResult<String>>;
     /// Ports carrying this tag.
@@ -306,8 +375,8 @@ pub trait Cloud: Send + Sync + 'static {
     /// Deletes a volume; a volume already gone is success.
     fn delete_volume<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>>;
 
-    /// Every server, port and volume of the project carrying the provisioner's mark: one list
-    /// call per service (all pages), never a GET per resource. Nova cannot filter by metadata,
+    /// Every server, port, floating IP and volume of the project carrying the provisioner's
+    /// mark: one list call per resource kind (all pages), never a GET per resource. Nova cannot filter by metadata,
     /// so its list is the project's servers, kept when tagged or carrying the metadata mark.
     fn marked_resources<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Inventory>>;
     /// Looks up an order's names afresh (no cache): image (one match by id or name; several of

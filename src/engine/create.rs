@@ -2,10 +2,17 @@
 //! it) and, if ordered, one Cinder volume attached to it.
 //!
 //! ```text
-//! resolve → create_keypair → create_port → create_server → wait_server ─(no volume)──────▶ done
-//!                                                     └→ create_volume → wait_volume → attach_volume → wait_attached → done
-//! undo, in reverse:        detach_volume ← delete_volume ← delete_server ← delete_port ← delete_keypair
+//! resolve → create_keypair → create_port → allocate_public_ip → associate_public_ip → create_server
+//!         → wait_server ─(no volume)──────────────────────────────────────────────▶ done
+//!                      └→ create_volume → wait_volume → attach_volume → wait_attached → done
+//! undo, in reverse: detach_volume ← delete_volume ← delete_server ← release_public_ip
+//!                   ← delete_port ← delete_keypair
 //! ```
+//!
+//! The two public IP steps do something only for an order with `server.public_ip`: a floating IP
+//! of the external network it names (resolved at `resolve`), tagged with the job's mark like the
+//! port, associated with the port before the server boots (so Nova's first view of the server
+//! already shows it, and a project short of floating IPs fails before a server was made).
 //!
 //! `create_keypair` does something only for an order with `server.ssh_public_key`: it imports
 //! the key as the Nova keypair `prov-<job id>` (the service user's: Nova keypairs belong to a
@@ -23,7 +30,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 
-use super::cloud::{CloudError, Created, PortSpec, Resolved, ServerSpec, VolumeSpec};
+use super::cloud::{CloudError, Created, FloatingIpSpec, PortSpec, Resolved, ServerSpec, VolumeSpec};
 use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
 use crate::messages::{ErrorClass, Order};
 use crate::store::{JobState, ServiceSave};
@@ -36,6 +43,8 @@ pub const VOLUME_MARK_KEY: &str = "provisioner_job";
 pub const RESOLVE: &str = "resolve";
 pub const CREATE_KEYPAIR: &str = "create_keypair";
 pub const CREATE_PORT: &str = "create_port";
+pub const ALLOCATE_PUBLIC_IP: &str = "allocate_public_ip";
+pub const ASSOCIATE_PUBLIC_IP: &str = "associate_public_ip";
 pub const CREATE_SERVER: &str = "create_server";
 pub const WAIT_SERVER: &str = "wait_server";
 pub const CREATE_VOLUME: &str = "create_volume";
@@ -64,6 +73,13 @@ pub fn kind() -> Kind {
                 run: create_port,
                 undo: Some(("delete_port", delete_port)),
             },
+            Step {
+                name: ALLOCATE_PUBLIC_IP,
+                creates: true,
+                run: allocate_public_ip,
+                undo: Some(("release_public_ip", release_public_ip)),
+            },
+            Step { name: ASSOCIATE_PUBLIC_IP, creates: true, run: associate_public_ip, undo: None },
             Step {
                 name: CREATE_SERVER,
                 creates: true,
@@ -102,6 +118,32 @@ fn on_end(job: &Job, state: JobState) -> Option<ServiceSave> {
         s.state = Some(super::lifecycle::FAILED.into());
     }
     Some(s)
+}
+
+/// What a create job knows of its order's public IP (`jobs.data`): the external network, then
+/// the floating IP allocated from it and whether it is associated with the port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PublicIpData {
+    pub network_id: String,
+    /// The network's name (the event reports it).
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub associated: bool,
+}
+
+/// Resolves the order's external network once (`None`: no public IP ordered).
+async fn public_network(ctx: &StepCtx, job: &mut Job) -> Result<(), CloudError> {
+    if job.data.public_ip.is_some() {
+        return Ok(());
+    }
+    let Some(wanted) = job.order.as_ref().and_then(|o| o.server.public_ip.clone()) else { return Ok(()) };
+    let (network_id, network) = ctx.cloud.find_external_network(&job.project_id, &wanted.network).await?;
+    job.data.public_ip = Some(PublicIpData { network_id, network, ..PublicIpData::default() });
+    Ok(())
 }
 
 /// The create order of a create job.
@@ -158,6 +200,7 @@ fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> Bo
     Box::pin(async move {
         job.data.resolved = None;
         job.data.security_groups = None;
+        job.data.public_ip = None;
         if job.project_id.is_empty() {
             // A create that named its tenant, whose onboarding did not complete.
             let tenant = job.tenant.as_ref();
@@ -184,6 +227,7 @@ fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> Bo
         }
         cloud!(resolved(ctx, job).await);
         cloud!(security_groups(ctx, job).await);
+        cloud!(public_network(ctx, job).await);
         Outcome::Next
     })
 }
@@ -265,6 +309,93 @@ fn create_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -
         };
         let id = cloud!(ctx.cloud.create_port(&job.project_id, &spec).await);
         job.port_id = Some(id);
+        Outcome::Next
+    })
+}
+
+fn allocate_public_ip<'a>(
+    ctx: &'a StepCtx,
+    job: &'a mut Job,
+    _: Option<Observation>,
+) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        if job.order.as_ref().is_none_or(|o| o.server.public_ip.is_none()) {
+            return Outcome::Next;
+        }
+        cloud!(public_network(ctx, job).await);
+        if job.data.public_ip.as_ref().is_some_and(|p| p.id.is_some()) {
+            return Outcome::Next;
+        }
+        let mark = job.mark();
+        let found = if job.intent_on_entry && job.may_have_created(ALLOCATE_PUBLIC_IP) {
+            cloud!(ctx.cloud.find_floating_ips(&job.project_id, &mark).await)
+        } else {
+            Vec::new()
+        };
+        let fip = match found.split_first() {
+            Some((keep, extras)) => {
+                for extra in extras {
+                    tracing::warn!(floating_ip_id = %extra.id, "releasing a duplicate floating IP of this job");
+                    cloud!(ctx.cloud.delete_floating_ip(&job.project_id, &extra.id).await);
+                }
+                tracing::info!(floating_ip_id = %keep.id, "adopted the floating IP allocated before the interruption");
+                keep.clone()
+            }
+            None => {
+                let Some(network_id) = job.data.public_ip.as_ref().map(|p| p.network_id.clone()) else {
+                    return internal("allocate_public_ip without its network");
+                };
+                let spec = FloatingIpSpec {
+                    network_id,
+                    description: format!("{} ({mark})", job.server_name()),
+                    tags: vec![mark, TAG.to_string()],
+                };
+                cloud!(ctx.cloud.create_floating_ip(&job.project_id, &spec).await)
+            }
+        };
+        if let Some(p) = job.data.public_ip.as_mut() {
+            p.id = Some(fip.id);
+            p.ip = Some(fip.address);
+        }
+        Outcome::Next
+    })
+}
+
+fn associate_public_ip<'a>(
+    ctx: &'a StepCtx,
+    job: &'a mut Job,
+    _: Option<Observation>,
+) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let Some(p) = job.data.public_ip.clone() else { return Outcome::Next };
+        if p.associated {
+            return Outcome::Next;
+        }
+        let (Some(id), Some(port_id)) = (p.id.clone(), job.port_id.clone()) else {
+            return internal("associate_public_ip without a floating IP or a port");
+        };
+        if job.intent_on_entry && job.may_have_created(ASSOCIATE_PUBLIC_IP) {
+            match cloud!(ctx.cloud.get_floating_ip(&job.project_id, &id).await) {
+                None => {
+                    return Outcome::Fail(Failure::new(
+                        ErrorClass::CloudError,
+                        format!("floating IP {id} disappeared before it was associated"),
+                    ));
+                }
+                Some(f) if f.port_id.as_deref() == Some(port_id.as_str()) => {
+                    if let Some(p) = job.data.public_ip.as_mut() {
+                        p.associated = true;
+                    }
+                    return Outcome::Next;
+                }
+                Some(_) => {}
+            }
+        }
+        let f = cloud!(ctx.cloud.associate_floating_ip(&job.project_id, &id, &port_id).await);
+        if let Some(p) = job.data.public_ip.as_mut() {
+            p.associated = f.port_id.as_deref() == Some(port_id.as_str());
+            p.ip = Some(f.address);
+        }
         Outcome::Next
     })
 }
@@ -537,6 +668,32 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
     })
 }
 
+/// Releases the job's floating IP: the one recorded, and any other carrying the job's mark when
+/// the allocation may have happened unrecorded.
+fn release_public_ip<'a>(
+    ctx: &'a StepCtx,
+    job: &'a mut Job,
+    _: Option<Observation>,
+) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let recorded = job.data.public_ip.as_ref().and_then(|p| p.id.clone());
+        let mut ids: Vec<String> = recorded.iter().cloned().collect();
+        if job.may_have_created(ALLOCATE_PUBLIC_IP) {
+            let found = cloud!(ctx.cloud.find_floating_ips(&job.project_id, &job.mark()).await);
+            ids.extend(found.into_iter().map(|f| f.id).filter(|id| Some(id) != recorded.as_ref()));
+        }
+        for id in &ids {
+            cloud!(ctx.cloud.delete_floating_ip(&job.project_id, id).await);
+        }
+        if let Some(p) = job.data.public_ip.as_mut() {
+            p.id = None;
+            p.ip = None;
+            p.associated = false;
+        }
+        Outcome::Done
+    })
+}
+
 /// Deletes the job's keypair, if it holds the order's key (a keypair of that name with another
 /// key is not the job's, whatever the intent says).
 fn delete_keypair<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
@@ -591,7 +748,14 @@ mod tests {
         }
         assert_eq!(
             order,
-            ["detach_volume", "delete_volume", "delete_server", "delete_port", "delete_keypair"]
+            [
+                "detach_volume",
+                "delete_volume",
+                "delete_server",
+                "release_public_ip",
+                "delete_port",
+                "delete_keypair"
+            ]
         );
         assert_eq!(k.after(WAIT_SERVER).map(|s| s.name), Some(CREATE_VOLUME));
     }

@@ -124,6 +124,9 @@ pub struct JobData {
     /// The ids of the order's `server.security_groups`, resolved in its project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_groups: Option<Vec<String>>,
+    /// The order's `server.public_ip`: its external network, then the floating IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<super::create::PublicIpData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_status: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

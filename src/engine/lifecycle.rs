@@ -5,7 +5,7 @@
 //! unsuspend:  check → act → wait                   (start | resume | unshelve | unpause, by what the server is)
 //! resize:     check → resize → wait_resized → confirm → wait_active     undo: revert_resize
 //! terminate:  check → detach_volume → wait_detached → delete_volume → delete_server
-//!                   → wait_server_gone → delete_port → delete_keypair → verify
+//!                   → wait_server_gone → release_public_ip → delete_port → delete_keypair → verify
 //! ```
 //!
 //! A job of these kinds acts on its **service** (the `services` row its create made, read with
@@ -24,8 +24,9 @@
 //!
 //! Terminate deletes in the order the contract fixes: detach (and delete, unless
 //! `lifecycle.delete_volumes` is false) the volume, delete the server and wait until Nova says
-//! it is gone, delete the port and the keypair the create imported (`prov-<create job id>`, for an
-//! order with `ssh_public_key`), then check that the volume is gone (or detached and kept). Every
+//! it is gone, release the floating IP the create allocated (those tagged `job-<create job id>`,
+//! for an order with `public_ip`), delete the port and the keypair the create imported
+//! (`prov-<create job id>`, for an order with `ssh_public_key`), then check that the volume is gone (or detached and kept). Every
 //! delete of something already gone is a success, so a server deleted outside the provisioner
 //! terminates cleanly. Its call budget: detach, delete volume, delete server, delete port and
 //! one GET of the volume, plus the shared polls.
@@ -50,6 +51,7 @@ pub const WAIT_DETACHED: &str = "wait_detached";
 pub const DELETE_VOLUME: &str = "delete_volume";
 pub const DELETE_SERVER: &str = "delete_server";
 pub const WAIT_SERVER_GONE: &str = "wait_server_gone";
+pub const RELEASE_PUBLIC_IP: &str = "release_public_ip";
 pub const DELETE_PORT: &str = "delete_port";
 pub const DELETE_KEYPAIR: &str = "delete_keypair";
 pub const VERIFY: &str = "verify";
@@ -126,6 +128,7 @@ fn terminate() -> Kind {
             step(DELETE_VOLUME, delete_volume),
             step(DELETE_SERVER, delete_server),
             step(WAIT_SERVER_GONE, wait_server_gone),
+            step(RELEASE_PUBLIC_IP, release_public_ip),
             step(DELETE_PORT, delete_port),
             step(DELETE_KEYPAIR, delete_keypair),
             step(VERIFY, verify),
@@ -779,7 +782,7 @@ fn delete_volume<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
 
 fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
-        let Some(id) = job.server_id.clone() else { return Outcome::Goto(DELETE_PORT) };
+        let Some(id) = job.server_id.clone() else { return Outcome::Goto(RELEASE_PUBLIC_IP) };
         cloud!(ctx.cloud.delete_server(&job.project_id, &id).await);
         Outcome::Wait { step: WAIT_SERVER_GONE, watch: Watch::ServerGone(id) }
     })
@@ -820,6 +823,27 @@ fn delete_port<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -
 
 /// The keypair the service's create imported (its name is the create job's mark); gone already
 /// is success.
+/// Releases the floating IPs the service's create allocated (its job's mark), before the port
+/// they map to is deleted; one list call, only for an order that asked for a public IP.
+fn release_public_ip<'a>(
+    ctx: &'a StepCtx,
+    job: &'a mut Job,
+    _: Option<Observation>,
+) -> BoxFuture<'a, Outcome> {
+    Box::pin(async move {
+        let ordered = job.order.as_ref().is_some_and(|o| o.server.public_ip.is_some());
+        let Some(create_job) = job.service.as_ref().map(|s| s.create_job_id.clone()).filter(|_| ordered)
+        else {
+            return Outcome::Next;
+        };
+        let found = cloud!(ctx.cloud.find_floating_ips(&job.project_id, &format!("job-{create_job}")).await);
+        for f in &found {
+            cloud!(ctx.cloud.delete_floating_ip(&job.project_id, &f.id).await);
+        }
+        Outcome::Next
+    })
+}
+
 fn delete_keypair<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         let imported = job.order.as_ref().is_some_and(|o| o.server.ssh_public_key.is_some());
@@ -888,6 +912,7 @@ mod tests {
                 DELETE_VOLUME,
                 DELETE_SERVER,
                 WAIT_SERVER_GONE,
+                RELEASE_PUBLIC_IP,
                 DELETE_PORT,
                 DELETE_KEYPAIR,
                 VERIFY

@@ -926,6 +926,13 @@ impl Engine {
                 name: job.server_name(),
                 status,
                 addresses: if terminated { Vec::new() } else { job.data.addresses.clone() },
+                public_ip: job.data.public_ip.as_ref().filter(|_| !terminated).and_then(|p| {
+                    Some(crate::messages::EventPublicIp {
+                        id: p.id.clone()?,
+                        ip: p.ip.clone()?,
+                        network: p.network.clone(),
+                    })
+                }),
             }),
             port_id: job.port_id.clone().filter(|_| completed),
             volume: job.volume_id.as_ref().filter(|_| completed).map(|id| EventVolume {

@@ -19,9 +19,10 @@ use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
 
 use super::cloud::{
-    Cloud, CloudError, CloudResult, Created, ErrorKind, Inventory, KeypairInfo, MarkedPort, MarkedServer,
-    MarkedVolume, PortSpec, ProjectInfo, ProjectSpec, Resolved, ServerInfo, ServerSpec, TenantQuotas,
-    Tenants, UserInfo, UserSpec, VolumeInfo, VolumeSpec,
+    Cloud, CloudError, CloudResult, Created, ErrorKind, FloatingIpInfo, FloatingIpSpec, Inventory,
+    KeypairInfo, MarkedFloatingIp, MarkedPort, MarkedServer, MarkedVolume, PortSpec, ProjectInfo,
+    ProjectSpec, Resolved, ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo, UserSpec, VolumeInfo,
+    VolumeSpec,
 };
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
@@ -30,7 +31,8 @@ use crate::openstack::error::{ErrorClass, OpenStackError};
 use crate::openstack::identity::protocol::{Project, ProjectUpdate, User, UserUpdate};
 use crate::openstack::identity::{IdentityApi, NewProject, NewUser, ProjectQuery};
 use crate::openstack::image::ImageApi;
-use crate::openstack::network::{NetworkApi, NewPort};
+use crate::openstack::network::protocol::FloatingIp;
+use crate::openstack::network::{NetworkApi, NewFloatingIp, NewPort};
 use crate::openstack::session::Session;
 use crate::openstack::volume::protocol::Volume;
 use crate::openstack::volume::{NewVolume, VolumeApi, VolumeQuery};
@@ -239,6 +241,18 @@ fn keypair_info(k: crate::openstack::compute::protocol::Keypair) -> KeypairInfo 
     KeypairInfo { name: k.name, fingerprint: k.fingerprint, public_key: k.public_key }
 }
 
+fn floating_ip_info(f: FloatingIp) -> FloatingIpInfo {
+    FloatingIpInfo {
+        id: f.id,
+        address: f.floating_ip_address,
+        network_id: f.floating_network_id,
+        port_id: f.port_id,
+        status: f.status,
+        tags: f.tags,
+        created: f.created_at,
+    }
+}
+
 fn volume_info(v: Volume) -> VolumeInfo {
     VolumeInfo {
         attachments: v.attachments.iter().map(|a| (a.server_id.clone(), a.device.clone())).collect(),
@@ -309,6 +323,80 @@ impl Cloud for OpenStackCloud {
             }
             Ok(ids)
         })
+    }
+
+    fn find_external_network<'a>(
+        &'a self,
+        project: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, CloudResult<(String, String)>> {
+        Box::pin(async move {
+            let n = self.network.find_network(project, network).await.map_err(kind)?;
+            if !n.router_external {
+                return Err(CloudError::new(
+                    ErrorKind::Permanent,
+                    format!(
+                        "network {network:?} ({}) is not an external network (router:external is false): no floating IP comes from it",
+                        n.id
+                    ),
+                ));
+            }
+            Ok((n.id, n.name))
+        })
+    }
+
+    fn create_floating_ip<'a>(
+        &'a self,
+        project: &'a str,
+        spec: &'a FloatingIpSpec,
+    ) -> BoxFuture<'a, CloudResult<FloatingIpInfo>> {
+        Box::pin(async move {
+            let new = NewFloatingIp {
+                network_id: spec.network_id.clone(),
+                description: spec.description.clone(),
+                tags: spec.tags.clone(),
+            };
+            Ok(floating_ip_info(self.network.create_floating_ip(project, &new).await.map_err(kind)?))
+        })
+    }
+
+    fn find_floating_ips<'a>(
+        &'a self,
+        project: &'a str,
+        tag: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Vec<FloatingIpInfo>>> {
+        Box::pin(async move {
+            let found =
+                self.network.list_floating_ips_by_tags(project, &[tag.to_string()]).await.map_err(kind)?;
+            Ok(found.into_iter().map(floating_ip_info).collect())
+        })
+    }
+
+    fn get_floating_ip<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<Option<FloatingIpInfo>>> {
+        Box::pin(async move {
+            Ok(not_found_is_none(self.network.get_floating_ip(project, id).await)?.map(floating_ip_info))
+        })
+    }
+
+    fn associate_floating_ip<'a>(
+        &'a self,
+        project: &'a str,
+        id: &'a str,
+        port_id: &'a str,
+    ) -> BoxFuture<'a, CloudResult<FloatingIpInfo>> {
+        Box::pin(async move {
+            Ok(floating_ip_info(
+                self.network.set_floating_ip_port(project, id, Some(port_id)).await.map_err(kind)?,
+            ))
+        })
+    }
+
+    fn delete_floating_ip<'a>(&'a self, project: &'a str, id: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move { self.network.delete_floating_ip(project, id).await.map_err(kind) })
     }
 
     fn create_port<'a>(&'a self, project: &'a str, spec: &'a PortSpec) -> BoxFuture<'a, CloudResult<String>> {
@@ -467,13 +555,23 @@ impl Cloud for OpenStackCloud {
             let mut mark = BTreeMap::new();
             mark.insert(VOLUME_MARK.0.to_string(), VOLUME_MARK.1.to_string());
             let (all, tag) = (ServerQuery::default(), [TAG.to_string()]);
-            let (servers, ports, volumes) = tokio::join!(
+            let (servers, ports, volumes, fips) = tokio::join!(
                 self.compute.list_servers(project, &all),
                 self.network.list_ports_by_tags(project, &tag),
                 self.volume.list_volumes_by_metadata(project, &mark),
+                self.network.list_floating_ips_by_tags(project, &tag),
             );
-            let (servers, ports, volumes) =
-                (servers.map_err(kind)?, ports.map_err(kind)?, volumes.map_err(kind)?);
+            let (servers, ports, volumes, fips) =
+                (servers.map_err(kind)?, ports.map_err(kind)?, volumes.map_err(kind)?, fips.map_err(kind)?);
+            let floating_ips = fips
+                .into_iter()
+                .map(|f| MarkedFloatingIp {
+                    id: f.id,
+                    tags: f.tags,
+                    port_id: f.port_id,
+                    created: f.created_at,
+                })
+                .collect();
             let servers = servers
                 .into_iter()
                 .filter(|s| !s.status.eq_ignore_ascii_case("DELETED"))
@@ -505,7 +603,7 @@ impl Cloud for OpenStackCloud {
                 .filter(|v| v.status != "deleting")
                 .map(|v| MarkedVolume { created: Some(v.created_at), info: volume_info(v) })
                 .collect();
-            Ok(Inventory { servers, ports, volumes })
+            Ok(Inventory { servers, ports, volumes, floating_ips })
         })
     }
 
@@ -592,6 +690,9 @@ impl Cloud for OpenStackCloud {
             ];
             if let Some(p) = neutron.get("port") {
                 lines.push(QuotaLine { resource: "ports", limit: p.limit, used: p.used + p.reserved });
+            }
+            if let Some(f) = neutron.get("floatingip") {
+                lines.push(QuotaLine { resource: "floating_ips", limit: f.limit, used: f.used + f.reserved });
             }
             for (key, resource) in [("volumes", "volumes"), ("gigabytes", "gigabytes")] {
                 if let Some(u) = cinder.get(key) {

@@ -4,10 +4,11 @@
 //! `quota_exceeded` before its first create call.
 //!
 //! The checks, each with its verdict and reason: the schema; the image (one by id or exact
-//! name: several of that name is refused as ambiguous), flavor, network, volume type, keypair
-//! and security groups resolved or not; and headroom for what the order would take (1 instance, the flavor's cores
-//! and RAM, 1 port, and with a volume 1 volume and its gigabytes) against the project's quotas
-//! from Nova `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
+//! name: several of that name is refused as ambiguous), flavor, network, volume type, keypair,
+//! security groups and the public IP's external network resolved or not; and headroom for what
+//! the order would take (1 instance, the flavor's cores and RAM, 1 port, with a public IP 1
+//! floating IP, with a volume 1 volume and its gigabytes) against the project's quotas from Nova
+//! `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
 //! against their schema and the service they name (it exists and is not terminated; a resize's
 //! flavor resolves in the service's project). A create that names its tenant (`tenant_ref`) is
 //! checked in the tenant's project once the tenant is active; before that, the `tenant` check
@@ -25,7 +26,7 @@ use crate::store::Store;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     /// `schema`, `image`, `flavor`, `network`, `volume_type`, `keypair`, `security_groups`,
-    /// `quota.<resource>`, `service`.
+    /// `public_ip`, `quota.<resource>`, `service`.
     pub check: String,
     pub ok: bool,
     /// What was found, or why not.
@@ -89,7 +90,11 @@ pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
         }
         Some(cloud.find_security_groups(&order.project_id, &s.security_groups).await)
     };
-    let (names, groups) = tokio::join!(
+    let public = async {
+        let wanted = s.public_ip.as_ref()?;
+        Some(cloud.find_external_network(&order.project_id, &wanted.network).await)
+    };
+    let (names, groups, public) = tokio::join!(
         cloud.lookup_names(
             &order.project_id,
             &s.image,
@@ -98,7 +103,8 @@ pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
             volume_type,
             s.key_name.as_deref()
         ),
-        groups
+        groups,
+        public
     );
     let mut checks = vec![pass("schema", "valid order.v1")];
     let named = |check: &str, r: &Result<String, CloudError>, what: &str| match r {
@@ -137,6 +143,12 @@ pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
             Err(e) => lookup_failed("security_groups", &e),
         });
     }
+    if let (Some(r), Some(wanted)) = (public, s.public_ip.as_ref()) {
+        checks.push(match r {
+            Ok((id, _)) => pass("public_ip", format!("{} → {id} (external)", wanted.network)),
+            Err(e) => lookup_failed("public_ip", &e),
+        });
+    }
 
     let mut needs: Vec<(&str, Option<i64>)> = vec![
         ("instances", Some(1)),
@@ -144,6 +156,9 @@ pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
         ("ram", flavor.as_ref().map(|f| f.ram_mb as i64)),
         ("ports", Some(1)),
     ];
+    if s.public_ip.is_some() {
+        needs.push(("floating_ips", Some(1)));
+    }
     if let Some(v) = &order.volume {
         needs.push(("volumes", Some(1)));
         needs.push(("gigabytes", Some(i64::from(v.size_gb))));

@@ -5,7 +5,8 @@
 //! provisioner has provisioned into lists what carries the provisioner's mark (one list call per
 //! service, all pages: [`Cloud::marked_resources`]) and reads what the database says the project
 //! holds. It finds:
-//! - **orphans**: a server, port or volume carrying our mark that no live service holds, whose
+//! - **orphans**: a server, port, floating IP or volume carrying our mark that no live service
+//!   holds (a floating IP is held through the service's port it maps to), whose
 //!   job is final or does not exist, and that is older than `reconcile.grace_secs`. A resource
 //!   whose job still runs is that job's business (it adopts what it made after a crash). With
 //!   `reconcile.orphans = delete` the orphan is deleted: the finding is marked `deleting` before
@@ -303,6 +304,7 @@ impl Reconciler {
             .filter_map(|s| job_of(&s.tags, Some(&s.metadata)))
             .chain(inv.ports.iter().filter_map(|p| job_of(&p.tags, None)))
             .chain(inv.volumes.iter().filter_map(|v| job_of(&[], Some(&v.info.metadata))))
+            .chain(inv.floating_ips.iter().filter_map(|f| job_of(&f.tags, None)))
             .collect();
         jobs.sort();
         jobs.dedup();
@@ -381,6 +383,27 @@ impl Reconciler {
             }
         }
 
+        for f in &inv.floating_ips {
+            if !f.tags.iter().any(|t| t == TAG) {
+                continue;
+            }
+            // A service holds it while it maps to the service's port (services record no
+            // floating IP of their own).
+            if f.port_id.as_ref().is_some_and(|p| record.owned.contains(p)) {
+                continue;
+            }
+            let job = job_of(&f.tags, None);
+            if let Some(reason) = judge(&f.id, &job).filter(|_| old(f.created)) {
+                orphans.push(Orphan {
+                    resource_type: "floating_ip",
+                    id: f.id.clone(),
+                    job,
+                    reason,
+                    used_by: vec![],
+                });
+            }
+        }
+
         let mut seen = Vec::new();
         let mut deleted_servers: HashSet<String> = HashSet::new();
         for o in &orphans {
@@ -437,6 +460,7 @@ impl Reconciler {
             let done = match o.resource_type {
                 "server" => self.cloud.delete_server(project, &o.id).await,
                 "port" => self.cloud.delete_port(project, &o.id).await,
+                "floating_ip" => self.cloud.delete_floating_ip(project, &o.id).await,
                 _ => self.cloud.delete_volume(project, &o.id).await,
             };
             match done {
@@ -560,6 +584,7 @@ impl Reconciler {
                 name: seen.map(|s| s.name.clone()).unwrap_or_default(),
                 status: seen.map(|s| s.status.clone()).unwrap_or_else(|| "DELETED".into()),
                 addresses: Vec::new(),
+                public_ip: None,
             }
         });
         let event = Event {

@@ -119,6 +119,18 @@ pub struct EventServer {
     pub name: String,
     pub status: String,
     pub addresses: Vec<EventAddress>,
+    /// The floating IP of an order's `server.public_ip` (a create's `job.completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<EventPublicIp>,
+}
+
+/// A server's floating IP: its Neutron id, the address and the external network's name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventPublicIp {
+    pub id: String,
+    pub ip: String,
+    pub network: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

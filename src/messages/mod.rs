@@ -15,10 +15,10 @@ pub mod tenant;
 pub use action::{Action, ActionOrder};
 pub use admin::{AdminCommand, AdminCommandKind, AdminTarget};
 pub use event::{
-    ErrorClass, Event, EventAddress, EventDrift, EventError, EventRemoved, EventServer, EventTenant,
-    EventType, EventVolume,
+    ErrorClass, Event, EventAddress, EventDrift, EventError, EventPublicIp, EventRemoved, EventServer,
+    EventTenant, EventType, EventVolume,
 };
-pub use order::{Order, OrderServer, OrderVolume};
+pub use order::{Order, OrderPublicIp, OrderServer, OrderVolume};
 pub use schema::{CREATE_KEY, Incoming, Rejection, Schemas};
 pub use tenant::{Quotas, TenantAction, TenantOrder};
 

@@ -53,6 +53,17 @@ pub struct OrderServer {
     /// server's port; empty (absent) means the project's `default` group.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<String>,
+    /// A floating IP from this external network, associated with the server's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<OrderPublicIp>,
+}
+
+/// `server.public_ip`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPublicIp {
+    /// The external network (`router:external`) by name or id.
+    pub network: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -294,6 +294,15 @@ pub(crate) fn server_view(
                     ip_type: Some("fixed".into()),
                     mac_addr: Some(p.mac.clone()),
                 });
+                // Nova lists a floating IP under the network of the port it maps to.
+                if let Some(f) = w.floating_ip_of(port_id, ip) {
+                    addresses.entry(net.clone()).or_default().push(Address {
+                        addr: f.address.clone(),
+                        version: 4,
+                        ip_type: Some("floating".into()),
+                        mac_addr: Some(p.mac.clone()),
+                    });
+                }
             }
         }
     }

@@ -1,8 +1,10 @@
 //! Simulated Neutron v2.0 under `/networking`: networks and subnets (read-only, from the seed),
 //! ports (create with a fixed IP from the subnet, show, list with filters, update, delete,
 //! tags), security groups (list, show, create, delete; each project's `default` group is made
-//! on first need, with Neutron's rules, and applied to a port created without groups),
-//! per-project port quota answered with Neutron's 409 `OverQuota`, and the quota API.
+//! on first need, with Neutron's rules, and applied to a port created without groups), floating
+//! IPs of the external networks (allocate, associate to a port, tags, release), per-project port
+//! and floating IP quotas answered with Neutron's 409 `OverQuota`, and the quota API. There are
+//! no routers: every external network is taken as reachable from every subnet.
 //!
 //! A port is `DOWN` until a server that uses it is `ACTIVE`, then `ACTIVE` (derived on read).
 
@@ -22,7 +24,7 @@ use crate::sim::Sim;
 use crate::sim::http::{
     ApiError, ApiResult, Injected, QueryPairs, Service, authenticate, json, parse_body, scoped,
 };
-use crate::sim::state::{NetworkRec, PortRec, SecurityGroupRec, SubnetRec, TokenInfo, World};
+use crate::sim::state::{FloatingIpRec, NetworkRec, PortRec, SecurityGroupRec, SubnetRec, TokenInfo, World};
 
 const S: Service = Service::Network;
 
@@ -46,6 +48,19 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route(
             "/networking/v2.0/security-groups/{id}",
             get(show_security_group).delete(delete_security_group),
+        )
+        .route("/networking/v2.0/floatingips", get(list_floating_ips).post(create_floating_ip))
+        .route(
+            "/networking/v2.0/floatingips/{id}",
+            get(show_floating_ip).put(update_floating_ip).delete(delete_floating_ip),
+        )
+        .route(
+            "/networking/v2.0/floatingips/{id}/tags",
+            get(fip_get_tags).put(fip_replace_tags).delete(fip_clear_tags),
+        )
+        .route(
+            "/networking/v2.0/floatingips/{id}/tags/{tag}",
+            put(fip_add_tag).delete(fip_remove_tag).get(fip_check_tag),
         )
         .route("/networking/v2.0/quotas", get(list_quotas))
         .route("/networking/v2.0/quotas/{project_id}", get(show_quota).put(update_quota).delete(reset_quota))
@@ -73,6 +88,7 @@ async fn resources(State(sim): State<Arc<Sim>>) -> Response {
         ("subnet", "subnets"),
         ("port", "ports"),
         ("security_group", "security-groups"),
+        ("floatingip", "floatingips"),
         ("quota", "quotas"),
     ]
     .iter()
@@ -108,6 +124,8 @@ fn extension_list() -> Vec<serde_json::Value> {
         ("port-security", "Port Security"),
         ("security-group", "security-group"),
         ("stateful-security-group", "Stateful security group"),
+        ("router", "Neutron L3 Router"),
+        ("external-net", "Neutron external network"),
         ("standard-attr-timestamp", "Resource timestamps"),
         ("standard-attr-revisions", "Resource revision numbers"),
         ("standard-attr-description", "standard-attr-description"),
@@ -130,7 +148,7 @@ fn network_view(w: &World, n: &NetworkRec) -> Network {
         tenant_id: n.project_id.clone(),
         project_id: n.project_id.clone(),
         mtu: Some(1450),
-        router_external: false,
+        router_external: n.external,
         port_security_enabled: Some(true),
         description: String::new(),
         tags: vec![],
@@ -147,7 +165,7 @@ fn network_view(w: &World, n: &NetworkRec) -> Network {
 }
 
 fn visible_network(tok: &TokenInfo, n: &NetworkRec) -> bool {
-    n.shared || tok.is_admin() || tok.project_id.as_deref() == Some(&n.project_id)
+    n.shared || n.external || tok.is_admin() || tok.project_id.as_deref() == Some(&n.project_id)
 }
 
 fn matches(q: &QueryPairs, key: &str, value: &str) -> bool {
@@ -164,7 +182,7 @@ async fn list_networks(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: Query
         .filter(|n| visible_network(&tok, n))
         .filter(|n| matches(&q, "name", &n.name) && matches(&q, "id", &n.id))
         .filter(|n| q.get("shared").is_none_or(|s| s.eq_ignore_ascii_case(&n.shared.to_string())))
-        .filter(|_| q.get("router:external").is_none_or(|s| s.eq_ignore_ascii_case("false")))
+        .filter(|n| q.get("router:external").is_none_or(|s| s.eq_ignore_ascii_case(&n.external.to_string())))
         .filter(|n| matches(&q, "project_id", &n.project_id) && matches(&q, "tenant_id", &n.project_id))
         .map(|n| network_view(&w, n))
         .collect();
@@ -720,6 +738,311 @@ async fn delete_security_group(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+fn fip_not_found(id: &str) -> ApiError {
+    ApiError::not_found(S, format!("Floating IP {id} could not be found")).kind("FloatingIPNotFound")
+}
+
+fn visible_fip(tok: &TokenInfo, f: &FloatingIpRec) -> bool {
+    tok.is_admin() || tok.project_id.as_deref() == Some(&f.project_id)
+}
+
+fn fip_view(w: &World, f: &FloatingIpRec) -> FloatingIp {
+    FloatingIp {
+        id: f.id.clone(),
+        floating_ip_address: f.address.clone(),
+        floating_network_id: f.network_id.clone(),
+        port_id: f.port.as_ref().map(|(p, _)| p.clone()),
+        fixed_ip_address: f.port.as_ref().map(|(_, ip)| ip.clone()),
+        router_id: None,
+        status: if f.port.is_some() { "ACTIVE" } else { "DOWN" }.into(),
+        description: f.description.clone(),
+        tenant_id: f.project_id.clone(),
+        project_id: f.project_id.clone(),
+        tags: f.tags.clone(),
+        port_details: f.port.as_ref().and_then(|(p, _)| w.ports.get(p)).map(|p| {
+            serde_json::json!({
+                "name": p.name, "network_id": p.network_id, "mac_address": p.mac,
+                "admin_state_up": p.admin_state_up, "status": w.port_status(p, Utc::now()),
+                "device_id": p.device_id, "device_owner": p.device_owner,
+            })
+        }),
+        qos_policy_id: None,
+        dns_domain: Some(String::new()),
+        dns_name: Some(String::new()),
+        revision_number: f.revision,
+        created_at: Some(f.created),
+        updated_at: Some(f.modified),
+    }
+}
+
+/// Where a floating IP of `tok`'s project may point: a port the caller may use, by one of its
+/// fixed IPs (the first unless `fixed_ip` names one), not already behind another floating IP of
+/// the same external network (Neutron's 409).
+fn association(
+    w: &World,
+    tok: &TokenInfo,
+    fip: Option<&FloatingIpRec>,
+    network_id: &str,
+    port_id: &str,
+    fixed_ip: Option<&str>,
+) -> Result<(String, String), ApiError> {
+    let p = w.ports.get(port_id).filter(|p| visible_port(tok, p)).ok_or_else(|| port_not_found(port_id))?;
+    let ip = match fixed_ip {
+        Some(ip) => p.fixed_ips.iter().find(|(_, x)| x == ip).map(|(_, x)| x.clone()).ok_or_else(|| {
+            ApiError::bad_request(S, format!("Port {port_id} does not have fixed ip {ip}")).kind("BadRequest")
+        })?,
+        None => p.fixed_ips.first().map(|(_, x)| x.clone()).ok_or_else(|| {
+            ApiError::bad_request(
+                S,
+                format!("Bad floatingip request: Port {port_id} does not have any fixed IP addresses."),
+            )
+            .kind("BadRequest")
+        })?,
+    };
+    if let Some(other) =
+        w.floating_ip_of(port_id, &ip).filter(|o| Some(o.id.as_str()) != fip.map(|f| f.id.as_str()))
+        && other.network_id == network_id
+    {
+        let (addr, id) = fip.map(|f| (f.address.clone(), f.id.clone())).unwrap_or_default();
+        return Err(ApiError::new(
+            S,
+            409,
+            format!(
+                "Cannot associate floating IP {addr} ({id}) with port {port_id} using fixed IP {ip}, as that fixed IP already has a floating IP on external network {network_id}."
+            ),
+        )
+        .kind("FloatingIPPortAlreadyAssociated"));
+    }
+    Ok((port_id.to_string(), ip))
+}
+
+async fn list_floating_ips(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let tags: Vec<String> = q.all("tags").iter().flat_map(|t| t.split(',')).map(str::to_string).collect();
+    let tags_any: Vec<String> =
+        q.all("tags-any").iter().flat_map(|t| t.split(',')).map(str::to_string).collect();
+    let w = sim.world();
+    let mut found: Vec<&FloatingIpRec> = w
+        .floating_ips
+        .values()
+        .filter(|f| visible_fip(&tok, f))
+        .filter(|f| {
+            let port = f.port.as_ref().map(|(p, _)| p.as_str()).unwrap_or("");
+            let fixed = f.port.as_ref().map(|(_, ip)| ip.as_str()).unwrap_or("");
+            let status = if f.port.is_some() { "ACTIVE" } else { "DOWN" };
+            matches(&q, "id", &f.id)
+                && matches(&q, "floating_ip_address", &f.address)
+                && matches(&q, "floating_network_id", &f.network_id)
+                && matches(&q, "port_id", port)
+                && matches(&q, "fixed_ip_address", fixed)
+                && matches(&q, "status", status)
+                && matches(&q, "description", &f.description)
+                && matches(&q, "project_id", &f.project_id)
+                && matches(&q, "tenant_id", &f.project_id)
+                && tags.iter().all(|t| f.tags.contains(t))
+                && (tags_any.is_empty() || tags_any.iter().any(|t| f.tags.contains(t)))
+        })
+        .collect();
+    found.sort_by_key(|f| f.seq);
+    let floatingips = found.into_iter().map(|f| fip_view(&w, f)).collect();
+    Ok(json(StatusCode::OK, &FloatingIpList { floatingips, floatingips_links: None }))
+}
+
+async fn show_floating_ip(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let w = sim.world();
+    let f = w.floating_ips.get(&id).filter(|f| visible_fip(&tok, f)).ok_or_else(|| fip_not_found(&id))?;
+    Ok(json(StatusCode::OK, &FloatingIpBody { floatingip: fip_view(&w, f) }))
+}
+
+async fn create_floating_ip(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let project = scoped(&tok, S)?;
+    let req: FloatingIpCreateRequest = parse_body(S, &body)?;
+    let f = req.floatingip;
+    let target = match f.project_id.clone().or(f.tenant_id.clone()) {
+        Some(p) if tok.is_admin() => p,
+        _ => project,
+    };
+    let now = Utc::now();
+    let mut w = sim.world();
+    if !w.networks.get(&f.floating_network_id).is_some_and(|n| visible_network(&tok, n)) {
+        return Err(ApiError::not_found(S, format!("Network {} could not be found.", f.floating_network_id))
+            .kind("NetworkNotFound"));
+    }
+    let limit = w.quotas_of(&target).floating_ips;
+    if limit >= 0 && w.usage_of(&target).floating_ips + 1 > limit {
+        return Err(over_quota("floatingip"));
+    }
+    let port = match &f.port_id {
+        Some(p) => {
+            Some(association(&w, &tok, None, &f.floating_network_id, p, f.fixed_ip_address.as_deref())?)
+        }
+        None => None,
+    };
+    let id = w
+        .create_floating_ip(&target, &f.floating_network_id, f.floating_ip_address.as_deref(), now)
+        .map_err(|(status, kind, msg)| ApiError::new(S, status, msg).kind(kind))?;
+    if let Some(rec) = w.floating_ips.get_mut(&id) {
+        rec.description = f.description.clone().unwrap_or_default();
+        rec.tags = f.tags.clone().unwrap_or_default();
+        rec.port = port;
+    }
+    let view = fip_view(&w, &w.floating_ips[&id]);
+    Ok(json(StatusCode::CREATED, &FloatingIpBody { floatingip: view }))
+}
+
+async fn update_floating_ip(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let req: FloatingIpUpdateRequest = parse_body(S, &body)?;
+    let u = req.floatingip;
+    let mut w = sim.world();
+    let f = w.floating_ips.get(&id).filter(|f| visible_fip(&tok, f)).ok_or_else(|| fip_not_found(&id))?;
+    let port = match &u.port_id {
+        Some(Some(p)) => {
+            Some(Some(association(&w, &tok, Some(f), &f.network_id, p, u.fixed_ip_address.as_deref())?))
+        }
+        Some(None) => Some(None),
+        None => None,
+    };
+    let now = Utc::now();
+    if let Some(rec) = w.floating_ips.get_mut(&id) {
+        if let Some(p) = port {
+            rec.port = p;
+        }
+        if let Some(d) = u.description {
+            rec.description = d;
+        }
+        rec.modified = now;
+        rec.revision += 1;
+    }
+    let view = fip_view(&w, &w.floating_ips[&id]);
+    Ok(json(StatusCode::OK, &FloatingIpBody { floatingip: view }))
+}
+
+async fn delete_floating_ip(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let tok = authenticate(&sim, &headers, S)?;
+    let mut w = sim.world();
+    if !w.floating_ips.get(&id).is_some_and(|f| visible_fip(&tok, f)) {
+        return Err(fip_not_found(&id));
+    }
+    w.delete_floating_ip(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn with_fip<T>(
+    sim: &Sim,
+    headers: &HeaderMap,
+    id: &str,
+    f: impl FnOnce(&mut FloatingIpRec) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let tok = authenticate(sim, headers, S)?;
+    let mut w = sim.world();
+    let rec = w.floating_ips.get_mut(id).filter(|r| visible_fip(&tok, r)).ok_or_else(|| fip_not_found(id))?;
+    f(rec)
+}
+
+fn fip_touched(f: &mut FloatingIpRec) {
+    f.modified = Utc::now();
+    f.revision += 1;
+}
+
+async fn fip_get_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let tags = with_fip(&sim, &headers, &id, |f| Ok(f.tags.clone()))?;
+    Ok(json(StatusCode::OK, &Tags { tags }))
+}
+
+async fn fip_replace_tags(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: Tags = parse_body(S, &body)?;
+    let tags = with_fip(&sim, &headers, &id, |f| {
+        let mut t = req.tags.clone();
+        t.sort();
+        t.dedup();
+        f.tags = t;
+        fip_touched(f);
+        Ok(f.tags.clone())
+    })?;
+    Ok(json(StatusCode::OK, &Tags { tags }))
+}
+
+async fn fip_clear_tags(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    with_fip(&sim, &headers, &id, |f| {
+        f.tags.clear();
+        fip_touched(f);
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn fip_add_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    with_fip(&sim, &headers, &id, |f| {
+        if !f.tags.contains(&tag) {
+            f.tags.push(tag.clone());
+            fip_touched(f);
+        }
+        Ok(())
+    })?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn fip_remove_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    with_fip(&sim, &headers, &id, |f| {
+        let before = f.tags.len();
+        f.tags.retain(|t| t != &tag);
+        if f.tags.len() == before {
+            return Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"));
+        }
+        fip_touched(f);
+        Ok(())
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn fip_check_tag(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path((id, tag)): Path<(String, String)>,
+) -> ApiResult {
+    with_fip(&sim, &headers, &id, |f| {
+        if f.tags.contains(&tag) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"))
+        }
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// Neutron's default `security_group` quota (not settable in the simulator).
 const SECURITY_GROUP_QUOTA: i64 = 10;
 
@@ -820,6 +1143,7 @@ async fn quota_details(
     ] {
         let u = match k {
             "port" => used,
+            "floatingip" => w.usage_of(&project).floating_ips,
             "security_group" => w.security_groups.values().filter(|g| g.project_id == project).count() as i64,
             "security_group_rule" => w
                 .security_groups

@@ -71,6 +71,12 @@ networks:
     project_id: 0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d
     subnets:
       - {id: 3d4e5f60-7182-4a93-b4c5-d6e7f8091a25, name: private-subnet, cidr: 10.0.0.0/16, gateway_ip: 10.0.0.1}
+  - id: e7f8a9b0-c1d2-4e3f-8a4b-5c6d7e8f9a01
+    name: public
+    external: true
+    project_id: 0b5ac8d7e1f24a6b9c3d2e1f0a9b8c7d
+    subnets:
+      - {id: f1e2d3c4-b5a6-4978-8a69-5b4c3d2e1f02, name: public-subnet, cidr: 203.0.113.0/24, gateway_ip: 203.0.113.1}
 volume_types:
   - {id: 4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c36, name: standard, is_default: true}
   - {id: 8c9d0e1f-2a3b-4c4d-8e5f-6a7b8c9d0e47, name: ssd}
@@ -145,7 +151,7 @@ pub struct Quotas {
     pub gigabytes: i64,
     /// Neutron `network` (shown and settable; the simulator has no network create to enforce it).
     pub networks: i64,
-    /// Neutron `floatingip` (shown and settable; no floating IPs in the simulator).
+    /// Neutron `floatingip`.
     pub floating_ips: i64,
 }
 
@@ -237,6 +243,9 @@ pub struct SeedNetwork {
     pub name: String,
     #[serde(default)]
     pub shared: bool,
+    /// `router:external`: floating IPs are allocated from it (every project sees it).
+    #[serde(default)]
+    pub external: bool,
     /// The owner (defaults to the first project).
     #[serde(default)]
     pub project_id: Option<String>,

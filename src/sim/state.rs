@@ -173,6 +173,8 @@ pub struct Usage {
     pub ports: i64,
     pub volumes: i64,
     pub gigabytes: i64,
+    #[serde(default)]
+    pub floating_ips: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +232,8 @@ pub struct NetworkRec {
     pub id: String,
     pub name: String,
     pub shared: bool,
+    /// `router:external`.
+    pub external: bool,
     pub project_id: String,
     pub subnets: Vec<String>,
     pub created: DateTime<Utc>,
@@ -256,6 +260,25 @@ pub struct PortRec {
     /// Ids of the security groups applied to the port (the project's `default` unless the
     /// create named others).
     pub security_groups: Vec<String>,
+}
+
+/// A Neutron floating IP: an address of an external network's subnet, owned by a project,
+/// mapped to a port's fixed IP while associated.
+#[derive(Debug, Clone)]
+pub struct FloatingIpRec {
+    pub seq: u64,
+    pub id: String,
+    pub project_id: String,
+    pub network_id: String,
+    pub subnet_id: String,
+    pub address: String,
+    /// (port id, its fixed IP) while associated.
+    pub port: Option<(String, String)>,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    pub revision: u64,
 }
 
 /// A Neutron security group of a project.
@@ -681,6 +704,7 @@ pub struct World {
     /// Nova keypairs by (user id, name): a user's, whatever the project.
     pub keypairs: BTreeMap<(String, String), crate::sim::keypairs::KeypairRec>,
     pub security_groups: BTreeMap<String, SecurityGroupRec>,
+    pub floating_ips: BTreeMap<String, FloatingIpRec>,
     pub seq: u64,
     pub started: DateTime<Utc>,
 }
@@ -709,6 +733,7 @@ impl World {
             volume_order: BTreeMap::new(),
             keypairs: BTreeMap::new(),
             security_groups: BTreeMap::new(),
+            floating_ips: BTreeMap::new(),
             seq: 0,
             started: now,
         };
@@ -800,6 +825,7 @@ impl World {
                     id: n.id.clone(),
                     name: n.name.clone(),
                     shared: n.shared,
+                    external: n.external,
                     project_id,
                     subnets: n.subnets.iter().map(|s| s.id.clone()).collect(),
                     created: now,
@@ -1001,8 +1027,112 @@ impl World {
         Ok(id)
     }
 
+    /// The floating IP associated with a port's fixed IP, if any.
+    pub fn floating_ip_of(&self, port_id: &str, fixed_ip: &str) -> Option<&FloatingIpRec> {
+        self.floating_ips
+            .values()
+            .find(|f| f.port.as_ref().is_some_and(|(p, ip)| p == port_id && ip == fixed_ip))
+    }
+
+    /// Allocates a floating IP of an external network's first subnet (no quota check here).
+    /// Errors are Neutron's (status, type, message).
+    pub fn create_floating_ip(
+        &mut self,
+        project_id: &str,
+        network_id: &str,
+        address: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<String, (u16, &'static str, String)> {
+        let net = self.networks.get(network_id).ok_or((
+            404,
+            "NetworkNotFound",
+            format!("Network {network_id} could not be found."),
+        ))?;
+        if !net.external {
+            return Err((
+                400,
+                "BadRequest",
+                format!("Bad floatingip request: Network {network_id} is not a valid external network."),
+            ));
+        }
+        let subnet_id = net.subnets.first().cloned().ok_or((
+            409,
+            "IpAddressGenerationFailure",
+            format!("No more IP addresses available on network {network_id}."),
+        ))?;
+        let subnet = self.subnets.get_mut(&subnet_id).ok_or((
+            404,
+            "SubnetNotFound",
+            format!("Subnet {subnet_id} could not be found."),
+        ))?;
+        let ip = match address {
+            Some(a) => {
+                let parsed: Ipv4Addr = a.parse().map_err(|_| {
+                    (
+                        400,
+                        "InvalidInput",
+                        format!("Invalid input for operation: '{a}' is not a valid IP address."),
+                    )
+                })?;
+                if !subnet.take(parsed) {
+                    return Err((
+                        409,
+                        "IpAddressAlreadyAllocated",
+                        format!("IP address {a} already allocated in subnet {subnet_id}"),
+                    ));
+                }
+                parsed
+            }
+            None => subnet.allocate().ok_or((
+                409,
+                "IpAddressGenerationFailure",
+                format!("No more IP addresses available on network {network_id}."),
+            ))?,
+        };
+        let seq = self.next_seq();
+        let id = new_id();
+        self.floating_ips.insert(
+            id.clone(),
+            FloatingIpRec {
+                seq,
+                id: id.clone(),
+                project_id: project_id.to_string(),
+                network_id: network_id.to_string(),
+                subnet_id,
+                address: ip.to_string(),
+                port: None,
+                description: String::new(),
+                tags: vec![],
+                created: now,
+                modified: now,
+                revision: 0,
+            },
+        );
+        self.usage_mut(project_id).floating_ips += 1;
+        Ok(id)
+    }
+
+    /// Releases a floating IP: its address goes back to the external subnet.
+    pub fn delete_floating_ip(&mut self, id: &str) -> Option<FloatingIpRec> {
+        let f = self.floating_ips.remove(id)?;
+        if let Some(s) = self.subnets.get_mut(&f.subnet_id) {
+            s.release(&f.address);
+        }
+        self.usage_mut(&f.project_id).floating_ips -= 1;
+        Some(f)
+    }
+
     pub fn delete_port(&mut self, id: &str) -> Option<PortRec> {
         let p = self.ports.remove(id)?;
+        // Neutron disassociates the floating IPs of a port it deletes.
+        let now = Utc::now();
+        for f in self.floating_ips.values_mut() {
+            if f.port.as_ref().is_some_and(|(port, _)| port == id) {
+                f.port = None;
+                f.modified = now;
+                f.revision += 1;
+            }
+        }
         self.port_order.remove(&p.seq);
         for (subnet, ip) in &p.fixed_ips {
             if let Some(s) = self.subnets.get_mut(subnet) {

@@ -240,6 +240,26 @@ async fn sim_cli_python_openstackclient_runs_the_acceptance_sequence() {
     cli.run("provisioner", "demo", &["port", "delete", "p2"]).await;
     cli.run("provisioner", "demo", &["security", "group", "delete", "web"]).await;
 
+    // A floating IP of the external network on vm1's port: Nova shows it among the addresses.
+    let fip = cli.demo(&["floating", "ip", "create", "--port", "p1", "public"]).await;
+    let address = fip["floating_ip_address"].as_str().unwrap().to_string();
+    assert!(address.starts_with("203.0.113."), "{fip}");
+    assert_eq!(
+        (fip["port_id"].as_str(), fip["status"].as_str()),
+        (Some(port_id.as_str()), Some("ACTIVE")),
+        "{fip}"
+    );
+    let listed = cli.demo(&["floating", "ip", "list"]).await;
+    let row =
+        listed.as_array().unwrap().iter().find(|f| f["Floating IP Address"] == address.as_str()).cloned();
+    let row = row.unwrap_or_else(|| panic!("{address} not in {listed}"));
+    assert_eq!(row["Port"], port_id.as_str(), "{row}");
+    let shown = cli.demo(&["server", "show", "vm1"]).await;
+    assert!(shown["addresses"].to_string().contains(&address), "{}", shown["addresses"]);
+    cli.run("provisioner", "demo", &["floating", "ip", "delete", &address]).await;
+    let listed = cli.demo(&["floating", "ip", "list"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+
     let volume = cli.demo(&["volume", "create", "--size", "1", "v1"]).await;
     let volume_id = volume["id"].as_str().unwrap().to_string();
     volume_reaches(&sim, &token, &volume_id, "available").await;

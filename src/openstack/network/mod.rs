@@ -1,5 +1,6 @@
 //! Neutron v2.0: the network an order names, the security groups it names, the port the server
-//! is booted on, and a project's quotas (tenant onboarding, in an admin's scope).
+//! is booted on, the floating IP mapped to it, and a project's quotas (tenant onboarding, in an
+//! admin's scope).
 //!
 //! Built like the other services: [`NetworkApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`].
@@ -8,7 +9,8 @@
 //! on a Neutron without it (a 400 naming `tags`), or one that accepts the tags and drops them
 //! (the answer has none), the port is tagged right after with `PUT /ports/{id}/tags`, so a
 //! crash in between can leave an untagged port (found by name, or by the engine's own records).
-//! Deleting is idempotent: a port already gone is success.
+//! Floating IPs are tagged the same way. Deleting is idempotent: a port or floating IP already
+//! gone is success.
 
 pub mod protocol;
 
@@ -17,8 +19,9 @@ use std::sync::Arc;
 use reqwest::Method;
 
 use self::protocol::{
-    Link, Network, NetworkBody, NetworkList, Port, PortBody, PortCreate, PortCreateRequest, PortList,
-    SecurityGroup, SecurityGroupBody, SecurityGroupList, Tags,
+    FloatingIp, FloatingIpBody, FloatingIpCreate, FloatingIpCreateRequest, FloatingIpList, FloatingIpUpdate,
+    FloatingIpUpdateRequest, Link, Network, NetworkBody, NetworkList, Port, PortBody, PortCreate,
+    PortCreateRequest, PortList, SecurityGroup, SecurityGroupBody, SecurityGroupList, Tags,
 };
 use super::error::{ErrorClass, OpenStackError, Service, exactly_one};
 use super::image::looks_like_uuid;
@@ -34,6 +37,15 @@ pub struct NewPort {
     pub tags: Vec<String>,
     /// Security group ids; `None` leaves Neutron to apply the project's `default` group.
     pub security_groups: Option<Vec<String>>,
+}
+
+/// What the client sets on a new floating IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewFloatingIp {
+    /// The external network it is allocated from.
+    pub network_id: String,
+    pub description: String,
+    pub tags: Vec<String>,
 }
 
 /// Neutron calls in a project's scope.
@@ -210,6 +222,114 @@ impl NetworkApi {
     /// `DELETE /v2.0/ports/{id}`; a port already gone is success.
     pub async fn delete_port(&self, project: &str, id: &str) -> Result<(), OpenStackError> {
         let req = Request::new(SERVICE, Method::DELETE, "/ports/{id}", format!("/ports/{id}"));
+        match self.session.send(project, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /v2.0/floatingips` with description and tags (tagged after create when Neutron
+    /// refuses or drops them, as ports are).
+    pub async fn create_floating_ip(
+        &self,
+        project: &str,
+        new: &NewFloatingIp,
+    ) -> Result<FloatingIp, OpenStackError> {
+        let body = |tags: Option<Vec<String>>| FloatingIpCreateRequest {
+            floatingip: FloatingIpCreate {
+                floating_network_id: new.network_id.clone(),
+                description: Some(new.description.clone()).filter(|d| !d.is_empty()),
+                tags,
+                ..Default::default()
+            },
+        };
+        let tags = (!new.tags.is_empty()).then(|| new.tags.clone());
+        let req =
+            Request::new(SERVICE, Method::POST, "/floatingips", "/floatingips").json(&body(tags.clone()));
+        match self.session.json::<FloatingIpBody>(project, req).await {
+            Ok(created) => {
+                let mut fip = created.floatingip;
+                if !new.tags.iter().all(|t| fip.tags.contains(t)) {
+                    tracing::info!(
+                        "neutron dropped the tags given at create; tagging the floating IP after create"
+                    );
+                    fip.tags = self.set_floating_ip_tags(project, &fip.id, &new.tags).await?;
+                }
+                Ok(fip)
+            }
+            Err(e) if tags.is_some() && e.status == Some(400) && e.message.contains("tags") => {
+                tracing::info!("neutron does not take tags at create; tagging the floating IP after create");
+                let req =
+                    Request::new(SERVICE, Method::POST, "/floatingips", "/floatingips").json(&body(None));
+                let mut fip = self.session.json::<FloatingIpBody>(project, req).await?.floatingip;
+                fip.tags = self.set_floating_ip_tags(project, &fip.id, &new.tags).await?;
+                Ok(fip)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /v2.0/floatingips/{id}/tags`: replaces the floating IP's tags.
+    pub async fn set_floating_ip_tags(
+        &self,
+        project: &str,
+        id: &str,
+        tags: &[String],
+    ) -> Result<Vec<String>, OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::PUT, "/floatingips/{id}/tags", format!("/floatingips/{id}/tags"))
+                .json(&Tags { tags: tags.to_vec() });
+        Ok(self.session.json::<Tags>(project, req).await?.tags)
+    }
+
+    /// `GET /v2.0/floatingips/{id}`.
+    pub async fn get_floating_ip(&self, project: &str, id: &str) -> Result<FloatingIp, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/floatingips/{id}", format!("/floatingips/{id}"));
+        Ok(self.session.json::<FloatingIpBody>(project, req).await?.floatingip)
+    }
+
+    /// `GET /v2.0/floatingips?tags=a,b` (all pages): the floating IPs carrying every one of `tags`.
+    pub async fn list_floating_ips_by_tags(
+        &self,
+        project: &str,
+        tags: &[String],
+    ) -> Result<Vec<FloatingIp>, OpenStackError> {
+        let mut found = Vec::new();
+        let mut req =
+            Request::new(SERVICE, Method::GET, "/floatingips", "/floatingips").query("tags", tags.join(","));
+        loop {
+            let page: FloatingIpList = self.session.json(project, req.clone()).await?;
+            let next = next_link(&page.floatingips_links);
+            found.extend(page.floatingips);
+            match next {
+                Some(link) => req = req.query_from_link(&link),
+                None => break,
+            }
+        }
+        found.retain(|f| tags.iter().all(|t| f.tags.contains(t)));
+        Ok(found)
+    }
+
+    /// `PUT /v2.0/floatingips/{id}` with `port_id`: associates it with the port (`None`:
+    /// disassociates).
+    pub async fn set_floating_ip_port(
+        &self,
+        project: &str,
+        id: &str,
+        port_id: Option<&str>,
+    ) -> Result<FloatingIp, OpenStackError> {
+        let body = FloatingIpUpdateRequest {
+            floatingip: FloatingIpUpdate { port_id: Some(port_id.map(str::to_string)), ..Default::default() },
+        };
+        let req =
+            Request::new(SERVICE, Method::PUT, "/floatingips/{id}", format!("/floatingips/{id}")).json(&body);
+        Ok(self.session.json::<FloatingIpBody>(project, req).await?.floatingip)
+    }
+
+    /// `DELETE /v2.0/floatingips/{id}`; one already gone is success.
+    pub async fn delete_floating_ip(&self, project: &str, id: &str) -> Result<(), OpenStackError> {
+        let req = Request::new(SERVICE, Method::DELETE, "/floatingips/{id}", format!("/floatingips/{id}"));
         match self.session.send(project, req).await {
             Ok(_) => Ok(()),
             Err(e) if e.class == ErrorClass::NotFound => Ok(()),

@@ -384,6 +384,114 @@ pub struct SecurityGroupCreate {
     pub project_id: Option<String>,
 }
 
+/// A floating IP (`GET /v2.0/floatingips/{id}`): an address of an external network, mapped to
+/// a port's fixed IP once associated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIp {
+    pub id: String,
+    pub floating_ip_address: String,
+    pub floating_network_id: String,
+    /// The port it is associated with, or `null`.
+    #[serde(default)]
+    pub port_id: Option<String>,
+    #[serde(default)]
+    pub fixed_ip_address: Option<String>,
+    #[serde(default)]
+    pub router_id: Option<String>,
+    /// `ACTIVE` once associated, `DOWN` otherwise (`ERROR` when the backend failed).
+    pub status: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tenant_id: String,
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub port_details: Option<serde_json::Value>,
+    #[serde(default)]
+    pub qos_policy_id: Option<String>,
+    #[serde(default)]
+    pub dns_domain: Option<String>,
+    #[serde(default)]
+    pub dns_name: Option<String>,
+    #[serde(default)]
+    pub revision_number: u64,
+    #[serde(default, with = "protocol_time::seconds_z::option")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "protocol_time::seconds_z::option")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpBody {
+    pub floatingip: FloatingIp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpList {
+    pub floatingips: Vec<FloatingIp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floatingips_links: Option<Vec<Link>>,
+}
+
+/// `POST /v2.0/floatingips` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpCreateRequest {
+    pub floatingip: FloatingIpCreate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpCreate {
+    pub floating_network_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floating_ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Accepted on create with the `tag-creation` extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_policy_id: Option<String>,
+}
+
+/// `PUT /v2.0/floatingips/{id}` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpUpdateRequest {
+    pub floatingip: FloatingIpUpdate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpUpdate {
+    /// `Some(None)` is `"port_id": null` (disassociate); `None` leaves the association as it is.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A field that is there (even as `null`) is `Some`: tells `"port_id": null` from no `port_id`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 /// Neutron quota limits (`GET/PUT /v2.0/quotas/{project_id}`); `-1` means unlimited.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotaBody {
