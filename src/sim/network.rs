@@ -42,8 +42,14 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/networking/v2.0/subnets/{id}", get(show_subnet))
         .route("/networking/v2.0/ports", get(list_ports).post(create_port))
         .route("/networking/v2.0/ports/{id}", get(show_port).put(update_port).delete(delete_port))
-        .route("/networking/v2.0/ports/{id}/tags", get(get_tags).put(replace_tags).delete(clear_tags))
-        .route("/networking/v2.0/ports/{id}/tags/{tag}", put(add_tag).delete(remove_tag).get(check_tag))
+        .route(
+            "/networking/v2.0/ports/{id}/tags",
+            get(get_tags::<PortTags>).put(replace_tags::<PortTags>).delete(clear_tags::<PortTags>),
+        )
+        .route(
+            "/networking/v2.0/ports/{id}/tags/{tag}",
+            put(add_tag::<PortTags>).delete(remove_tag::<PortTags>).get(check_tag::<PortTags>),
+        )
         .route("/networking/v2.0/security-groups", get(list_security_groups).post(create_security_group))
         .route(
             "/networking/v2.0/security-groups/{id}",
@@ -56,11 +62,15 @@ pub fn routes() -> Router<Arc<Sim>> {
         )
         .route(
             "/networking/v2.0/floatingips/{id}/tags",
-            get(fip_get_tags).put(fip_replace_tags).delete(fip_clear_tags),
+            get(get_tags::<FloatingIpTags>)
+                .put(replace_tags::<FloatingIpTags>)
+                .delete(clear_tags::<FloatingIpTags>),
         )
         .route(
             "/networking/v2.0/floatingips/{id}/tags/{tag}",
-            put(fip_add_tag).delete(fip_remove_tag).get(fip_check_tag),
+            put(add_tag::<FloatingIpTags>)
+                .delete(remove_tag::<FloatingIpTags>)
+                .get(check_tag::<FloatingIpTags>),
         )
         .route("/networking/v2.0/quotas", get(list_quotas))
         .route("/networking/v2.0/quotas/{project_id}", get(show_quota).put(update_quota).delete(reset_quota))
@@ -508,85 +518,6 @@ fn touched(p: &mut PortRec) {
     p.revision += 1;
 }
 
-async fn get_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let tags = with_port(&sim, &headers, &id, |p| Ok(p.tags.clone()))?;
-    Ok(json(StatusCode::OK, &Tags { tags }))
-}
-
-async fn replace_tags(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult {
-    let req: Tags = parse_body(S, &body)?;
-    let tags = with_port(&sim, &headers, &id, |p| {
-        let mut t = req.tags.clone();
-        t.sort();
-        t.dedup();
-        p.tags = t;
-        touched(p);
-        Ok(p.tags.clone())
-    })?;
-    Ok(json(StatusCode::OK, &Tags { tags }))
-}
-
-async fn clear_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    with_port(&sim, &headers, &id, |p| {
-        p.tags.clear();
-        touched(p);
-        Ok(())
-    })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn add_tag(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((id, tag)): Path<(String, String)>,
-) -> ApiResult {
-    with_port(&sim, &headers, &id, |p| {
-        if !p.tags.contains(&tag) {
-            p.tags.push(tag.clone());
-            touched(p);
-        }
-        Ok(())
-    })?;
-    Ok(StatusCode::CREATED.into_response())
-}
-
-async fn remove_tag(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((id, tag)): Path<(String, String)>,
-) -> ApiResult {
-    with_port(&sim, &headers, &id, |p| {
-        let before = p.tags.len();
-        p.tags.retain(|t| t != &tag);
-        if p.tags.len() == before {
-            return Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"));
-        }
-        touched(p);
-        Ok(())
-    })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn check_tag(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((id, tag)): Path<(String, String)>,
-) -> ApiResult {
-    with_port(&sim, &headers, &id, |p| {
-        if p.tags.contains(&tag) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"))
-        }
-    })?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
 /// The groups a port create or update names: ids (Neutron takes no names here), each a group
 /// the caller's project may use.
 fn port_security_groups(w: &World, tok: &TokenInfo, ids: &[String]) -> Result<Vec<String>, ApiError> {
@@ -960,85 +891,136 @@ fn fip_touched(f: &mut FloatingIpRec) {
     f.revision += 1;
 }
 
-async fn fip_get_tags(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let tags = with_fip(&sim, &headers, &id, |f| Ok(f.tags.clone()))?;
+/// A Neutron resource with a `tags` sub-resource (`/{id}/tags`, `/{id}/tags/{tag}`): one set of
+/// tag handlers serves every kind.
+trait Tagged: 'static {
+    /// Runs `f` on the tags of resource `id` as the caller may see it; `f` answers whether it
+    /// changed them (then the resource's revision and modification time move).
+    fn with_tags<T>(
+        sim: &Sim,
+        headers: &HeaderMap,
+        id: &str,
+        f: impl FnOnce(&mut Vec<String>) -> Result<(T, bool), ApiError>,
+    ) -> Result<T, ApiError>;
+}
+
+struct PortTags;
+struct FloatingIpTags;
+
+impl Tagged for PortTags {
+    fn with_tags<T>(
+        sim: &Sim,
+        headers: &HeaderMap,
+        id: &str,
+        f: impl FnOnce(&mut Vec<String>) -> Result<(T, bool), ApiError>,
+    ) -> Result<T, ApiError> {
+        with_port(sim, headers, id, |p| {
+            let (out, changed) = f(&mut p.tags)?;
+            if changed {
+                touched(p);
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Tagged for FloatingIpTags {
+    fn with_tags<T>(
+        sim: &Sim,
+        headers: &HeaderMap,
+        id: &str,
+        f: impl FnOnce(&mut Vec<String>) -> Result<(T, bool), ApiError>,
+    ) -> Result<T, ApiError> {
+        with_fip(sim, headers, id, |r| {
+            let (out, changed) = f(&mut r.tags)?;
+            if changed {
+                fip_touched(r);
+            }
+            Ok(out)
+        })
+    }
+}
+
+fn tag_not_found(tag: &str) -> ApiError {
+    ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound")
+}
+
+async fn get_tags<R: Tagged>(
+    State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let tags = R::with_tags(&sim, &headers, &id, |t| Ok((t.clone(), false)))?;
     Ok(json(StatusCode::OK, &Tags { tags }))
 }
 
-async fn fip_replace_tags(
+async fn replace_tags<R: Tagged>(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
     let req: Tags = parse_body(S, &body)?;
-    let tags = with_fip(&sim, &headers, &id, |f| {
-        let mut t = req.tags.clone();
-        t.sort();
-        t.dedup();
-        f.tags = t;
-        fip_touched(f);
-        Ok(f.tags.clone())
+    let tags = R::with_tags(&sim, &headers, &id, |t| {
+        let mut new = req.tags.clone();
+        new.sort();
+        new.dedup();
+        *t = new;
+        Ok((t.clone(), true))
     })?;
     Ok(json(StatusCode::OK, &Tags { tags }))
 }
 
-async fn fip_clear_tags(
+async fn clear_tags<R: Tagged>(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    with_fip(&sim, &headers, &id, |f| {
-        f.tags.clear();
-        fip_touched(f);
-        Ok(())
+    R::with_tags(&sim, &headers, &id, |t| {
+        t.clear();
+        Ok(((), true))
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn fip_add_tag(
+async fn add_tag<R: Tagged>(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult {
-    with_fip(&sim, &headers, &id, |f| {
-        if !f.tags.contains(&tag) {
-            f.tags.push(tag.clone());
-            fip_touched(f);
+    R::with_tags(&sim, &headers, &id, |t| {
+        let new = !t.contains(&tag);
+        if new {
+            t.push(tag.clone());
         }
-        Ok(())
+        Ok(((), new))
     })?;
     Ok(StatusCode::CREATED.into_response())
 }
 
-async fn fip_remove_tag(
+async fn remove_tag<R: Tagged>(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult {
-    with_fip(&sim, &headers, &id, |f| {
-        let before = f.tags.len();
-        f.tags.retain(|t| t != &tag);
-        if f.tags.len() == before {
-            return Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"));
+    R::with_tags(&sim, &headers, &id, |t| {
+        let before = t.len();
+        t.retain(|x| x != &tag);
+        if t.len() == before {
+            return Err(tag_not_found(&tag));
         }
-        fip_touched(f);
-        Ok(())
+        Ok(((), true))
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn fip_check_tag(
+async fn check_tag<R: Tagged>(
     State(sim): State<Arc<Sim>>,
     headers: HeaderMap,
     Path((id, tag)): Path<(String, String)>,
 ) -> ApiResult {
-    with_fip(&sim, &headers, &id, |f| {
-        if f.tags.contains(&tag) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(S, format!("Tag {tag} could not be found.")).kind("TagNotFound"))
-        }
+    R::with_tags(&sim, &headers, &id, |t| {
+        if t.contains(&tag) { Ok(((), false)) } else { Err(tag_not_found(&tag)) }
     })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

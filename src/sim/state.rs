@@ -967,35 +967,7 @@ impl World {
                 format!("Network {network_id} has no subnet."),
             ))?,
         };
-        let subnet = self.subnets.get_mut(&subnet_id).ok_or((
-            404,
-            "SubnetNotFound",
-            format!("Subnet {subnet_id} could not be found."),
-        ))?;
-        let ip = match want_ip {
-            Some(ip) => {
-                let parsed: Ipv4Addr = ip.parse().map_err(|_| {
-                    (
-                        400,
-                        "InvalidInput",
-                        format!("Invalid input for operation: '{ip}' is not a valid IP address."),
-                    )
-                })?;
-                if !subnet.take(parsed) {
-                    return Err((
-                        409,
-                        "IpAddressAlreadyAllocated",
-                        format!("IP address {ip} already allocated in subnet {subnet_id}"),
-                    ));
-                }
-                parsed
-            }
-            None => subnet.allocate().ok_or((
-                409,
-                "IpAddressGenerationFailure",
-                format!("No more IP addresses available on network {network_id}."),
-            ))?,
-        };
+        let ip = self.take_ip(&subnet_id, network_id, want_ip.as_deref())?;
         let default_group = self.default_security_group(project_id, now);
         let seq = self.next_seq();
         let id = new_id();
@@ -1025,6 +997,45 @@ impl World {
         self.port_order.insert(seq, id.clone());
         self.usage_mut(project_id).ports += 1;
         Ok(id)
+    }
+
+    /// Takes an address of a subnet: the one asked for, if free, else the next free one.
+    /// Errors are Neutron's (status, type, message).
+    fn take_ip(
+        &mut self,
+        subnet_id: &str,
+        network_id: &str,
+        want: Option<&str>,
+    ) -> Result<Ipv4Addr, (u16, &'static str, String)> {
+        let subnet = self.subnets.get_mut(subnet_id).ok_or((
+            404,
+            "SubnetNotFound",
+            format!("Subnet {subnet_id} could not be found."),
+        ))?;
+        match want {
+            Some(ip) => {
+                let parsed: Ipv4Addr = ip.parse().map_err(|_| {
+                    (
+                        400,
+                        "InvalidInput",
+                        format!("Invalid input for operation: '{ip}' is not a valid IP address."),
+                    )
+                })?;
+                if !subnet.take(parsed) {
+                    return Err((
+                        409,
+                        "IpAddressAlreadyAllocated",
+                        format!("IP address {ip} already allocated in subnet {subnet_id}"),
+                    ));
+                }
+                Ok(parsed)
+            }
+            None => subnet.allocate().ok_or((
+                409,
+                "IpAddressGenerationFailure",
+                format!("No more IP addresses available on network {network_id}."),
+            )),
+        }
     }
 
     /// The floating IP associated with a port's fixed IP, if any.
@@ -1060,35 +1071,7 @@ impl World {
             "IpAddressGenerationFailure",
             format!("No more IP addresses available on network {network_id}."),
         ))?;
-        let subnet = self.subnets.get_mut(&subnet_id).ok_or((
-            404,
-            "SubnetNotFound",
-            format!("Subnet {subnet_id} could not be found."),
-        ))?;
-        let ip = match address {
-            Some(a) => {
-                let parsed: Ipv4Addr = a.parse().map_err(|_| {
-                    (
-                        400,
-                        "InvalidInput",
-                        format!("Invalid input for operation: '{a}' is not a valid IP address."),
-                    )
-                })?;
-                if !subnet.take(parsed) {
-                    return Err((
-                        409,
-                        "IpAddressAlreadyAllocated",
-                        format!("IP address {a} already allocated in subnet {subnet_id}"),
-                    ));
-                }
-                parsed
-            }
-            None => subnet.allocate().ok_or((
-                409,
-                "IpAddressGenerationFailure",
-                format!("No more IP addresses available on network {network_id}."),
-            ))?,
-        };
+        let ip = self.take_ip(&subnet_id, network_id, address)?;
         let seq = self.next_seq();
         let id = new_id();
         self.floating_ips.insert(
