@@ -113,6 +113,25 @@ async fn text(c: &Client, css: &str) -> String {
     }
 }
 
+/// Waits (at most 10 s) until the browser's URL contains `needle`: a click that navigates returns
+/// before the new page is there, and reading the old page then is a race.
+async fn await_url(c: &Client, needle: &str) {
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        last = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        if last.contains(needle) {
+            // The URL changes when the navigation starts; the document is ours once it is loaded.
+            let ready = c.execute("return document.readyState;", vec![]).await.unwrap();
+            if ready == serde_json::json!("complete") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the browser is at {last}, not at a URL with {needle}");
+}
+
 async fn has(c: &Client, css: &str) -> bool {
     !c.find_all(Locator::Css(css)).await.unwrap().is_empty()
 }
@@ -184,9 +203,11 @@ async fn console_in_a_browser_finds_a_quota_failure_and_replays_it() {
 
     // The jobs list, filtered as a new user would: state failed, class quota_exceeded.
     c.find(Locator::Css("header nav a[href='/ui/jobs']")).await.unwrap().click().await.unwrap();
+    await_url(&c, "/ui/jobs").await;
     c.find(Locator::Css("select[name=state]")).await.unwrap().select_by_value("failed").await.unwrap();
     c.find(Locator::Css("input[name=class]")).await.unwrap().send_keys("quota_exceeded").await.unwrap();
     c.find(Locator::Css("form.filters button[type=submit]")).await.unwrap().click().await.unwrap();
+    await_url(&c, "class=quota_exceeded").await;
     let rows = c.find_all(Locator::Css("#jobs tr.job")).await.unwrap();
     assert_eq!(rows.len(), 2, "two quota failures listed");
     assert!(has(&c, "#replay-all").await, "an operator is offered the bulk replay");
@@ -241,6 +262,7 @@ async fn console_in_a_browser_finds_a_quota_failure_and_replays_it() {
     // An order id with markup is text: found by the search box, shown verbatim, never run.
     c.find(Locator::Css("header input[name=q]")).await.unwrap().send_keys(XSS_ORDER).await.unwrap();
     c.find(Locator::Css("header form.search button")).await.unwrap().click().await.unwrap();
+    await_url(&c, "q=").await;
     c.find(Locator::Css("#jobs tr.job a.order")).await.unwrap().click().await.unwrap();
     assert_eq!(text(&c, "#order-id").await, XSS_ORDER);
     assert!(!has(&c, "#order-id b").await, "no element made from the order id");
