@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Auth,
     /// A bad request, an ambiguous name, an unexpected answer: not retried.
     Permanent,
+    /// The order asks for what the cloud cannot have (a region its catalog does not list):
+    /// `invalid_order`, not retried.
+    Invalid,
 }
 
 /// A failed cloud call, with the service's own message.
@@ -260,8 +263,21 @@ pub struct QuotaLine {
     pub used: i64,
 }
 
-/// The cloud, as the steps see it. All calls are scoped to the order's project.
+/// The regions of the cloud: those the token's catalog lists endpoints in, and the configured
+/// one (`region_name`, the first of `regions:`, `OS_REGION_NAME`) that requests go to outside
+/// any [`crate::openstack::region::scope`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Regions {
+    pub configured: Option<String>,
+    pub catalog: Vec<String>,
+}
+
+/// The cloud, as the steps see it. All calls are scoped to the order's project (and go to the
+/// caller's region: [`crate::openstack::region::scope`]).
 pub trait Cloud: Send + Sync + 'static {
+    /// The regions the catalog of `project`'s token lists, and the configured one.
+    fn regions<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Regions>>;
+
     /// Image, flavor and network by name or id (cached per project, single-flight).
     fn resolve<'a>(
         &'a self,

@@ -315,6 +315,12 @@ impl Job {
         self.intent.as_deref() == Some(step)
     }
 
+    /// The region the job's OpenStack requests go to: its create order's `region` (an action's
+    /// is the one its service was made in); `None` is the configured region.
+    pub fn region(&self) -> Option<String> {
+        self.order.as_ref().and_then(|o| o.region.clone())
+    }
+
     /// The server's name, as ordered (for events).
     pub fn server_name(&self) -> String {
         self.order.as_ref().map(|o| o.server.name.clone()).unwrap_or_default()

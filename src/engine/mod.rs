@@ -56,7 +56,7 @@ use self::poller::{Waiter, Waiting};
 use self::retry::RetryPolicy;
 use crate::config::{LifecycleSettings, Settings};
 use crate::messages::{ErrorClass, Event, EventError, EventServer, EventType, EventVolume};
-use crate::openstack::request_id;
+use crate::openstack::{region, request_id};
 use crate::store::{Committer, History, JobRow, JobSave, JobState, OutboxEvent, SaveError, Store};
 use crate::telemetry::trace;
 
@@ -331,8 +331,13 @@ impl Engine {
         }
     }
 
-    /// One project's round: one list of servers and one of volumes, if anything waits on them.
+    /// One project's round in one region: one list of servers and one of volumes, if anything
+    /// waits on them, sent to the waiters' region.
     async fn poll_project(&self, plan: poller::ProjectPoll) -> Vec<(Waiter, Option<Observation>)> {
+        region::scope(plan.region.clone(), self.poll_project_in_region(plan)).await
+    }
+
+    async fn poll_project_in_region(&self, plan: poller::ProjectPoll) -> Vec<(Waiter, Option<Observation>)> {
         let cloud = &self.inner.ctx.cloud;
         let started = Utc::now();
         let mut out = Vec::new();
@@ -433,7 +438,7 @@ impl Engine {
         }
         if ok {
             let covered: Vec<Uuid> = plan.waiters.iter().map(|w| w.job_id).collect();
-            self.inner.waiting.polled(&plan.project_id, started, &covered);
+            self.inner.waiting.polled(&plan.project_id, plan.region.as_deref(), started, &covered);
         }
         out
     }
@@ -456,9 +461,8 @@ impl Engine {
     }
 
     /// Drives one claimed job until it waits, retries later, ends, or loses its lease.
-    pub async fn drive(&self, row: JobRow, mut seen: Option<Observation>) {
+    pub async fn drive(&self, row: JobRow, seen: Option<Observation>) {
         let inner = &self.inner;
-        let (id, fence) = (row.id, row.fence);
         let mut job = match Job::from_row(row) {
             Ok(job) => job,
             Err(bad) => {
@@ -474,6 +478,15 @@ impl Engine {
             let _ = inner.committer.save(save).await;
             return;
         };
+        // Every step, wait, undo and poll of the job goes to its region (see `openstack::region`).
+        let region = job.region();
+        region::scope(region, self.drive_in_region(kind, job, seen)).await;
+    }
+
+    /// [`Engine::drive`]'s loop, inside the job's region.
+    async fn drive_in_region(&self, kind: Arc<Kind>, mut job: Job, mut seen: Option<Observation>) {
+        let inner = &self.inner;
+        let (id, fence) = (job.id, job.fence);
         inner.held.lock().unwrap_or_else(|e| e.into_inner()).insert(id, fence);
         loop {
             let run_started = Utc::now();
@@ -505,6 +518,7 @@ impl Engine {
                         job_id: job.id,
                         fence: job.fence,
                         project_id: job.project_id.clone(),
+                        region: job.region(),
                         watch,
                         since: run_started - chrono::Duration::milliseconds(500),
                         registered: tokio::time::Instant::now(),
@@ -878,6 +892,7 @@ impl Engine {
                 traceparent: trace::current().or_else(|| row.traceparent.clone()),
                 drift: None,
                 tenant: None,
+                region: None,
             })),
             tenant: None,
         };
@@ -962,6 +977,7 @@ impl Engine {
                 }
                 _ => None,
             },
+            region: job.region(),
         };
         outbox_event(&event)
     }
@@ -1058,6 +1074,7 @@ fn retry_class(kind: &self::cloud::ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found",
         ErrorKind::Auth => "auth",
         ErrorKind::Permanent => "permanent",
+        ErrorKind::Invalid => "invalid",
     }
 }
 

@@ -21,8 +21,8 @@ use tokio::sync::OnceCell;
 use super::cloud::{
     Cloud, CloudError, CloudResult, Created, ErrorKind, FloatingIpInfo, FloatingIpSpec, Inventory,
     KeypairInfo, MarkedFloatingIp, MarkedPort, MarkedServer, MarkedVolume, PortSpec, ProjectInfo,
-    ProjectSpec, Resolved, ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo, UserSpec, VolumeInfo,
-    VolumeSpec,
+    ProjectSpec, Regions, Resolved, ServerInfo, ServerSpec, TenantQuotas, Tenants, UserInfo, UserSpec,
+    VolumeInfo, VolumeSpec,
 };
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
@@ -33,6 +33,7 @@ use crate::openstack::identity::{IdentityApi, NewProject, NewUser, ProjectQuery}
 use crate::openstack::image::ImageApi;
 use crate::openstack::network::protocol::FloatingIp;
 use crate::openstack::network::{NetworkApi, NewFloatingIp, NewPort};
+use crate::openstack::region;
 use crate::openstack::session::Session;
 use crate::openstack::volume::protocol::Volume;
 use crate::openstack::volume::{NewVolume, VolumeApi, VolumeQuery};
@@ -44,15 +45,19 @@ pub const RESOLVE_TTL: Duration = Duration::from_secs(300);
 pub const VOLUME_MARK: (&str, &str) = ("provisioner", "true");
 
 type Cell = Arc<OnceCell<Result<(Resolved, Instant), CloudError>>>;
+type ResolveKey = (Option<String>, String, String, String, String);
 
 /// The OpenStack client behind the engine's [`Cloud`].
 pub struct OpenStackCloud {
+    session: Arc<Session>,
     identity: IdentityApi,
     compute: ComputeApi,
     network: NetworkApi,
     volume: VolumeApi,
     image: ImageApi,
-    resolved: Mutex<HashMap<(String, String, String, String), Cell>>,
+    /// By (region, project, image, flavor, network): each region has its own Glance, Nova and
+    /// Neutron, so the same names resolve to other ids there.
+    resolved: Mutex<HashMap<ResolveKey, Cell>>,
     /// Domain name or id → id, and role name → id (found once, kept).
     domains: Mutex<HashMap<String, String>>,
     roles: Mutex<HashMap<String, String>>,
@@ -65,8 +70,86 @@ impl std::fmt::Debug for OpenStackCloud {
 }
 
 impl OpenStackCloud {
+    /// The regions tenant quotas are set in: every region of the catalog (of the admin scope's
+    /// token), or the configured one when the catalog names none.
+    async fn quota_regions(&self) -> CloudResult<Vec<Option<String>>> {
+        let scope = self.identity.admin_scope().await.map_err(kind)?;
+        let regions = self.session.regions(&scope).await.map_err(kind)?;
+        if regions.is_empty() {
+            return Ok(vec![None]);
+        }
+        Ok(regions.into_iter().map(Some).collect())
+    }
+
+    /// [`Tenants::set_quotas`] in the caller's region.
+    fn set_quotas_here<'a>(
+        &'a self,
+        project: &'a str,
+        q: &'a TenantQuotas,
+    ) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let scope = self.identity.admin_scope().await.map_err(kind)?;
+            let scope = scope.as_str();
+            let nova = async {
+                if q.instances.is_none() && q.cores.is_none() && q.ram_mb.is_none() {
+                    return Ok(());
+                }
+                let set = crate::openstack::compute::protocol::QuotaSet {
+                    instances: q.instances,
+                    cores: q.cores,
+                    ram: q.ram_mb,
+                    ..Default::default()
+                };
+                self.compute.update_quota_set(scope, project, &set).await.map(|_| ())
+            };
+            let neutron = async {
+                if q.ports.is_none() && q.networks.is_none() && q.floating_ips.is_none() {
+                    return Ok(());
+                }
+                let quota = crate::openstack::network::protocol::Quota {
+                    port: q.ports,
+                    network: q.networks,
+                    floatingip: q.floating_ips,
+                    ..Default::default()
+                };
+                self.network.update_quota(scope, project, &quota).await.map(|_| ())
+            };
+            let cinder = async {
+                if q.volumes.is_none() && q.gigabytes.is_none() {
+                    return Ok(());
+                }
+                let set = crate::openstack::volume::protocol::QuotaSet {
+                    volumes: q.volumes,
+                    gigabytes: q.gigabytes,
+                    ..Default::default()
+                };
+                self.volume.update_quota_set(scope, project, &set).await.map(|_| ())
+            };
+            let (a, b, c) = tokio::join!(nova, neutron, cinder);
+            a.and(b).and(c).map_err(kind)
+        })
+    }
+
+    /// [`Tenants::clear_quotas`] in the caller's region.
+    fn clear_quotas_here<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<()>> {
+        Box::pin(async move {
+            let scope = self.identity.admin_scope().await.map_err(kind)?;
+            let gone = |r: Result<(), OpenStackError>| match r {
+                Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+                other => other,
+            };
+            let (a, b, c) = tokio::join!(
+                self.compute.delete_quota_set(&scope, project),
+                self.network.delete_quota(&scope, project),
+                self.volume.delete_quota_set(&scope, project),
+            );
+            gone(a).and(gone(b)).and(gone(c)).map_err(kind)
+        })
+    }
+
     pub fn new(session: Arc<Session>) -> OpenStackCloud {
         OpenStackCloud {
+            session: session.clone(),
             identity: IdentityApi::new(session.clone()),
             compute: ComputeApi::new(session.clone()),
             network: NetworkApi::new(session.clone()),
@@ -118,6 +201,7 @@ fn kind(e: OpenStackError) -> CloudError {
         ErrorClass::Quota => ErrorKind::Quota,
         ErrorClass::NotFound => ErrorKind::NotFound,
         ErrorClass::Auth => ErrorKind::Auth,
+        ErrorClass::UnknownRegion => ErrorKind::Invalid,
         ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::Permanent => ErrorKind::Permanent,
     };
     CloudError::new(k, e.to_string())
@@ -263,6 +347,13 @@ fn volume_info(v: Volume) -> VolumeInfo {
 }
 
 impl Cloud for OpenStackCloud {
+    fn regions<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Regions>> {
+        Box::pin(async move {
+            let catalog = self.session.regions(project).await.map_err(kind)?;
+            Ok(Regions { configured: self.session.cloud().region.clone(), catalog })
+        })
+    }
+
     fn resolve<'a>(
         &'a self,
         project: &'a str,
@@ -271,7 +362,13 @@ impl Cloud for OpenStackCloud {
         network: &'a str,
     ) -> BoxFuture<'a, CloudResult<Resolved>> {
         Box::pin(async move {
-            let key = (project.to_string(), image.to_string(), flavor.to_string(), network.to_string());
+            let key = (
+                crate::openstack::region::current(),
+                project.to_string(),
+                image.to_string(),
+                flavor.to_string(),
+                network.to_string(),
+            );
             let cell = {
                 let mut map = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
                 let stale = map.get(&key).is_some_and(|c| match c.get() {
@@ -995,45 +1092,11 @@ impl Tenants for OpenStackCloud {
 
     fn set_quotas<'a>(&'a self, project: &'a str, q: &'a TenantQuotas) -> BoxFuture<'a, CloudResult<()>> {
         Box::pin(async move {
-            let scope = self.identity.admin_scope().await.map_err(kind)?;
-            let scope = scope.as_str();
-            let nova = async {
-                if q.instances.is_none() && q.cores.is_none() && q.ram_mb.is_none() {
-                    return Ok(());
-                }
-                let set = crate::openstack::compute::protocol::QuotaSet {
-                    instances: q.instances,
-                    cores: q.cores,
-                    ram: q.ram_mb,
-                    ..Default::default()
-                };
-                self.compute.update_quota_set(scope, project, &set).await.map(|_| ())
-            };
-            let neutron = async {
-                if q.ports.is_none() && q.networks.is_none() && q.floating_ips.is_none() {
-                    return Ok(());
-                }
-                let quota = crate::openstack::network::protocol::Quota {
-                    port: q.ports,
-                    network: q.networks,
-                    floatingip: q.floating_ips,
-                    ..Default::default()
-                };
-                self.network.update_quota(scope, project, &quota).await.map(|_| ())
-            };
-            let cinder = async {
-                if q.volumes.is_none() && q.gigabytes.is_none() {
-                    return Ok(());
-                }
-                let set = crate::openstack::volume::protocol::QuotaSet {
-                    volumes: q.volumes,
-                    gigabytes: q.gigabytes,
-                    ..Default::default()
-                };
-                self.volume.update_quota_set(scope, project, &set).await.map(|_| ())
-            };
-            let (a, b, c) = tokio::join!(nova, neutron, cinder);
-            a.and(b).and(c).map_err(kind)
+            // A multi-region cloud bills the project's limits in every region it lists.
+            for r in self.quota_regions().await? {
+                region::scope(r, self.set_quotas_here(project, q)).await?;
+            }
+            Ok(())
         })
     }
 
@@ -1061,17 +1124,10 @@ impl Tenants for OpenStackCloud {
 
     fn clear_quotas<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<()>> {
         Box::pin(async move {
-            let scope = self.identity.admin_scope().await.map_err(kind)?;
-            let gone = |r: Result<(), OpenStackError>| match r {
-                Err(e) if e.class == ErrorClass::NotFound => Ok(()),
-                other => other,
-            };
-            let (a, b, c) = tokio::join!(
-                self.compute.delete_quota_set(&scope, project),
-                self.network.delete_quota(&scope, project),
-                self.volume.delete_quota_set(&scope, project),
-            );
-            gone(a).and(gone(b)).and(gone(c)).map_err(kind)
+            for r in self.quota_regions().await? {
+                region::scope(r, self.clear_quotas_here(project)).await?;
+            }
+            Ok(())
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Batched waiting: jobs waiting on the cloud (a server building, a volume being created or
 //! attached) hold no lease and no task, only an entry here.
 //!
-//! Every `engine.poll_interval_ms`, for each project with waiting jobs, the poller makes one list
+//! Every `engine.poll_interval_ms`, for each project (and region) with waiting jobs, the poller makes one list
 //! call for servers (`GET /servers/detail?tags=provisioner&changes-since=...`) and, for volumes,
 //! one list per transitional status (by our metadata mark), however many jobs wait, and takes up the jobs
 //! whose resource settled: it claims them by their fence ([`crate::store::Store::claim_exact`])
@@ -13,6 +13,9 @@
 //! The database is the safety net: a waiting job is saved with `next_run_at` a recheck interval
 //! ahead, so if this worker dies (or its poll misses a change), any worker claims it then and
 //! the wait step checks the resource with one GET.
+//!
+//! Each region runs its own Nova and Cinder: the waiters are grouped by (project, region) and
+//! each group's lists go to its region ([`crate::openstack::region::scope`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -37,6 +40,8 @@ pub struct Waiter {
     /// The fence the job was released with: the claim that takes it up checks it.
     pub fence: u64,
     pub project_id: String,
+    /// The job's region (`None`: the configured one): its lists go there.
+    pub region: Option<String>,
     pub watch: Watch,
     /// Changes before this instant are not the ones waited for (the step started after).
     pub since: DateTime<Utc>,
@@ -65,14 +70,15 @@ struct State {
     waiters: HashMap<Uuid, Waiter>,
     /// Settled, oldest first.
     ready: VecDeque<Ready>,
-    /// Start of the last successful poll of each project.
-    last_poll: HashMap<String, DateTime<Utc>>,
+    /// Start of the last successful poll of each (project, region).
+    last_poll: HashMap<(String, Option<String>), DateTime<Utc>>,
 }
 
 /// What one project's poll needs: the waiters and where to start the lists.
 #[derive(Debug)]
 pub struct ProjectPoll {
     pub project_id: String,
+    pub region: Option<String>,
     pub waiters: Vec<Waiter>,
     pub since: DateTime<Utc>,
 }
@@ -107,31 +113,33 @@ impl Waiting {
         let now = tokio::time::Instant::now();
         s.waiters.retain(|_, w| now.duration_since(w.registered) < stale);
         s.ready.retain(|r| now.duration_since(r.waiter.registered) < stale);
-        let mut by_project: HashMap<String, Vec<Waiter>> = HashMap::new();
+        let mut by_project: HashMap<(String, Option<String>), Vec<Waiter>> = HashMap::new();
         for w in s.waiters.values() {
-            by_project.entry(w.project_id.clone()).or_default().push(w.clone());
+            by_project.entry((w.project_id.clone(), w.region.clone())).or_default().push(w.clone());
         }
         s.last_poll.retain(|p, _| by_project.contains_key(p));
         let slack = chrono::Duration::from_std(SLACK).unwrap_or_default();
         by_project
             .into_iter()
-            .map(|(project_id, waiters)| {
+            .map(|(key, waiters)| {
                 let fresh = waiters.iter().filter(|w| !w.polled).map(|w| w.since).min();
-                let since = match (s.last_poll.get(&project_id).copied(), fresh) {
+                let since = match (s.last_poll.get(&key).copied(), fresh) {
                     (Some(last), Some(f)) => last.min(f),
                     (Some(last), None) => last,
                     (None, Some(f)) => f,
                     (None, None) => Utc::now(),
                 } - slack;
-                ProjectPoll { project_id, waiters, since }
+                let (project_id, region) = key;
+                ProjectPoll { project_id, region, waiters, since }
             })
             .collect()
     }
 
-    /// Records a successful poll of `project` that started at `at` and covered `covered`.
-    pub fn polled(&self, project: &str, at: DateTime<Utc>, covered: &[Uuid]) {
+    /// Records a successful poll of `project` in `region` that started at `at` and covered
+    /// `covered`.
+    pub fn polled(&self, project: &str, region: Option<&str>, at: DateTime<Utc>, covered: &[Uuid]) {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.last_poll.insert(project.to_string(), at);
+        s.last_poll.insert((project.to_string(), region.map(str::to_string)), at);
         for id in covered {
             if let Some(w) = s.waiters.get_mut(id) {
                 w.polled = true;
@@ -185,6 +193,7 @@ mod tests {
             job_id: Uuid::from_u128(1),
             fence,
             project_id: "p".into(),
+            region: None,
             watch: Watch::ServerGone("s".into()),
             since: Utc::now(),
             registered: tokio::time::Instant::now(),
@@ -216,6 +225,22 @@ mod tests {
             w.not_taken(r, true);
         }
         assert_eq!(w.len(), 0, "forgotten after {MAX_MISSES} misses");
+    }
+
+    #[test]
+    fn waiters_are_polled_per_project_and_region() {
+        let w = Waiting::default();
+        for (n, region) in [(1u128, None), (2, Some("RegionTwo")), (3, Some("RegionTwo"))] {
+            w.register(Waiter {
+                job_id: Uuid::from_u128(n),
+                region: region.map(str::to_string),
+                ..waiter(1)
+            });
+        }
+        let mut plans: Vec<(Option<String>, usize)> =
+            w.plan(Duration::from_secs(60)).into_iter().map(|p| (p.region, p.waiters.len())).collect();
+        plans.sort();
+        assert_eq!(plans, vec![(None, 1), (Some("RegionTwo".to_string()), 2)]);
     }
 
     #[test]

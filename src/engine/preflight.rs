@@ -3,14 +3,16 @@
 //! the first step of every create job, which then fails fast with `not_found` /
 //! `quota_exceeded` before its first create call.
 //!
-//! The checks, each with its verdict and reason: the schema; the image (one by id or exact
-//! name: several of that name is refused as ambiguous), flavor, network, volume type, keypair,
-//! security groups and the public IP's external network resolved or not; and headroom for what
+//! The checks, each with its verdict and reason: the schema; the order's region (in the
+//! catalog; every other check runs in it, quotas included: each region has its own); the image
+//! (one by id or exact name: several of that name is refused as ambiguous), flavor, network,
+//! volume type, keypair, security groups and the public IP's external network resolved or not;
+//! and headroom for what
 //! the order would take (1 instance, the flavor's cores and RAM, 1 port, with a public IP 1
 //! floating IP, with a volume 1 volume and its gigabytes) against the project's quotas from Nova
 //! `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
 //! against their schema and the service they name (it exists and is not terminated; a resize's
-//! flavor resolves in the service's project). A create that names its tenant (`tenant_ref`) is
+//! flavor resolves in the service's project and region). A create that names its tenant (`tenant_ref`) is
 //! checked in the tenant's project once the tenant is active; before that, the `tenant` check
 //! says it is not active yet (and nothing is checked against an empty project id). The names are looked up afresh (no cache): a
 //! pre-flight is a question about now.
@@ -20,13 +22,14 @@ use serde::Serialize;
 use super::cloud::{Cloud, CloudError, ErrorKind, QuotaLine};
 use crate::messages::{Action, ErrorClass, Order, Schemas};
 use crate::metrics;
+use crate::openstack::region;
 use crate::store::Store;
 
 /// One check and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
-    /// `schema`, `image`, `flavor`, `network`, `volume_type`, `keypair`, `security_groups`,
-    /// `public_ip`, `quota.<resource>`, `service`.
+    /// `schema`, `region`, `image`, `flavor`, `network`, `volume_type`, `keypair`,
+    /// `security_groups`, `public_ip`, `quota.<resource>`, `service`.
     pub check: String,
     pub ok: bool,
     /// What was found, or why not.
@@ -73,16 +76,45 @@ fn fail(check: &str, detail: impl Into<String>, class: Option<ErrorClass>) -> Ch
 fn lookup_failed(check: &str, e: &CloudError) -> Check {
     let class = match e.kind {
         ErrorKind::NotFound => Some(ErrorClass::NotFound),
-        ErrorKind::Permanent => Some(ErrorClass::InvalidOrder),
+        ErrorKind::Permanent | ErrorKind::Invalid => Some(ErrorClass::InvalidOrder),
         ErrorKind::Auth => Some(ErrorClass::Auth),
         _ => None,
     };
     fail(check, e.message.clone(), class)
 }
 
-/// The checks of a create order's names and quotas.
+/// The checks of a create order's names and quotas, in the order's region (each region has its
+/// own Glance, Nova, Neutron and Cinder, and its own quotas).
 pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
+    region::scope(order.region.clone(), check_order_in_region(cloud, order)).await
+}
+
+async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
     let s = &order.server;
+    // A region the catalog does not list: nothing else can be checked (or made) there.
+    let mut region_check = None;
+    if let Some(wanted) = &order.region {
+        region_check = Some(match cloud.regions(&order.project_id).await {
+            Ok(r) if r.catalog.iter().any(|x| x == wanted) => {
+                pass("region", format!("{wanted} is in the catalog"))
+            }
+            Ok(r) => {
+                let known =
+                    if r.catalog.is_empty() { "no regions".to_string() } else { r.catalog.join(", ") };
+                let check = fail(
+                    "region",
+                    format!("unknown region {wanted:?}: the cloud's catalog lists {known}"),
+                    Some(ErrorClass::InvalidOrder),
+                );
+                return Report::new(
+                    Some(order.order_id.clone()),
+                    Some(order.project_id.clone()),
+                    vec![pass("schema", "valid order.v1"), check],
+                );
+            }
+            Err(e) => lookup_failed("region", &e),
+        });
+    }
     let volume_type = order.volume.as_ref().and_then(|v| v.volume_type.as_deref());
     let groups = async {
         if s.security_groups.is_empty() {
@@ -107,6 +139,7 @@ pub async fn check_order(cloud: &dyn Cloud, order: &Order) -> Report {
         public
     );
     let mut checks = vec![pass("schema", "valid order.v1")];
+    checks.extend(region_check);
     let named = |check: &str, r: &Result<String, CloudError>, what: &str| match r {
         Ok(id) => pass(check, format!("{what} → {id}")),
         Err(e) => lookup_failed(check, e),
@@ -335,10 +368,12 @@ async fn check_body_inner(
         && let Some(flavor) = action.flavor.as_deref()
     {
         checks.push(match cloud {
-            Some(cloud) => match cloud.find_flavor(&project, flavor).await {
-                Ok(f) => pass("flavor", format!("{flavor} → {}", f.id)),
-                Err(e) => lookup_failed("flavor", &e),
-            },
+            Some(cloud) => {
+                match region::scope(service.region.clone(), cloud.find_flavor(&project, flavor)).await {
+                    Ok(f) => pass("flavor", format!("{flavor} → {}", f.id)),
+                    Err(e) => lookup_failed("flavor", &e),
+                }
+            }
             None => fail("flavor", "no cloud configured", None),
         });
     }

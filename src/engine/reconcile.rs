@@ -3,8 +3,9 @@
 //!
 //! A pass takes the reconciler lease ([`crate::store::reconcile`]), then for every project the
 //! provisioner has provisioned into lists what carries the provisioner's mark (one list call per
-//! service, all pages: [`Cloud::marked_resources`]) and reads what the database says the project
-//! holds. It finds:
+//! service, all pages: [`Cloud::marked_resources`]) in every region the project's services were
+//! made in (the order's `region`; each region has its own services), and reads what the
+//! database says the project holds. It finds:
 //! - **orphans**: a server, port, floating IP or volume carrying our mark that no live service
 //!   holds (a floating IP is held through the service's port it maps to), whose
 //!   job is final or does not exist, and that is older than `reconcile.grace_secs`. A resource
@@ -41,6 +42,7 @@ use super::create::{TAG, VOLUME_MARK_KEY};
 use crate::config::{OrphanPolicy, Settings, SuspendMode};
 use crate::messages::{Event, EventDrift, EventServer, EventType, EventVolume};
 use crate::metrics;
+use crate::openstack::region;
 use crate::store::reconcile::{Finding, FindingFilter, LeaseTake, NewFinding, ReconcileError, ServiceState};
 use crate::store::{OutboxEvent, Store, StoreError};
 
@@ -100,6 +102,9 @@ pub struct ProjectError {
     pub project_id: String,
     pub error: String,
 }
+
+/// The region each listed resource was found in, by id (`None`: the configured region).
+type Located = std::collections::HashMap<String, Option<String>>;
 
 /// What one pass did, and the findings open after it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -274,8 +279,8 @@ impl Reconciler {
     async fn pass(&self, fence: u64) -> Result<PassReport, PassError> {
         let projects = self.store.reconcile_projects().await?;
         let mut report = PassReport { projects: projects.len(), ..PassReport::default() };
-        for project in &projects {
-            let inventory = match self.cloud.marked_resources(project).await {
+        for (project, regions) in &projects {
+            let (inventory, located) = match self.inventory(project, regions).await {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::warn!(project_id = %project, error = %e, "reconcile: cannot list the project; skipped");
@@ -283,11 +288,39 @@ impl Reconciler {
                     continue;
                 }
             };
-            self.project(fence, project, inventory, &mut report).await?;
+            self.project(fence, project, inventory, &located, &mut report).await?;
         }
         report.findings =
             self.store.list_findings(&FindingFilter { limit: 1000, ..FindingFilter::default() }).await?;
         Ok(report)
+    }
+
+    /// What carries our mark in `project`, in every region its services were made in (each
+    /// region has its own Nova, Neutron and Cinder), as one inventory, and the region each
+    /// resource was listed in (ids are unique across regions; a region listed twice, once by
+    /// name and once as the configured one, adds nothing twice).
+    async fn inventory(
+        &self,
+        project: &str,
+        regions: &[Option<String>],
+    ) -> Result<(Inventory, Located), super::cloud::CloudError> {
+        let mut all = Inventory::default();
+        let mut located = Located::new();
+        for r in regions {
+            let inv = match region::scope(r.clone(), self.cloud.marked_resources(project)).await {
+                Ok(inv) => inv,
+                // A region the catalog does not list (a create that failed for naming it)
+                // holds nothing of ours.
+                Err(e) if matches!(e.kind, super::cloud::ErrorKind::Invalid) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut new = |id: &str| located.insert(id.to_string(), r.clone()).is_none();
+            all.servers.extend(inv.servers.into_iter().filter(|s| new(&s.id)));
+            all.ports.extend(inv.ports.into_iter().filter(|p| new(&p.id)));
+            all.volumes.extend(inv.volumes.into_iter().filter(|v| new(&v.info.id)));
+            all.floating_ips.extend(inv.floating_ips.into_iter().filter(|f| new(&f.id)));
+        }
+        Ok((all, located))
     }
 
     async fn project(
@@ -295,8 +328,11 @@ impl Reconciler {
         fence: u64,
         project: &str,
         inv: Inventory,
+        located: &Located,
         report: &mut PassReport,
     ) -> Result<(), PassError> {
+        // A call about a resource goes to the region it was listed in.
+        let region_of = |id: &str| located.get(id).cloned().flatten();
         let record = self.store.project_record(project).await?;
         let mut jobs: Vec<String> = inv
             .servers
@@ -336,7 +372,8 @@ impl Reconciler {
                 let tagged = s.tags.iter().any(|t| t == TAG);
                 if let (false, Some(j)) = (tagged, &job) {
                     let tags = [format!("job-{j}"), TAG.to_string()];
-                    match self.cloud.tag_server(project, &s.id, &tags).await {
+                    match region::scope(region_of(&s.id), self.cloud.tag_server(project, &s.id, &tags)).await
+                    {
                         Ok(()) => {
                             tracing::info!(server_id = %s.id, job_id = %j, "reconcile: tagged a server found by its metadata");
                             metrics::inc(metrics::RECONCILE_ADOPTED, &[]);
@@ -457,12 +494,15 @@ impl Reconciler {
                 }
             }
             self.store.set_finding_action(fence, rec.id, "deleting", None).await?;
-            let done = match o.resource_type {
-                "server" => self.cloud.delete_server(project, &o.id).await,
-                "port" => self.cloud.delete_port(project, &o.id).await,
-                "floating_ip" => self.cloud.delete_floating_ip(project, &o.id).await,
-                _ => self.cloud.delete_volume(project, &o.id).await,
+            let delete = async {
+                match o.resource_type {
+                    "server" => self.cloud.delete_server(project, &o.id).await,
+                    "port" => self.cloud.delete_port(project, &o.id).await,
+                    "floating_ip" => self.cloud.delete_floating_ip(project, &o.id).await,
+                    _ => self.cloud.delete_volume(project, &o.id).await,
+                }
             };
+            let done = region::scope(region_of(&o.id), delete).await;
             match done {
                 Ok(()) => {
                     self.store.set_finding_action(fence, rec.id, "deleted", None).await?;
@@ -612,6 +652,7 @@ impl Reconciler {
                 expected: drift.expected.clone(),
                 found: drift.found.clone(),
             }),
+            region: None,
         };
         OutboxEvent {
             event_id: event.event_id,

@@ -52,6 +52,7 @@ pub fn class_of(kind: ErrorKind) -> ErrorClass {
         ErrorKind::Quota => ErrorClass::QuotaExceeded,
         ErrorKind::NotFound => ErrorClass::NotFound,
         ErrorKind::Auth => ErrorClass::Auth,
+        ErrorKind::Invalid => ErrorClass::InvalidOrder,
         ErrorKind::Transient | ErrorKind::RateLimited(_) | ErrorKind::Conflict | ErrorKind::Permanent => {
             ErrorClass::CloudError
         }
@@ -97,5 +98,6 @@ mod tests {
         assert!(p.delay(3, &CloudError::new(ErrorKind::Transient, "503")).is_some());
         assert_eq!(p.delay(4, &CloudError::new(ErrorKind::Transient, "503")), None);
         assert_eq!(class_of(ErrorKind::Quota), ErrorClass::QuotaExceeded);
+        assert_eq!(class_of(ErrorKind::Invalid), ErrorClass::InvalidOrder);
     }
 }

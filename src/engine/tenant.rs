@@ -24,8 +24,13 @@
 //! Close goes through the lifecycle machinery: it enqueues one `terminate` job per live service
 //! of the tenant (order ids derived from the close job's id, so a rerun enqueues nothing twice),
 //! waits until they are final, then deletes what is left tagged `provisioner` in the project
-//! (servers, then ports, then volumes), then disables (or, with `"delete": true`, deletes) the
-//! user and the project. The event lists what was removed.
+//! (servers, then ports, then volumes; in every region of the catalog), then disables (or, with
+//! `"delete": true`, deletes) the user and the project. The event lists what was removed.
+//!
+//! Regions: Keystone is one for all regions, Nova, Neutron and Cinder are one per region. The
+//! quotas of a tenant create or update are set in every region the catalog lists (a billing
+//! plan's limits hold in each region: a VM order may name any of them), and cleared in each
+//! when the project is deleted.
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -35,6 +40,7 @@ use super::create::TAG;
 use super::kind::{Job, Kind, Observation, Outcome, Step, StepCtx, fail};
 use super::openstack_cloud::VOLUME_MARK;
 use crate::messages::{ErrorClass, Quotas, TenantOrder};
+use crate::openstack::region;
 use crate::store::{JobState, TenantSave};
 
 pub const PROJECT: &str = "project";
@@ -543,35 +549,63 @@ fn wait_services<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
     })
 }
 
-/// Deletes what is left tagged by the provisioner in the project: servers first (their volumes
-/// detach and their ports free), then ports, then volumes; runs again until nothing is left.
+/// What a sweep of one region removed, and how much is still going away there.
+#[derive(Default)]
+struct Swept {
+    left: usize,
+    servers: Vec<String>,
+    ports: Vec<String>,
+    volumes: Vec<String>,
+}
+
+/// One region's sweep: servers first (their volumes detach and their ports free), then ports,
+/// then volumes.
+async fn sweep_region(ctx: &StepCtx, project: &str) -> Result<Swept, CloudError> {
+    let mut out = Swept::default();
+    let servers = ctx.cloud.find_servers(project, TAG).await?;
+    for s in servers.iter().filter(|s| !s.status.eq_ignore_ascii_case("DELETED")) {
+        out.left += 1;
+        if s.task_state.as_deref() != Some("deleting") {
+            ctx.cloud.delete_server(project, &s.id).await?;
+        }
+        out.servers.push(s.id.clone());
+    }
+    if out.left == 0 {
+        for id in ctx.cloud.find_ports(project, TAG).await? {
+            ctx.cloud.delete_port(project, &id).await?;
+            out.ports.push(id);
+        }
+        for v in ctx.cloud.find_volumes(project, VOLUME_MARK.0, VOLUME_MARK.1).await? {
+            out.left += 1;
+            if v.status == "available" || v.status.starts_with("error") {
+                ctx.cloud.delete_volume(project, &v.id).await?;
+            }
+            out.volumes.push(v.id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes what is left tagged by the provisioner in the project, in every region of the
+/// catalog (a VM order may have named any of them); runs again until nothing is left.
 fn sweep<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         let project = job.project_id.clone();
+        let regions = cloud!(ctx.cloud.regions(&project).await);
+        let regions: Vec<Option<String>> = if regions.catalog.is_empty() {
+            vec![None]
+        } else {
+            regions.catalog.into_iter().map(Some).collect()
+        };
         let mut left = 0usize;
-        let servers = cloud!(ctx.cloud.find_servers(&project, TAG).await);
-        let mut deleted_servers = Vec::new();
-        for s in servers.iter().filter(|s| !s.status.eq_ignore_ascii_case("DELETED")) {
-            left += 1;
-            if s.task_state.as_deref() != Some("deleting") {
-                cloud!(ctx.cloud.delete_server(&project, &s.id).await);
-            }
-            deleted_servers.push(s.id.clone());
-        }
-        let mut deleted_ports = Vec::new();
-        let mut deleted_volumes = Vec::new();
-        if left == 0 {
-            for id in cloud!(ctx.cloud.find_ports(&project, TAG).await) {
-                cloud!(ctx.cloud.delete_port(&project, &id).await);
-                deleted_ports.push(id);
-            }
-            for v in cloud!(ctx.cloud.find_volumes(&project, VOLUME_MARK.0, VOLUME_MARK.1).await) {
-                left += 1;
-                if v.status == "available" || v.status.starts_with("error") {
-                    cloud!(ctx.cloud.delete_volume(&project, &v.id).await);
-                }
-                deleted_volumes.push(v.id.clone());
-            }
+        let (mut deleted_servers, mut deleted_ports, mut deleted_volumes) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for r in regions {
+            let swept = cloud!(region::scope(r, sweep_region(ctx, &project)).await);
+            left += swept.left;
+            deleted_servers.extend(swept.servers);
+            deleted_ports.extend(swept.ports);
+            deleted_volumes.extend(swept.volumes);
         }
         let removed = data(job).removed.get_or_insert_with(Default::default);
         for (list, ids) in [

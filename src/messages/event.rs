@@ -42,6 +42,10 @@ pub struct Event {
     /// Tenant orders: the tenant and its Keystone ids (and, for a close, what was removed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<EventTenant>,
+    /// The region the job ran in, when its create order named one (`region`); absent: the
+    /// configured region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// A drift the reconciler found on a service (`service.drift`): its kind (`server_missing`,

@@ -26,6 +26,10 @@ pub struct Order {
     pub server: OrderServer,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<OrderVolume>,
+    /// A region of the cloud's catalog: every resource of the order (and of the service's later
+    /// actions) is made in it. Absent: the configured region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

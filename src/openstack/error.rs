@@ -97,6 +97,9 @@ pub enum ErrorClass {
     AlreadyExists,
     /// Authentication failed, or the service user may not do this in the project.
     Auth,
+    /// The order names a region the token's catalog does not list (born in the session's
+    /// endpoint lookup): the order is invalid, no retry makes the region appear.
+    UnknownRegion,
     /// Anything else: a bad request, an unexpected answer. Not retried.
     Permanent,
 }
@@ -118,6 +121,7 @@ impl ErrorClass {
             ErrorClass::Ambiguous => "ambiguous",
             ErrorClass::AlreadyExists => "already_exists",
             ErrorClass::Auth => "auth",
+            ErrorClass::UnknownRegion => "unknown_region",
             ErrorClass::Permanent => "permanent",
         }
     }
@@ -243,7 +247,7 @@ impl OpenStackError {
         match self.class {
             ErrorClass::Quota => E::QuotaExceeded,
             ErrorClass::NotFound => E::NotFound,
-            ErrorClass::Ambiguous | ErrorClass::AlreadyExists => E::InvalidOrder,
+            ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::UnknownRegion => E::InvalidOrder,
             ErrorClass::Auth => E::Auth,
             ErrorClass::Permanent if self.status == Some(400) => E::InvalidOrder,
             ErrorClass::Transient if self.status.is_none() && self.message.starts_with("timed out") => {

@@ -895,8 +895,8 @@ fn version_cell(
     map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone()
 }
 
-/// An order's region the catalog does not list: permanent (no retry makes it appear), and named
-/// with the regions there are.
+/// An order's region the catalog does not list: [`ErrorClass::UnknownRegion`] (no retry makes it
+/// appear; the order is invalid), and named with the regions there are.
 pub fn unknown_region(
     region: &str,
     known: &[String],
@@ -905,7 +905,7 @@ pub fn unknown_region(
     path: &str,
 ) -> OpenStackError {
     OpenStackError::new(
-        ErrorClass::Permanent,
+        ErrorClass::UnknownRegion,
         service,
         method,
         path,

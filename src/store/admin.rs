@@ -302,6 +302,7 @@ impl Store {
                 traceparent: job.traceparent.clone(),
                 drift: None,
                 tenant: None,
+                region: None,
             };
             let body =
                 serde_json::to_string(&event).map_err(|e| StoreError::Corrupt(format!("event: {e}")))?;

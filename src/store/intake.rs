@@ -72,6 +72,15 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// A create order's `region` (read from the validated body: the service records it).
+    pub fn region(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Region {
+            region: Option<String>,
+        }
+        serde_json::from_str::<Region>(&self.order_body).ok().and_then(|r| r.region)
+    }
+
     pub fn is_create(&self) -> bool {
         self.action == NEW_JOB_KIND
     }
@@ -206,13 +215,15 @@ async fn insert_creates(
     if !new.is_empty() {
         // IGNORE: a service row may exist already (a create replayed by hand); the job's wins.
         let mut insert: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT IGNORE INTO services (target_order_id, create_job_id, project_id, tenant_ref, state, last_job_id) ",
+            "INSERT IGNORE INTO services (target_order_id, create_job_id, project_id, tenant_ref, region, state, \
+             last_job_id) ",
         );
         insert.push_values(new.iter(), |mut row, job| {
             row.push_bind(&job.order_id)
                 .push_bind(job.id.to_string())
                 .push_bind(project(job))
                 .push_bind(&job.tenant_ref)
+                .push_bind(job.region())
                 .push_bind("provisioning")
                 .push_bind(job.id.to_string());
         });

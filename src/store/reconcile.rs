@@ -258,12 +258,22 @@ impl Store {
         Ok(())
     }
 
-    /// Every project the provisioner has provisioned into (has a service in).
-    pub async fn reconcile_projects(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT DISTINCT project_id FROM services ORDER BY project_id")
-            .fetch_all(self.pool())
-            .await
-            .op("list provisioned projects")
+    /// Every project the provisioner has provisioned into (has a service in), with the regions
+    /// of its services (`None`: the configured region).
+    pub async fn reconcile_projects(&self) -> Result<Vec<(String, Vec<Option<String>>)>> {
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT DISTINCT project_id, region FROM services ORDER BY project_id, region")
+                .fetch_all(self.pool())
+                .await
+                .op("list provisioned projects")?;
+        let mut out: Vec<(String, Vec<Option<String>>)> = Vec::new();
+        for (project, region) in rows {
+            match out.last_mut() {
+                Some((p, regions)) if *p == project => regions.push(region),
+                _ => out.push((project, vec![region])),
+            }
+        }
+        Ok(out)
     }
 
     /// What the database says `project` holds.

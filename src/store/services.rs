@@ -31,6 +31,9 @@ pub struct ServiceStatus {
     pub last_action_order_id: Option<String>,
     pub create_job_id: String,
     pub created_at: DateTime<Utc>,
+    /// The region of the service's create order; `None`: the configured region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// A service with every job it had, oldest first (its create first).
@@ -85,7 +88,7 @@ pub struct ServicePage {
 }
 
 const COLUMNS: &str = "v.target_order_id, v.project_id, v.state, v.server_id, v.port_id, v.volume_id, v.flavor, \
-     v.updated_at, v.last_action_order_id, v.create_job_id, v.created_at";
+     v.updated_at, v.last_action_order_id, v.create_job_id, v.created_at, v.region";
 
 fn from_row(row: &sqlx::mysql::MySqlRow) -> Result<ServiceStatus> {
     let get = |e: sqlx::Error| StoreError::Db { op: "decode service status", source: e };
@@ -101,6 +104,7 @@ fn from_row(row: &sqlx::mysql::MySqlRow) -> Result<ServiceStatus> {
         last_action_order_id: row.try_get("last_action_order_id").map_err(get)?,
         create_job_id: row.try_get("create_job_id").map_err(get)?,
         created_at: row.try_get("created_at").map_err(get)?,
+        region: row.try_get("region").map_err(get)?,
     })
 }
 
