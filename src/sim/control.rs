@@ -188,9 +188,12 @@ impl SimControl {
         self.sim.world().timings
     }
 
-    /// New timings apply to what is created from now on.
+    /// New timings apply to what is created from now on (in every region, when called on the
+    /// first region's control).
     pub fn set_timings(&self, t: Timings) {
-        self.sim.world().timings = t;
+        for s in self.sim.all_regions() {
+            s.world().timings = t;
+        }
     }
 
     /// The call counters, sorted by service, path, method, status.
@@ -366,14 +369,17 @@ impl SimControl {
     }
 
     /// Back to the seed: no servers, ports, volumes, tokens, faults or counters; timings kept.
+    /// Back to the seed (every region, when called on the first region's control).
     pub fn reset(&self) {
-        let mut w = self.sim.world();
-        let timings = w.timings;
-        let seed = w.seed.clone();
-        *w = World::new(seed, timings);
-        drop(w);
-        self.clear_faults();
-        self.reset_counters();
+        for s in self.sim.all_regions() {
+            let mut w = s.world();
+            let timings = w.timings;
+            let seed = w.seed.clone();
+            *w = World::new(seed, timings);
+            drop(w);
+            s.faults.lock().unwrap_or_else(|e| e.into_inner()).rules.clear();
+            s.counters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// Every Nova keypair: (user id, name, fingerprint).

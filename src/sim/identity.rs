@@ -67,6 +67,8 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/identity/v3/users/{id}/application_credentials/{cred_id}",
             get(show_app_cred).delete(delete_app_cred),
         )
+        .route("/identity/v3/regions", get(list_regions))
+        .route("/identity/v3/regions/{id}", get(show_region))
         .route("/identity/v3/domains", get(list_domains).post(create_domain))
         .route("/identity/v3/domains/{id}", get(show_domain).patch(update_domain).delete(delete_domain))
 }
@@ -84,6 +86,34 @@ fn v3(sim: &Sim) -> Version {
     }
 }
 
+/// A region as Keystone shows it (`GET /v3/regions`).
+fn region_view(sim: &Sim, id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "description": "",
+        "parent_region_id": null,
+        "links": {"self": sim.url(&format!("/identity/v3/regions/{id}"))},
+    })
+}
+
+async fn list_regions(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
+    authenticate(&sim, &headers, S)?;
+    let regions: Vec<serde_json::Value> = sim.all_regions().map(|r| region_view(&sim, &r.region)).collect();
+    let body = serde_json::json!({
+        "regions": regions,
+        "links": {"self": sim.url("/identity/v3/regions"), "previous": null, "next": null},
+    });
+    Ok(json(StatusCode::OK, &body))
+}
+
+async fn show_region(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    authenticate(&sim, &headers, S)?;
+    if !sim.all_regions().any(|r| r.region == id) {
+        return Err(not_found("region", &id));
+    }
+    Ok(json(StatusCode::OK, &serde_json::json!({"region": region_view(&sim, &id)})))
+}
+
 async fn versions(State(sim): State<Arc<Sim>>) -> Response {
     json(StatusCode::MULTIPLE_CHOICES, &VersionList { versions: VersionValues { values: vec![v3(&sim)] } })
 }
@@ -92,7 +122,9 @@ async fn version(State(sim): State<Arc<Sim>>) -> Response {
     json(StatusCode::OK, &VersionBody { version: v3(&sim) })
 }
 
-/// The catalog: every service, public and internal, region `RegionOne`.
+/// The catalog: every service, public and internal, in each region (`RegionOne` at the root
+/// paths, `RegionTwo` under `/RegionTwo/`); Keystone is one, listed in every region at its one
+/// URL, as a multi-region cloud registers it.
 pub(crate) fn catalog(sim: &Sim) -> Vec<CatalogEntry> {
     let services: [(&str, &str, &str, &str); 6] = [
         ("a1b2c3d4e5f60718293a4b5c6d7e8f90", "keystone", "identity", "/identity"),
@@ -108,14 +140,18 @@ pub(crate) fn catalog(sim: &Sim) -> Vec<CatalogEntry> {
             id: id.to_string(),
             name: name.to_string(),
             service_type: kind.to_string(),
-            endpoints: ["public", "internal"]
-                .iter()
-                .map(|iface| Endpoint {
-                    id: format!("{}{}", &id[..24], if *iface == "public" { "00000001" } else { "00000002" }),
-                    interface: iface.to_string(),
-                    region: Some("RegionOne".into()),
-                    region_id: Some("RegionOne".into()),
-                    url: sim.url(path),
+            endpoints: sim
+                .all_regions()
+                .enumerate()
+                .flat_map(|(n, region)| {
+                    let url = if *kind == "identity" { sim.url(path) } else { region.url(path) };
+                    ["public", "internal"].into_iter().enumerate().map(move |(i, iface)| Endpoint {
+                        id: format!("{}{:08}", &id[..24], 2 * n + i + 1),
+                        interface: iface.to_string(),
+                        region: Some(region.region.clone()),
+                        region_id: Some(region.region.clone()),
+                        url: url.clone(),
+                    })
                 })
                 .collect(),
         })
@@ -632,7 +668,9 @@ async fn create_project(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: B
         quotas: Quotas::default(),
     };
     let view = project_echo(&sim, &rec);
-    w.projects.insert(id, rec);
+    w.projects.insert(id, rec.clone());
+    drop(w);
+    sim.mirror_project(&rec);
     Ok(json(StatusCode::CREATED, &ProjectBody { project: view }))
 }
 
@@ -692,6 +730,8 @@ async fn delete_project(
     w.projects.remove(&id).ok_or_else(|| not_found("project", &id))?;
     w.assignments.retain(|(p, _, _)| *p != id);
     revoke_tokens(&mut w, |t| t.project_id.as_deref() == Some(&id));
+    drop(w);
+    sim.forget_project(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

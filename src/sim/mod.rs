@@ -8,6 +8,11 @@
 //! it in-process with [`Simulator::start`] on a random port and steer it through
 //! [`SimHandle`] (faults, quotas, timings, counters, reset) or the same operations over HTTP
 //! under `/_sim/`. `provisioner sim` runs it as a server ([`cli`]).
+//!
+//! Two regions share the one Keystone: `RegionOne` at the root paths and `RegionTwo` under
+//! `/RegionTwo/` (its own Glance, Neutron, Nova and Cinder: a second [`Sim`] with its own world,
+//! seeded like the first but with ids of its own, that trusts the first one's tokens). The
+//! catalog lists the endpoints of both, as a multi-region cloud's Keystone does.
 
 pub mod cli;
 mod compute;
@@ -82,9 +87,21 @@ pub struct Sim {
     /// Requests per inbound global request id (`X-OpenStack-Request-Id: req-<uuid>`), as the
     /// services' logs would show them.
     pub(crate) global_request_ids: Mutex<HashMap<String, u64>>,
-    /// Where clients reach the simulator, e.g. `http://127.0.0.1:5000` (no trailing slash).
+    /// Where clients reach the simulator, e.g. `http://127.0.0.1:5000` (no trailing slash);
+    /// a region's services: `http://127.0.0.1:5000/RegionTwo`.
     pub(crate) base: String,
+    /// This world's region.
+    pub(crate) region: String,
+    /// A second region's services trust the tokens of the Keystone of the first ([`Sim::token`]).
+    pub(crate) keystone: Option<std::sync::Weak<Sim>>,
+    /// The first region's Sim: the other regions, by name (each under `/<name>/`).
+    pub(crate) regions: Vec<(String, Arc<Sim>)>,
 }
+
+/// The region of the root paths.
+pub const REGION_ONE: &str = "RegionOne";
+/// The second region, under `/RegionTwo/`.
+pub const REGION_TWO: &str = "RegionTwo";
 
 impl Sim {
     pub(crate) fn world(&self) -> std::sync::MutexGuard<'_, World> {
@@ -97,8 +114,11 @@ impl Sim {
             1;
     }
 
-    /// A valid (known, unexpired) token.
+    /// A valid (known, unexpired) token (Keystone's: a second region asks the first).
     pub(crate) fn token(&self, token: &str) -> Option<TokenInfo> {
+        if let Some(keystone) = &self.keystone {
+            return keystone.upgrade()?.token(token);
+        }
         let w = self.world();
         let t = w.tokens.get(token)?;
         (t.expires_at > Utc::now()).then(|| t.clone())
@@ -106,6 +126,29 @@ impl Sim {
 
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Every region's Sim, this one first.
+    pub(crate) fn all_regions(&self) -> impl Iterator<Item = &Sim> {
+        std::iter::once(self).chain(self.regions.iter().map(|(_, s)| s.as_ref()))
+    }
+
+    /// A project Keystone made is known to every region's services (their quotas are kept
+    /// per region): called without the first region's world locked.
+    pub(crate) fn mirror_project(&self, rec: &crate::sim::state::ProjectRec) {
+        for (_, r) in &self.regions {
+            let mut w = r.world();
+            let entry = w.projects.entry(rec.id.clone()).or_insert_with(|| rec.clone());
+            entry.name = rec.name.clone();
+            entry.enabled = rec.enabled;
+        }
+    }
+
+    /// A project Keystone deleted: gone from every region's services too.
+    pub(crate) fn forget_project(&self, id: &str) {
+        for (_, r) in &self.regions {
+            r.world().projects.remove(id);
+        }
     }
 }
 
@@ -134,14 +177,32 @@ impl Simulator {
                 format!("http://{host}:{}", addr.port())
             }
         };
-        let sim = Arc::new(Sim {
-            world: Mutex::new(World::new(config.seed, config.timings)),
-            faults: Mutex::new(Faults::default()),
-            counters: Mutex::new(HashMap::new()),
-            global_request_ids: Mutex::new(HashMap::new()),
-            base,
+        let sim = Arc::new_cyclic(|keystone: &std::sync::Weak<Sim>| {
+            let two = Arc::new(Sim {
+                world: Mutex::new(World::new(config.seed.for_region(REGION_TWO), config.timings)),
+                faults: Mutex::new(Faults::default()),
+                counters: Mutex::new(HashMap::new()),
+                global_request_ids: Mutex::new(HashMap::new()),
+                base: format!("{base}/{REGION_TWO}"),
+                region: REGION_TWO.to_string(),
+                keystone: Some(keystone.clone()),
+                regions: Vec::new(),
+            });
+            Sim {
+                world: Mutex::new(World::new(config.seed, config.timings)),
+                faults: Mutex::new(Faults::default()),
+                counters: Mutex::new(HashMap::new()),
+                global_request_ids: Mutex::new(HashMap::new()),
+                base,
+                region: REGION_ONE.to_string(),
+                keystone: None,
+                regions: vec![(REGION_TWO.to_string(), two)],
+            }
         });
-        let app = router(sim.clone());
+        let mut app = router(sim.clone());
+        for (name, regional) in &sim.regions {
+            app = app.nest(&format!("/{name}"), regional_router(regional.clone()));
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -172,6 +233,20 @@ fn router(sim: Arc<Sim>) -> Router {
         .with_state(sim)
 }
 
+/// A second region's services (no Keystone: the first region's serves every region).
+fn regional_router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .merge(image::routes())
+        .merge(network::routes())
+        .merge(compute::routes())
+        .merge(keypairs::routes())
+        .merge(volume::routes("/volume/v3"))
+        .merge(volume::routes("/volume/v3/{project_id}"))
+        .route_layer(axum::middleware::from_fn_with_state(sim.clone(), http::api_layer))
+        .fallback(http::not_found)
+        .with_state(sim)
+}
+
 /// A running simulator. Dropping it stops the server (use [`SimHandle::shutdown`] to wait).
 pub struct SimHandle {
     sim: Arc<Sim>,
@@ -196,9 +271,18 @@ impl SimHandle {
         self.sim.url("/identity")
     }
 
-    /// The in-process control API (faults, quotas, timings, counters, state, reset).
+    /// The in-process control API (faults, quotas, timings, counters, state, reset) of the
+    /// first region (`RegionOne`; Keystone's state is there too).
     pub fn control(&self) -> control::SimControl {
         control::SimControl { sim: self.sim.clone() }
+    }
+
+    /// The control API of a region's services (`RegionOne`, `RegionTwo`), if there is one.
+    pub fn region(&self, name: &str) -> Option<control::SimControl> {
+        if self.sim.region == name {
+            return Some(self.control());
+        }
+        self.sim.regions.iter().find(|(n, _)| n == name).map(|(_, s)| control::SimControl { sim: s.clone() })
     }
 
     /// Stops accepting, finishes in-flight requests, and waits for the server task.

@@ -295,6 +295,34 @@ impl Seed {
         Ok(seed)
     }
 
+    /// The seed of another region's services: the same images, flavors, networks and volume
+    /// types by name (flavor ids too, as operators keep them alike), but the images, networks,
+    /// subnets and volume types with ids of their own (each region's Glance, Neutron and Cinder
+    /// make their own), derived from the region's name so that they are fixed too.
+    pub fn for_region(&self, region: &str) -> Seed {
+        let id = |id: &str| {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(format!("{region}/{id}").as_bytes());
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&digest[..16]);
+            uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+        };
+        let mut seed = self.clone();
+        for i in &mut seed.images {
+            i.id = id(&i.id);
+        }
+        for n in &mut seed.networks {
+            n.id = id(&n.id);
+            for s in &mut n.subnets {
+                s.id = id(&s.id);
+            }
+        }
+        for t in &mut seed.volume_types {
+            t.id = id(&t.id);
+        }
+        seed
+    }
+
     pub fn from_file(path: &std::path::Path) -> Result<Seed, SeedError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| SeedError::Read { path: path.display().to_string(), source })?;
@@ -352,5 +380,24 @@ mod tests {
         let minimal = Seed::parse("projects: [{id: p, name: solo}]\nusers: [{id: u, name: a, password: b, roles: {solo: [member]}}]").unwrap();
         assert_eq!(minimal.roles.len(), 5, "a seed without roles has Keystone's bootstrap roles");
         assert!(Seed::parse("projects: [{id: p, name: solo}]\nusers: [{id: u, name: a, password: b, roles: {solo: [membr]}}]").is_err());
+    }
+
+    #[test]
+    fn another_region_has_the_same_names_with_ids_of_its_own() {
+        let one = Seed::builtin();
+        let two = one.for_region("RegionTwo");
+        for (a, b) in one.networks.iter().zip(&two.networks) {
+            assert_eq!(a.name, b.name);
+            assert_ne!(a.id, b.id);
+            assert!(uuid::Uuid::parse_str(&b.id).is_ok(), "{}", b.id);
+            assert_ne!(a.subnets[0].id, b.subnets[0].id);
+        }
+        assert_eq!(two.networks[0].id, one.for_region("RegionTwo").networks[0].id, "fixed ids");
+        assert!(one.images.iter().zip(&two.images).all(|(a, b)| a.name == b.name && a.id != b.id));
+        assert_eq!(
+            one.flavors.iter().map(|f| &f.id).collect::<Vec<_>>(),
+            two.flavors.iter().map(|f| &f.id).collect::<Vec<_>>()
+        );
+        assert_eq!(one.projects.len(), two.projects.len());
     }
 }

@@ -189,7 +189,18 @@ async fn sim_keystone_issues_scoped_and_unscoped_tokens_with_the_catalog() {
             catalog.iter().find(|e| e.service_type == kind).unwrap_or_else(|| panic!("{kind} in catalog"));
         let ifaces: Vec<&str> = entry.endpoints.iter().map(|e| e.interface.as_str()).collect();
         assert!(ifaces.contains(&"public") && ifaces.contains(&"internal"));
-        assert!(entry.endpoints.iter().all(|e| e.region_id.as_deref() == Some("RegionOne")));
+        // Both regions, each with its own URL (Keystone's is one: the same in both).
+        let mut regions: Vec<&str> = entry.endpoints.iter().filter_map(|e| e.region_id.as_deref()).collect();
+        regions.dedup();
+        assert_eq!(regions, vec!["RegionOne", "RegionTwo"], "{kind}");
+        let url_in =
+            |r: &str| entry.endpoints.iter().find(|e| e.region_id.as_deref() == Some(r)).unwrap().url.clone();
+        let two = url_in("RegionTwo");
+        if kind == "identity" {
+            assert_eq!(url_in("RegionOne"), two);
+        } else {
+            assert!(two.starts_with(&format!("{}/RegionTwo/", env.url(""))), "{two}");
+        }
     }
 
     let unscoped = env
