@@ -15,6 +15,7 @@ mod openstack;
 mod ops;
 mod preflight;
 mod reconcile;
+mod regions;
 mod sim;
 mod sim_cli;
 mod tenants;

@@ -601,3 +601,71 @@ async fn sim_cli_python_openstackclient_authenticates_with_application_credentia
     assert!(!out.status.success(), "a deleted application credential still authenticates");
     sim.shutdown().await;
 }
+
+/// Issue 15 with the real CLI: the simulator's second region. `region list` shows both; a
+/// server made with `--os-region-name RegionTwo` is listed there and not in RegionOne; RegionTwo
+/// has its own networks (same names, other ids).
+#[tokio::test]
+async fn sim_cli_python_openstackclient_regions() {
+    let bin = openstack_cli();
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let cli = Cli { bin, auth_url: sim.auth_url() };
+    let two = |args: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec!["--os-region-name", "RegionTwo"];
+        a.extend_from_slice(args);
+        a
+    };
+
+    let regions = cli.demo(&["region", "list"]).await;
+    let ids: Vec<&str> = regions.as_array().unwrap().iter().filter_map(|r| r["Region"].as_str()).collect();
+    assert_eq!(ids, vec!["RegionOne", "RegionTwo"], "{regions}");
+
+    let nets_one = cli.demo(&["network", "list"]).await;
+    let nets_two = cli.demo(&two(&["network", "list"])).await;
+    let id_of = |list: &Value, name: &str| -> String {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["Name"] == name)
+            .map(|n| n["ID"].to_string())
+            .unwrap_or_default()
+    };
+    assert!(!id_of(&nets_two, "private").is_empty(), "RegionTwo has a private network: {nets_two}");
+    assert_ne!(
+        id_of(&nets_one, "private"),
+        id_of(&nets_two, "private"),
+        "each region's Neutron has its own ids"
+    );
+
+    let server = cli
+        .demo(&two(&[
+            "server",
+            "create",
+            "--flavor",
+            "m1.tiny",
+            "--image",
+            "cirros-0.6.2",
+            "--network",
+            "private",
+            "--wait",
+            "vm-two",
+        ]))
+        .await;
+    assert_eq!(server["status"], "ACTIVE", "{server}");
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array().unwrap().iter().filter_map(|s| s["Name"].as_str().map(str::to_string)).collect()
+    };
+    let listed_two = cli.demo(&two(&["server", "list"])).await;
+    assert_eq!(names(&listed_two), vec!["vm-two".to_string()], "{listed_two}");
+    let listed_one = cli.demo(&["server", "list"]).await;
+    assert!(names(&listed_one).is_empty(), "a RegionTwo server is not in RegionOne: {listed_one}");
+    cli.run("provisioner", "demo", &two(&["server", "delete", "--wait", "vm-two"])).await;
+    let listed_two = cli.demo(&two(&["server", "list"])).await;
+    assert!(names(&listed_two).is_empty(), "{listed_two}");
+    for region in ["RegionOne", "RegionTwo"] {
+        let errors: Vec<_> =
+            sim.region(region).unwrap().counters().into_iter().filter(|c| c.status >= 500).collect();
+        assert!(errors.is_empty(), "server errors in {region}: {errors:?}");
+    }
+    sim.shutdown().await;
+}
