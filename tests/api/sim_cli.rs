@@ -610,18 +610,26 @@ async fn sim_cli_python_openstackclient_regions() {
     let bin = openstack_cli();
     let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
     let cli = Cli { bin, auth_url: sim.auth_url() };
-    let two = |args: &[&'static str]| -> Vec<&'static str> {
-        let mut a = vec!["--os-region-name", "RegionTwo"];
+    // No OS_REGION_NAME: the SDK refuses a --os-region-name outside the one configured.
+    let demo = [
+        ("OS_USERNAME", "provisioner"),
+        ("OS_PASSWORD", "provisioner"),
+        ("OS_PROJECT_NAME", "demo"),
+        ("OS_USER_DOMAIN_NAME", "Default"),
+        ("OS_PROJECT_DOMAIN_NAME", "Default"),
+    ];
+    let in_region = |region: &'static str, args: &[&'static str]| -> Vec<&'static str> {
+        let mut a = vec!["--os-region-name", region];
         a.extend_from_slice(args);
         a
     };
 
-    let regions = cli.demo(&["region", "list"]).await;
+    let regions = cli.json_env(&demo, &["region", "list"]).await;
     let ids: Vec<&str> = regions.as_array().unwrap().iter().filter_map(|r| r["Region"].as_str()).collect();
     assert_eq!(ids, vec!["RegionOne", "RegionTwo"], "{regions}");
 
-    let nets_one = cli.demo(&["network", "list"]).await;
-    let nets_two = cli.demo(&two(&["network", "list"])).await;
+    let nets_one = cli.json_env(&demo, &in_region("RegionOne", &["network", "list"])).await;
+    let nets_two = cli.json_env(&demo, &in_region("RegionTwo", &["network", "list"])).await;
     let id_of = |list: &Value, name: &str| -> String {
         list.as_array()
             .unwrap()
@@ -637,30 +645,31 @@ async fn sim_cli_python_openstackclient_regions() {
         "each region's Neutron has its own ids"
     );
 
-    let server = cli
-        .demo(&two(&[
-            "server",
-            "create",
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            "cirros-0.6.2",
-            "--network",
-            "private",
-            "--wait",
-            "vm-two",
-        ]))
-        .await;
+    let create = [
+        "server",
+        "create",
+        "--flavor",
+        "m1.tiny",
+        "--image",
+        "cirros-0.6.2",
+        "--network",
+        "private",
+        "--wait",
+        "vm-two",
+    ];
+    let server = cli.json_env(&demo, &in_region("RegionTwo", &create)).await;
     assert_eq!(server["status"], "ACTIVE", "{server}");
     let names = |list: &Value| -> Vec<String> {
         list.as_array().unwrap().iter().filter_map(|s| s["Name"].as_str().map(str::to_string)).collect()
     };
-    let listed_two = cli.demo(&two(&["server", "list"])).await;
+    let listed_two = cli.json_env(&demo, &in_region("RegionTwo", &["server", "list"])).await;
     assert_eq!(names(&listed_two), vec!["vm-two".to_string()], "{listed_two}");
-    let listed_one = cli.demo(&["server", "list"]).await;
+    let listed_one = cli.json_env(&demo, &in_region("RegionOne", &["server", "list"])).await;
     assert!(names(&listed_one).is_empty(), "a RegionTwo server is not in RegionOne: {listed_one}");
-    cli.run("provisioner", "demo", &two(&["server", "delete", "--wait", "vm-two"])).await;
-    let listed_two = cli.demo(&two(&["server", "list"])).await;
+    let deleted =
+        cli.run_env(&demo, &in_region("RegionTwo", &["server", "delete", "--wait", "vm-two"])).await;
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    let listed_two = cli.json_env(&demo, &in_region("RegionTwo", &["server", "list"])).await;
     assert!(names(&listed_two).is_empty(), "{listed_two}");
     for region in ["RegionOne", "RegionTwo"] {
         let errors: Vec<_> =
