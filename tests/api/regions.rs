@@ -5,7 +5,9 @@
 //! order without one goes to the configured region as before; an unknown region fails the order
 //! as `invalid_order`, naming the regions there are, with nothing created anywhere; pre-flight
 //! reads the order's region's quotas; a worker killed mid-create in `RegionTwo` is followed by
-//! adoption there (no second server). The in-process worker is configured from a `clouds.yaml`
+//! adoption there (no second server); the reconciler finds a RegionTwo service's resources where
+//! they are (no false drift) and a RegionTwo orphan there; a tenant's quotas are set in both
+//! regions and its close terminates its RegionTwo VM there. The in-process worker is configured from a `clouds.yaml`
 //! whose `regions:` lists both; the killed one from `OS_*` (any region of the catalog serves).
 
 use std::collections::HashMap;
@@ -276,5 +278,133 @@ async fn a_worker_killed_during_a_region_two_create_is_followed_by_adoption_ther
     assert_eq!(status_of(&stack.sim, &format!("{TWO}/compute/v2.1/servers/{server}")).await, 200);
     wait_services(&stack, &["r2-kill".to_string()], "active", WAIT).await;
     worker.terminate(Duration::from_secs(30)).await;
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_lists_every_region_its_services_use() {
+    use openstack_provisioner::config::OrphanPolicy;
+    use openstack_provisioner::engine::cloud::Cloud;
+    use openstack_provisioner::engine::reconcile::{ReconcileConfig, Reconciler};
+
+    let mut stack = Stack::new(fast()).await;
+    let (stop, run) = run_in_process(&stack).await;
+    stack.env.publish(order_in("rec-two", Some("RegionTwo")).to_string().as_bytes()).await;
+    stack.wait_events(1, WAIT).await;
+    wait_services(&stack, &["rec-two".to_string()], "active", WAIT).await;
+    // An orphan in RegionTwo: a volume with our marks for a job that never existed.
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let (status, body) = api(
+        &stack.sim,
+        &token(&stack.sim, "demo"),
+        Method::POST,
+        &format!("{TWO}/volume/v3/{DEMO_PROJECT_ID}/volumes"),
+        Some(json!({"volume": {"size": 1, "name": "orphan-two",
+            "metadata": {"provisioner": "true", "provisioner_job": ghost}}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let orphan = body["volume"]["id"].as_str().unwrap().to_string();
+    wait_until(WAIT, "the orphan volume is available", || async {
+        let (_, v) = api(
+            &stack.sim,
+            &token(&stack.sim, "demo"),
+            Method::GET,
+            &format!("{TWO}/volume/v3/volumes/{orphan}"),
+            None,
+        )
+        .await;
+        v["volume"]["status"] == "available"
+    })
+    .await;
+
+    let cloud: Arc<dyn Cloud> = Arc::new(OpenStackCloud::new(Arc::new(
+        Session::new(clouds_yaml(&stack.sim), SessionOptions::default()).expect("session"),
+    )));
+    let mut s = stack.env.settings.clone();
+    s.reconcile.grace_secs = 0;
+    s.reconcile.orphans = OrphanPolicy::Delete;
+    let cfg = ReconcileConfig::from_settings(&s, "test-reconciler".into());
+    let reconciler =
+        Reconciler::new(stack.env.store.clone(), cloud, cfg, Arc::new(tokio::sync::Notify::new()));
+    let report = reconciler.run_once().await.expect("pass");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    // The RegionTwo service's server, port and volume are found where they are (no drift), and
+    // the orphan is found and deleted there.
+    let found: Vec<(&str, &str, &str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.kind.as_str(), f.resource_type.as_str(), f.resource_id.as_str(), f.action.as_str()))
+        .collect();
+    assert_eq!(found, vec![("orphan", "volume", orphan.as_str(), "deleted")], "{:?}", report.findings);
+    wait_until(WAIT, "the RegionTwo orphan is gone", || async {
+        status_of(&stack.sim, &format!("{TWO}/volume/v3/volumes/{orphan}")).await == 404
+    })
+    .await;
+    let again = reconciler.run_once().await.expect("pass");
+    assert_eq!((again.new_findings, again.deleted), (0, 0), "{:?}", again.findings);
+    assert_eq!(held(&stack.sim, "RegionTwo"), (1, 1, 1), "the service's resources are untouched");
+    stop.cancel();
+    run.await.unwrap();
+    stack.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_quotas_are_set_in_every_region_and_a_close_terminates_its_region_two_vm() {
+    let mut stack = Stack::new(fast()).await;
+    // Tenant orders need the service user's admin scope.
+    let mut vars: HashMap<String, String> =
+        stack.os_env().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    vars.insert("OS_PROJECT_NAME".into(), "service".into());
+    let cloud = CloudConfig::from_vars(&vars).expect("cloud config").expect("a cloud");
+    let app = App::build_with_cloud(stack.env.settings.clone(), Some(cloud)).await.expect("build the app");
+    let stop = app.shutdown_token();
+    let run = tokio::spawn(async move { app.run_until_stopped().await.expect("the worker stops cleanly") });
+
+    let create = json!({"version": 1, "order_id": "T-reg", "action": "tenant_create", "tenant_ref": "C-reg",
+        "project": {"name": "p-C-reg"}, "user": {"name": "u-C-reg"}, "roles": ["member"],
+        "quotas": {"instances": 3, "volumes": 4, "ports": 7}});
+    stack.env.publish_with("order.tenant.create", create.to_string().as_bytes()).await;
+    stack.wait_events(1, WAIT).await;
+    assert_eq!(event_of(&stack, "T-reg").event_type, EventType::Completed, "{:?}", event_of(&stack, "T-reg"));
+    for region in ["RegionOne", "RegionTwo"] {
+        let q = serde_json::to_value(stack.sim.region(region).unwrap().quotas()["p-C-reg"]).unwrap();
+        assert_eq!(
+            (q["instances"].clone(), q["volumes"].clone(), q["ports"].clone()),
+            (3.into(), 4.into(), 7.into()),
+            "{region}: {q}"
+        );
+    }
+
+    let vm = json!({"order_id": "reg-vm", "tenant_ref": "C-reg", "region": "RegionTwo",
+        "server": {"name": "vm-reg", "flavor": "m1.tiny", "image": "cirros-0.6.2", "network": "private"}});
+    stack.env.publish(vm.to_string().as_bytes()).await;
+    stack.wait_events(2, WAIT).await;
+    let e = event_of(&stack, "reg-vm").clone();
+    assert_eq!((e.event_type, e.region.as_deref()), (EventType::Completed, Some("RegionTwo")), "{e:?}");
+    let project = e.project_id.clone();
+    let in_two = |sim: &SimHandle| {
+        sim.region("RegionTwo")
+            .unwrap()
+            .resources()
+            .projects
+            .get(&project)
+            .map(|p| p.servers.values().sum::<usize>())
+    };
+    assert_eq!(in_two(&stack.sim), Some(1));
+
+    let close =
+        json!({"version": 1, "order_id": "T-reg-close", "action": "tenant_close", "tenant_ref": "C-reg"});
+    stack.env.publish_with("order.tenant.close", close.to_string().as_bytes()).await;
+    wait_until(WAIT, "the close completed", || async {
+        stack.env.store.tenant("C-reg").await.ok().flatten().is_some_and(|t| t.state == "closed")
+    })
+    .await;
+    wait_until(WAIT, "the RegionTwo VM is gone", || async { in_two(&stack.sim).unwrap_or(0) == 0 }).await;
+    stack.wait_events(4, WAIT).await;
+    let t = stack.events.values().find(|e| e.order_id.starts_with("close-")).cloned().expect("the terminate");
+    assert_eq!((t.event_type, t.region.as_deref()), (EventType::Completed, Some("RegionTwo")), "{t:?}");
+    stop.cancel();
+    run.await.unwrap();
     stack.cleanup().await;
 }
