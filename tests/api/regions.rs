@@ -7,8 +7,9 @@
 //! reads the order's region's quotas; a worker killed mid-create in `RegionTwo` is followed by
 //! adoption there (no second server); the reconciler finds a RegionTwo service's resources where
 //! they are (no false drift) and a RegionTwo orphan there; a tenant's quotas are set in both
-//! regions and its close terminates its RegionTwo VM there. The in-process worker is configured from a `clouds.yaml`
-//! whose `regions:` lists both; the killed one from `OS_*` (any region of the catalog serves).
+//! regions and its close terminates its RegionTwo VM there. The in-process worker is configured
+//! from a `clouds.yaml` whose `regions:` lists both; the killed one from `OS_*` (any region of the
+//! catalog serves).
 
 use std::collections::HashMap;
 use std::sync::Arc;
