@@ -71,6 +71,9 @@ pub fn render_service(d: &ServiceDetail) -> String {
     };
     field("service", &s.target_order_id);
     field("project", &s.project_id);
+    if let Some(region) = &s.region {
+        field("region", region);
+    }
     field("state", &s.state);
     field("server", or_dash(&s.server_id));
     field("port", or_dash(&s.port_id));

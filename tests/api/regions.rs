@@ -154,6 +154,11 @@ async fn region_two_orders_are_made_suspended_and_terminated_there_and_others_st
         ]
     );
 
+    let detail = stack.env.store.service_detail("r2").await.unwrap().expect("the service");
+    assert_eq!(detail.status.region.as_deref(), Some("RegionTwo"));
+    let shown = openstack_provisioner::ops::jobs::render_service(&detail);
+    assert!(shown.contains("region       RegionTwo"), "{shown}");
+
     // The service's actions go to the region it was made in.
     stack.env.publish_keyed([action("r2-suspend", "suspend", "r2")]).await;
     wait_services(&stack, &["r2".to_string()], "suspended", WAIT).await;
