@@ -36,6 +36,10 @@ pub enum ErrorKind {
     Quota,
     NotFound,
     Auth,
+    /// The order asks for what the cloud does not offer (an availability zone that is not
+    /// available, a server group that does not exist or whose name is ambiguous): not retried,
+    /// `invalid_order`.
+    Invalid,
     /// A bad request, an ambiguous name, an unexpected answer: not retried.
     Permanent,
     /// The order asks for what the cloud cannot have (a region its catalog does not list):
@@ -115,6 +119,10 @@ pub struct ServerSpec {
     pub user_data: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub tags: Vec<String>,
+    /// The order's `server.availability_zone`.
+    pub availability_zone: Option<String>,
+    /// The server group's id (resolved from the order's `server.server_group`).
+    pub server_group: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +151,8 @@ pub struct ServerInfo {
     pub flavor_id: Option<String>,
     /// The flavor's name (2.47+: `original_name`).
     pub flavor_name: Option<String>,
+    /// `OS-EXT-AZ:availability_zone` (`None` while Nova has not placed it).
+    pub availability_zone: Option<String>,
 }
 
 /// A Nova server action (`POST /servers/{id}/action`).
@@ -294,6 +304,17 @@ pub trait Cloud: Send + Sync + 'static {
         project: &'a str,
         names: &'a [String],
     ) -> BoxFuture<'a, CloudResult<Vec<String>>>;
+
+    /// A Nova server group of the project by id or exact name: its id. None, or a name that
+    /// several share, is `Invalid` (the message names it).
+    fn find_server_group<'a>(
+        &'a self,
+        project: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, CloudResult<String>>;
+    /// Nova's availability zones as the project sees them (`GET /os-availability-zone`):
+    /// (name, available).
+    fn availability_zones<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Vec<(String, bool)>>>;
 
     /// An external network (`router:external`) by id or exact name: (id, name). One that is
     /// not external is `Permanent` (no floating IP can come from it).

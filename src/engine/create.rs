@@ -14,6 +14,15 @@
 //! port, associated with the port before the server boots (so Nova's first view of the server
 //! already shows it, and a project short of floating IPs fails before a server was made).
 //!
+//! `server.availability_zone` and `server.server_group` add no step: both go into the one
+//! `POST /servers` (`availability_zone`, and the scheduler hint `group` with the group's id,
+//! resolved at `resolve` by id or exact name in the order's project). Nova refuses a zone that
+//! is not available, or a group that is gone, with a 400 before any server exists (`Invalid`:
+//! the job fails `invalid_order`); a server made is adopted by its tag as always, and is in its
+//! zone and group whoever made it. Nothing is created for the group, so no undo deletes
+//! anything: Nova drops a deleted server from its group's members. `wait_server` keeps the zone
+//! Nova placed the server in for `job.completed` (`server.availability_zone`).
+//!
 //! `create_keypair` does something only for an order with `server.ssh_public_key`: it imports
 //! the key as the Nova keypair `prov-<job id>` (the service user's: Nova keypairs belong to a
 //! user, not to a project), which the server boots with. Its name is the job's mark, so a
@@ -196,11 +205,26 @@ async fn security_groups(ctx: &StepCtx, job: &mut Job) -> Result<Option<Vec<Stri
     Ok(Some(ids))
 }
 
+/// The id of the order's server group (`None`: the order names none), resolved once and kept
+/// with the job.
+async fn server_group(ctx: &StepCtx, job: &mut Job) -> Result<Option<String>, CloudError> {
+    if let Some(id) = &job.data.server_group {
+        return Ok(Some(id.clone()));
+    }
+    let Some(wanted) = job.order.as_ref().and_then(|o| o.server.server_group.clone()) else {
+        return Ok(None);
+    };
+    let id = ctx.cloud.find_server_group(&job.project_id, &wanted).await?;
+    job.data.server_group = Some(id.clone());
+    Ok(Some(id))
+}
+
 fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
         job.data.resolved = None;
         job.data.security_groups = None;
         job.data.public_ip = None;
+        job.data.server_group = None;
         if job.project_id.is_empty() {
             // A create that named its tenant, whose onboarding did not complete.
             let tenant = job.tenant.as_ref();
@@ -228,6 +252,7 @@ fn resolve<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> Bo
         cloud!(resolved(ctx, job).await);
         cloud!(security_groups(ctx, job).await);
         cloud!(public_network(ctx, job).await);
+        cloud!(server_group(ctx, job).await);
         Outcome::Next
     })
 }
@@ -420,6 +445,7 @@ fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             }
         }
         let r = cloud!(resolved(ctx, job).await);
+        let group = cloud!(server_group(ctx, job).await);
         let o = match order(job) {
             Ok(o) => o,
             Err(out) => return out,
@@ -437,6 +463,8 @@ fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             user_data: s.user_data.clone(),
             metadata,
             tags: vec![mark, TAG.to_string()],
+            availability_zone: s.availability_zone.clone(),
+            server_group: group,
         };
         let id = cloud!(ctx.cloud.create_server(&job.project_id, &spec).await);
         job.server_id = Some(id.clone());
@@ -463,6 +491,7 @@ fn wait_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>
         match server.status.to_ascii_uppercase().as_str() {
             "ACTIVE" => {
                 job.data.addresses = server.addresses;
+                job.data.availability_zone = server.availability_zone;
                 if job.order.as_ref().is_some_and(|o| o.volume.is_some()) {
                     Outcome::Next
                 } else {

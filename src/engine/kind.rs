@@ -127,6 +127,12 @@ pub struct JobData {
     /// The order's `server.public_ip`: its external network, then the floating IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<super::create::PublicIpData>,
+    /// The id of the order's `server.server_group`, resolved in its project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_group: Option<String>,
+    /// The zone Nova placed the server in (seen when it went ACTIVE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_status: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -948,6 +948,7 @@ impl Engine {
                         network: p.network.clone(),
                     })
                 }),
+                availability_zone: job.data.availability_zone.clone().filter(|_| !terminated),
             }),
             port_id: job.port_id.clone().filter(|_| completed),
             volume: job.volume_id.as_ref().filter(|_| completed).map(|id| EventVolume {
@@ -1073,6 +1074,7 @@ fn retry_class(kind: &self::cloud::ErrorKind) -> &'static str {
         ErrorKind::Quota => "quota",
         ErrorKind::NotFound => "not_found",
         ErrorKind::Auth => "auth",
+        ErrorKind::Invalid => "invalid",
         ErrorKind::Permanent => "permanent",
         ErrorKind::Invalid => "invalid",
     }

@@ -202,6 +202,7 @@ fn kind(e: OpenStackError) -> CloudError {
         ErrorClass::NotFound => ErrorKind::NotFound,
         ErrorClass::Auth => ErrorKind::Auth,
         ErrorClass::UnknownRegion => ErrorKind::Invalid,
+        ErrorClass::Invalid => ErrorKind::Invalid,
         ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::Permanent => ErrorKind::Permanent,
     };
     CloudError::new(k, e.to_string())
@@ -317,6 +318,7 @@ fn server_info(s: Server) -> ServerInfo {
         fault: s.fault.map(|f| f.message),
         addresses,
         tags: s.tags.unwrap_or_default(),
+        availability_zone: s.availability_zone.filter(|z| !z.is_empty()),
         ..ServerInfo::default()
     }
 }
@@ -419,6 +421,35 @@ impl Cloud for OpenStackCloud {
                 }
             }
             Ok(ids)
+        })
+    }
+
+    fn find_server_group<'a>(
+        &'a self,
+        project: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, CloudResult<String>> {
+        Box::pin(async move {
+            match self.compute.find_server_group(project, group).await {
+                Ok(g) => Ok(g.id),
+                // The order names a group its project does not have (or has twice): its own fault.
+                Err(e) if matches!(e.class, ErrorClass::NotFound | ErrorClass::Ambiguous) => {
+                    let why = if e.class == ErrorClass::NotFound {
+                        format!("no server group {group:?} in project {project} (by id or exact name)")
+                    } else {
+                        e.message.clone()
+                    };
+                    Err(CloudError::new(ErrorKind::Invalid, format!("server_group: {why}")))
+                }
+                Err(e) => Err(kind(e)),
+            }
+        })
+    }
+
+    fn availability_zones<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Vec<(String, bool)>>> {
+        Box::pin(async move {
+            let zones = self.compute.list_availability_zones(project).await.map_err(kind)?;
+            Ok(zones.into_iter().map(|z| (z.name, z.state.available)).collect())
         })
     }
 
@@ -534,6 +565,8 @@ impl Cloud for OpenStackCloud {
                 key_name: spec.key_name.clone(),
                 user_data: spec.user_data.clone(),
                 metadata: spec.metadata.clone(),
+                availability_zone: spec.availability_zone.clone(),
+                server_group: spec.server_group.clone(),
             };
             Ok(self.compute.create_server(project, &new).await.map_err(kind)?.id)
         })

@@ -1,12 +1,13 @@
 //! Pre-flight: would this order pass? Answered without creating anything, behind
 //! `provisioner order check FILE`, `POST /v1/preflight`, and (with `PROVISIONER_PREFLIGHT=on`)
 //! the first step of every create job, which then fails fast with `not_found` /
-//! `quota_exceeded` before its first create call.
+//! `quota_exceeded` / `invalid_order` before its first create call.
 //!
 //! The checks, each with its verdict and reason: the schema; the order's region (in the
 //! catalog; every other check runs in it, quotas included: each region has its own); the image
 //! (one by id or exact name: several of that name is refused as ambiguous), flavor, network,
-//! volume type, keypair, security groups and the public IP's external network resolved or not;
+//! volume type, keypair, security groups, the public IP's external network and the server group
+//! resolved or not, the availability zone listed and available (Nova `/os-availability-zone`);
 //! and headroom for what
 //! the order would take (1 instance, the flavor's cores and RAM, 1 port, with a public IP 1
 //! floating IP, with a volume 1 volume and its gigabytes) against the project's quotas from Nova
@@ -29,7 +30,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     /// `schema`, `region`, `image`, `flavor`, `network`, `volume_type`, `keypair`,
-    /// `security_groups`, `public_ip`, `quota.<resource>`, `service`.
+    /// `security_groups`, `public_ip`, `availability_zone`, `server_group`, `quota.<resource>`,
+    /// `service`.
     pub check: String,
     pub ok: bool,
     /// What was found, or why not.
@@ -56,11 +58,15 @@ impl Report {
     }
 
     /// The first failed check that says the order cannot succeed as it is (`not_found`,
-    /// `quota_exceeded`): what a fail-fast create fails with.
+    /// `quota_exceeded`, `invalid_order`): what a fail-fast create fails with.
     pub fn blocking(&self) -> Option<&Check> {
-        self.checks
-            .iter()
-            .find(|c| !c.ok && matches!(c.class, Some(ErrorClass::NotFound | ErrorClass::QuotaExceeded)))
+        self.checks.iter().find(|c| {
+            !c.ok
+                && matches!(
+                    c.class,
+                    Some(ErrorClass::NotFound | ErrorClass::QuotaExceeded | ErrorClass::InvalidOrder)
+                )
+        })
     }
 }
 
@@ -126,7 +132,15 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
         let wanted = s.public_ip.as_ref()?;
         Some(cloud.find_external_network(&order.project_id, &wanted.network).await)
     };
-    let (names, groups, public) = tokio::join!(
+    let zones = async {
+        s.availability_zone.as_ref()?;
+        Some(cloud.availability_zones(&order.project_id).await)
+    };
+    let server_group = async {
+        let wanted = s.server_group.as_ref()?;
+        Some(cloud.find_server_group(&order.project_id, wanted).await)
+    };
+    let (names, groups, public, zones, server_group) = tokio::join!(
         cloud.lookup_names(
             &order.project_id,
             &s.image,
@@ -136,7 +150,9 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
             s.key_name.as_deref()
         ),
         groups,
-        public
+        public,
+        zones,
+        server_group
     );
     let mut checks = vec![pass("schema", "valid order.v1")];
     checks.extend(region_check);
@@ -183,6 +199,19 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
         });
     }
 
+    if let (Some(r), Some(wanted)) = (zones, s.availability_zone.as_ref()) {
+        checks.push(match r {
+            Ok(zones) => zone_check(&zones, wanted),
+            Err(e) => fail("availability_zone", format!("cannot list the availability zones: {e}"), None),
+        });
+    }
+    if let (Some(r), Some(wanted)) = (server_group, s.server_group.as_ref()) {
+        checks.push(match r {
+            Ok(id) => pass("server_group", format!("{wanted} → {id}")),
+            Err(e) => lookup_failed("server_group", &e),
+        });
+    }
+
     let mut needs: Vec<(&str, Option<i64>)> = vec![
         ("instances", Some(1)),
         ("cores", flavor.as_ref().map(|f| i64::from(f.vcpus))),
@@ -213,6 +242,24 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
         Err(e) => checks.push(fail("quota", format!("cannot read the project's quotas: {e}"), None)),
     }
     Report::new(Some(order.order_id.clone()), Some(order.project_id.clone()), checks)
+}
+
+/// The order's zone among Nova's: available, listed but not available, or unknown (the last two
+/// are what Nova's 400 "The requested availability zone is not available" would say).
+fn zone_check(zones: &[(String, bool)], wanted: &str) -> Check {
+    let names: Vec<&str> = zones.iter().filter(|z| z.1).map(|z| z.0.as_str()).collect();
+    match zones.iter().find(|z| z.0 == wanted) {
+        Some((_, true)) => pass("availability_zone", format!("{wanted} is available")),
+        found => fail(
+            "availability_zone",
+            format!(
+                "{wanted:?} is {}: available zones are {}",
+                if found.is_some() { "not available" } else { "not a zone of this cloud" },
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ),
+            Some(ErrorClass::InvalidOrder),
+        ),
+    }
 }
 
 fn headroom(check: &str, line: &QuotaLine, need: i64) -> Check {

@@ -625,6 +625,7 @@ impl Reconciler {
                 status: seen.map(|s| s.status.clone()).unwrap_or_else(|| "DELETED".into()),
                 addresses: Vec::new(),
                 public_ip: None,
+                availability_zone: None,
             }
         });
         let event = Event {

@@ -126,6 +126,9 @@ pub struct EventServer {
     /// The floating IP of an order's `server.public_ip` (a create's `job.completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<EventPublicIp>,
+    /// The availability zone Nova placed the server in (a create's `job.completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
 }
 
 /// A server's floating IP: its Neutron id, the address and the external network's name.

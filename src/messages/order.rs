@@ -60,6 +60,13 @@ pub struct OrderServer {
     /// A floating IP from this external network, associated with the server's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<OrderPublicIp>,
+    /// The Nova availability zone to create the server in (absent: Nova's choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// An existing Nova server group of the order's project (id or exact name), passed as the
+    /// scheduler hint `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_group: Option<String>,
 }
 
 /// `server.public_ip`.

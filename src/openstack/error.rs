@@ -26,6 +26,8 @@
 //!   A policy refusal is `Auth` even when it names a quota API (Nova's "Policy doesn't allow
 //!   os_compute_api:os-quota-sets:update", Cinder's "volume_extension:quotas:update", Neutron's
 //!   "rule:update_quota is disallowed by policy");
+//! - Nova's 400 for an availability zone that is not available or a server group hint that
+//!   names no group: `Invalid` (the order asked for it: `invalid_order`, never retried);
 //! - any other status: `Permanent`.
 
 use std::time::{Duration, SystemTime};
@@ -100,6 +102,11 @@ pub enum ErrorClass {
     /// The order names a region the token's catalog does not list (born in the session's
     /// endpoint lookup): the order is invalid, no retry makes the region appear.
     UnknownRegion,
+    /// Nova's 400 for a placement the request asked for and the cloud does not offer: an
+    /// availability zone that is not available ("The requested availability zone is not
+    /// available"), a scheduler hint naming no server group ("Instance group X could not be
+    /// found."). Not retried: the order's own choice (`invalid_order`).
+    Invalid,
     /// Anything else: a bad request, an unexpected answer. Not retried.
     Permanent,
 }
@@ -122,6 +129,7 @@ impl ErrorClass {
             ErrorClass::AlreadyExists => "already_exists",
             ErrorClass::Auth => "auth",
             ErrorClass::UnknownRegion => "unknown_region",
+            ErrorClass::Invalid => "invalid",
             ErrorClass::Permanent => "permanent",
         }
     }
@@ -247,7 +255,9 @@ impl OpenStackError {
         match self.class {
             ErrorClass::Quota => E::QuotaExceeded,
             ErrorClass::NotFound => E::NotFound,
-            ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::UnknownRegion => E::InvalidOrder,
+            ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::UnknownRegion | ErrorClass::Invalid => {
+                E::InvalidOrder
+            }
             ErrorClass::Auth => E::Auth,
             ErrorClass::Permanent if self.status == Some(400) => E::InvalidOrder,
             ErrorClass::Transient if self.status.is_none() && self.message.starts_with("timed out") => {
@@ -452,10 +462,19 @@ pub fn classify(service: Service, status: StatusCode, headers: &HeaderMap, body:
                 header.or(body.retry_after.map(Duration::from_secs)).map(|d| d.min(MAX_RETRY_AFTER));
             ErrorClass::RateLimited { retry_after }
         }
+        400 if service == Service::Compute && unavailable_placement(&body.message) => ErrorClass::Invalid,
         400 if busy(&body.message) => ErrorClass::Conflict,
         408 | 500 | 502 | 503 | 504 => ErrorClass::Transient,
         _ => ErrorClass::Permanent,
     }
+}
+
+/// Nova's 400 for the zone or the server group a create asked for: `InvalidRequest` "The
+/// requested availability zone is not available" (also on a resize or unshelve to such a
+/// zone), `InstanceGroupNotFound` "Instance group <id> could not be found.".
+fn unavailable_placement(message: &str) -> bool {
+    message.contains("availability zone is not available")
+        || (message.starts_with("Instance group ") && message.ends_with("could not be found."))
 }
 
 /// A 400 that names a state in transition: the same request succeeds once it has settled
@@ -764,5 +783,29 @@ mod tests {
             shown,
             "nova POST /servers: 403 Quota exceeded for instances: Requested 1, but already used 10 of 10 instances [quota, req-5c6b]"
         );
+    }
+
+    #[test]
+    fn nova_refusing_the_zone_or_the_group_of_a_create_is_the_orders_fault() {
+        let zone =
+            r#"{"badRequest": {"code": 400, "message": "The requested availability zone is not available"}}"#;
+        let group = r#"{"badRequest": {"code": 400, "message": "Instance group 4f5c9d3e-7a1b-4c2d-9e8f-0a1b2c3d4e5f could not be found."}}"#;
+        for body in [zone, group] {
+            assert_eq!(class(Service::Compute, 400, None, body), ErrorClass::Invalid, "{body}");
+            let e = OpenStackError::from_response(
+                Service::Compute,
+                "POST",
+                "/servers",
+                StatusCode::BAD_REQUEST,
+                &HeaderMap::new(),
+                body.as_bytes(),
+            );
+            assert!(!e.is_retryable());
+            assert_eq!(e.event_class(), crate::messages::event::ErrorClass::InvalidOrder);
+        }
+        // Other 400s stay as they were; a group that is not found by a GET is a 404.
+        assert_eq!(class(Service::Compute, 400, None, NOVA_BAD), ErrorClass::Permanent);
+        let gone = r#"{"itemNotFound": {"code": 404, "message": "Instance group 4f5c could not be found."}}"#;
+        assert_eq!(class(Service::Compute, 404, None, gone), ErrorClass::NotFound);
     }
 }

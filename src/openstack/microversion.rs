@@ -54,6 +54,8 @@ pub const NOVA_TAGS: Microversion = Microversion::new(2, 26);
 pub const NOVA_TAGS_AT_CREATE: Microversion = Microversion::new(2, 52);
 /// Nova: keypairs have a `type` (`ssh`, `x509`).
 pub const NOVA_KEYPAIR_TYPE: Microversion = Microversion::new(2, 2);
+/// Nova: server groups take one `policy` (and `rules`) instead of a `policies` list.
+pub const NOVA_SERVER_GROUP_POLICY: Microversion = Microversion::new(2, 64);
 /// Nova: attaching a volume answers 202 without a body.
 pub const NOVA_ATTACH_202: Microversion = Microversion::new(2, 101);
 /// Nova: the microversion we ask for when the cloud supports it.

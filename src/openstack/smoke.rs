@@ -228,6 +228,8 @@ async fn provision(
                 // "#cloud-config\n" in base64.
                 user_data: Some("I2Nsb3VkLWNvbmZpZwo=".into()),
                 metadata: metadata.clone(),
+                availability_zone: None,
+                server_group: None,
             },
         )
         .await?;

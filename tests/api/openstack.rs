@@ -422,6 +422,8 @@ async fn round_trip(cloud: &OpenStack, sim: &SimHandle, order: &str) {
                 key_name: None,
                 user_data: Some("I2Nsb3VkLWNvbmZpZwpydW5jbWQ6IFtbZWNobywgaGldXQo=".into()),
                 metadata: metadata.clone(),
+                availability_zone: None,
+                server_group: None,
             },
         )
         .await

@@ -1,5 +1,6 @@
 //! Nova v2.1: flavors, servers (create, get, list by tags, delete, actions and their record),
-//! volume attachments, keypairs (import, show, delete), limits.
+//! volume attachments, keypairs (import, show, delete), availability zones, server groups
+//! (list, find, show, create, delete), limits.
 //!
 //! Built like the other services: [`ComputeApi`] holds the shared session, each call takes the
 //! project scope (the order's project id) and returns the wire types of [`protocol`]. Every
@@ -49,6 +50,10 @@ pub struct NewServer {
     /// Base64, as in the order. A secret: not in `Debug`.
     pub user_data: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Nova's `availability_zone` (absent: the scheduler's choice).
+    pub availability_zone: Option<String>,
+    /// A server group id, sent as the scheduler hint `group`: the server becomes a member.
+    pub server_group: Option<String>,
 }
 
 impl std::fmt::Debug for NewServer {
@@ -62,6 +67,8 @@ impl std::fmt::Debug for NewServer {
             .field("key_name", &self.key_name)
             .field("user_data", &self.user_data.as_ref().map(|_| "***"))
             .field("metadata", &self.metadata)
+            .field("availability_zone", &self.availability_zone)
+            .field("server_group", &self.server_group)
             .finish()
     }
 }
@@ -152,10 +159,15 @@ impl ComputeApi {
                 .map(|u| u.chars().filter(|c| !c.is_ascii_whitespace()).collect()),
             metadata: (!new.metadata.is_empty()).then(|| new.metadata.clone()),
             tags: (tags_at_create && !new.tags.is_empty()).then(|| new.tags.clone()),
+            availability_zone: new.availability_zone.clone(),
             ..Default::default()
         };
+        let scheduler_hints = new
+            .server_group
+            .as_ref()
+            .map(|g| BTreeMap::from([("group".to_string(), serde_json::Value::from(g.as_str()))]));
         let req = Request::new(SERVICE, Method::POST, "/servers", "/servers")
-            .json(&ServerCreateRequest { server: create });
+            .json(&ServerCreateRequest { server: create, scheduler_hints });
         let created = self.session.json::<ServerCreated>(project, req).await?.server;
         if !tags_at_create && !new.tags.is_empty() {
             if version < microversion::NOVA_TAGS {
@@ -480,6 +492,99 @@ impl ComputeApi {
         }
     }
 
+    /// `GET /os-availability-zone`: the zones with their state (the summary every project may
+    /// read; `/detail` with hosts is admin-only by default).
+    pub async fn list_availability_zones(
+        &self,
+        project: &str,
+    ) -> Result<Vec<protocol::AvailabilityZone>, OpenStackError> {
+        let req = Request::new(SERVICE, Method::GET, "/os-availability-zone", "/os-availability-zone");
+        Ok(self.session.json::<protocol::AvailabilityZoneList>(project, req).await?.zones)
+    }
+
+    /// `GET /os-server-groups`: the project's server groups (its own even for an admin, who
+    /// would have to ask `all_projects`), every page (`limit` / `offset`: Nova sends no links).
+    pub async fn list_server_groups(
+        &self,
+        project: &str,
+    ) -> Result<Vec<protocol::ServerGroup>, OpenStackError> {
+        const PAGE: usize = 1000;
+        let mut groups = Vec::new();
+        loop {
+            let req = Request::new(SERVICE, Method::GET, "/os-server-groups", "/os-server-groups")
+                .query("limit", PAGE.to_string())
+                .query("offset", groups.len().to_string());
+            let page = self.session.json::<protocol::ServerGroupList>(project, req).await?.server_groups;
+            let full = page.len() == PAGE;
+            groups.extend(page);
+            if !full {
+                return Ok(groups);
+            }
+        }
+    }
+
+    /// The project's one server group with this id, or else this exact name (ids are UUIDs,
+    /// names are free: the id is tried first). Found in the project's list, so a group of
+    /// another project is not found (Nova would answer its show with a policy 403).
+    pub async fn find_server_group(
+        &self,
+        project: &str,
+        id_or_name: &str,
+    ) -> Result<protocol::ServerGroup, OpenStackError> {
+        let mut groups = self.list_server_groups(project).await?;
+        if let Some(i) = groups.iter().position(|g| g.id == id_or_name) {
+            return Ok(groups.swap_remove(i));
+        }
+        groups.retain(|g| g.name == id_or_name);
+        exactly_one(SERVICE, "/os-server-groups", "server group", id_or_name, groups, |g| &g.id)
+    }
+
+    /// `GET /os-server-groups/{id}`.
+    pub async fn get_server_group(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<protocol::ServerGroup, OpenStackError> {
+        let req =
+            Request::new(SERVICE, Method::GET, "/os-server-groups/{id}", format!("/os-server-groups/{id}"));
+        Ok(self.session.json::<protocol::ServerGroupBody>(project, req).await?.server_group)
+    }
+
+    /// `POST /os-server-groups` with a policy (`anti-affinity`, `affinity`, `soft-...`): sent as
+    /// `policy` from 2.64, as `policies: [policy]` before.
+    pub async fn create_server_group(
+        &self,
+        project: &str,
+        name: &str,
+        policy: &str,
+    ) -> Result<protocol::ServerGroup, OpenStackError> {
+        let v264 = self.microversion(project).await? >= microversion::NOVA_SERVER_GROUP_POLICY;
+        let create = protocol::ServerGroupCreate {
+            name: name.to_string(),
+            policies: (!v264).then(|| vec![policy.to_string()]),
+            policy: v264.then(|| policy.to_string()),
+            rules: None,
+        };
+        let req = Request::new(SERVICE, Method::POST, "/os-server-groups", "/os-server-groups")
+            .json(&protocol::ServerGroupCreateRequest { server_group: create });
+        Ok(self.session.json::<protocol::ServerGroupBody>(project, req).await?.server_group)
+    }
+
+    /// `DELETE /os-server-groups/{id}`; a group already gone is success.
+    pub async fn delete_server_group(&self, project: &str, id: &str) -> Result<(), OpenStackError> {
+        let req = Request::new(
+            SERVICE,
+            Method::DELETE,
+            "/os-server-groups/{id}",
+            format!("/os-server-groups/{id}"),
+        );
+        match self.session.send(project, req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /limits`: the project's absolute limits and usage.
     pub async fn limits(&self, project: &str) -> Result<Limits, OpenStackError> {
         let req = Request::new(SERVICE, Method::GET, "/limits", "/limits");
@@ -639,6 +744,8 @@ mod tests {
             key_name: Some("ops".into()),
             user_data: Some("I2Nsb3VkLWNvbmZpZwo=".into()),
             metadata: BTreeMap::from([("provisioner_order_id".into(), "o-1".into())]),
+            availability_zone: Some("az2".into()),
+            server_group: Some("616fb98f-46ca-475e-917e-2563e5a8cd19".into()),
         };
         assert!(!format!("{new:?}").contains("I2Nsb3VkLWNvbmZpZwo="));
     }

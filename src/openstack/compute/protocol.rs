@@ -1,5 +1,6 @@
-//! Nova v2.1 wire types: version document, flavors, server create request and server body,
-//! volume attachments (shapes before and after microversion 2.89), limits, quota sets and the
+//! Nova v2.1 wire types: version document, flavors, server create request (with its scheduler
+//! hints) and server body, volume attachments (shapes before and after microversion 2.89),
+//! availability zones, server groups (before and after 2.64), limits, quota sets and the
 //! error bodies (`{"forbidden": {"code": 403, "message": ...}}` and friends).
 //!
 //! Shared by the client and the simulator. Fields that appear only from some microversion are
@@ -107,6 +108,16 @@ pub struct FlavorList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerCreateRequest {
     pub server: ServerCreate,
+    /// Beside `server`, not in it: `{"group": "<server group id>"}` and the other filters'
+    /// hints. Nova reads either key (the api-ref's `os:scheduler_hints`, or the SDK's
+    /// `OS-SCH-HNT:scheduler_hints`).
+    #[serde(
+        rename = "os:scheduler_hints",
+        alias = "OS-SCH-HNT:scheduler_hints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scheduler_hints: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -519,6 +530,98 @@ pub struct KeypairList {
     pub keypairs_links: Option<Vec<Link>>,
 }
 
+/// `GET /os-availability-zone` (and `/detail`, which adds `hosts` and is admin-only by
+/// Nova's default policy). Cinder answers the same shape without `hosts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityZoneList {
+    #[serde(rename = "availabilityZoneInfo")]
+    pub zones: Vec<AvailabilityZone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityZone {
+    #[serde(rename = "zoneName")]
+    pub name: String,
+    #[serde(rename = "zoneState")]
+    pub state: ZoneState,
+    /// Host → service binary → its state (`/detail` only; `null` in the summary and for a zone
+    /// that is not available).
+    #[serde(default)]
+    pub hosts: Option<BTreeMap<String, BTreeMap<String, ZoneService>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneState {
+    pub available: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneService {
+    pub available: bool,
+    pub active: bool,
+    #[serde(default)]
+    pub updated_at: Option<String>,
+}
+
+/// `POST /os-server-groups` body: `policies` (one item) before 2.64, `policy` and `rules` from
+/// 2.64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerGroupCreateRequest {
+    pub server_group: ServerGroupCreate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerGroupCreate {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// A server group as create, show and list return it. `members` lists only servers that are
+/// not deleted. `policies` + `metadata` (always `{}`) before 2.64, `policy` + `rules` from 2.64;
+/// `project_id` and `user_id` from 2.13.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerGroup {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<BTreeMap<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+}
+
+impl ServerGroup {
+    /// The policy whatever the microversion (`policy`, else the one `policies` item).
+    pub fn the_policy(&self) -> Option<&str> {
+        self.policy.as_deref().or_else(|| self.policies.as_ref()?.first().map(String::as_str))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerGroupBody {
+    pub server_group: ServerGroup,
+}
+
+/// `GET /os-server-groups` (`limit` / `offset`, no links).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerGroupList {
+    pub server_groups: Vec<ServerGroup>,
+}
+
 /// The OpenSSH public key types Nova imports (what `cryptography` loads).
 pub const SSH_KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
@@ -783,6 +886,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v21.server.image, Some(ServerImage::None(String::new())));
+    }
+
+    #[test]
+    fn parses_api_ref_availability_zones_server_groups_and_hints() {
+        let az: AvailabilityZoneList = serde_json::from_str(
+            r#"{"availabilityZoneInfo": [{"zoneState": {"available": true}, "hosts": null, "zoneName": "nova"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((az.zones[0].name.as_str(), az.zones[0].state.available), ("nova", true));
+        let detail: AvailabilityZoneList = serde_json::from_str(
+            r#"{"availabilityZoneInfo": [{"zoneName": "internal", "zoneState": {"available": true},
+            "hosts": {"fake_host-1": {"nova-conductor": {"available": true, "active": true,
+            "updated_at": "2012-12-26T14:45:25.000000"}}}}, {"zoneName": "nova", "zoneState": {"available": true},
+            "hosts": {"fake_host-1": {"nova-compute": {"available": true, "active": true, "updated_at": null}}}}]}"#,
+        )
+        .unwrap();
+        assert!(detail.zones[1].hosts.as_ref().unwrap()["fake_host-1"]["nova-compute"].active);
+        let old: ServerGroupBody = serde_json::from_str(
+            r#"{"server_group": {"id": "616fb98f-46ca-475e-917e-2563e5a8cd19", "name": "test",
+            "policies": ["anti-affinity"], "members": [], "metadata": {}}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.server_group.the_policy(), Some("anti-affinity"));
+        let new: ServerGroupList = serde_json::from_str(
+            r#"{"server_groups": [{"id": "616fb98f-46ca-475e-917e-2563e5a8cd19", "name": "test",
+            "policy": "anti-affinity", "rules": {"max_server_per_host": 3}, "members": [],
+            "project_id": "6f70656e737461636b20342065766572", "user_id": "fake"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(new.server_groups[0].the_policy(), Some("anti-affinity"));
+        // The SDK's key for the hints is accepted as well as the api-ref's.
+        let req: ServerCreateRequest = serde_json::from_str(
+            r#"{"server": {"name": "a", "flavorRef": "1"}, "OS-SCH-HNT:scheduler_hints": {"group": "616fb98f-46ca-475e-917e-2563e5a8cd19"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.scheduler_hints.unwrap()["group"], "616fb98f-46ca-475e-917e-2563e5a8cd19");
     }
 
     #[test]
