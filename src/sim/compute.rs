@@ -33,7 +33,6 @@ use crate::sim::state::{
 };
 
 const S: Service = Service::Compute;
-const HOST: &str = "sim-compute-1";
 
 pub fn routes() -> Router<Arc<Sim>> {
     let v = "/compute/v2.1";
@@ -250,9 +249,11 @@ fn visible(tok: &TokenInfo, s: &ServerRec) -> bool {
     tok.is_admin() || tok.project_id.as_deref() == Some(&s.project_id)
 }
 
-fn host_id(project: &str) -> String {
+/// Nova's `hostId`: a hash of the project and the host, so a project sees which of its servers
+/// share a host and nothing else.
+fn host_id(project: &str, host: &str) -> String {
     use sha2::Digest;
-    let d = sha2::Sha224::digest(format!("{project}{HOST}").as_bytes());
+    let d = sha2::Sha224::digest(format!("{project}{host}").as_bytes());
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -331,7 +332,11 @@ pub(crate) fn server_view(
         tenant_id: s.project_id.clone(),
         user_id: s.user_id.clone(),
         metadata: s.metadata.clone(),
-        host_id: if v.status == "BUILD" { String::new() } else { host_id(&s.project_id) },
+        host_id: if v.status == "BUILD" || s.availability_zone.is_empty() {
+            String::new()
+        } else {
+            host_id(&s.project_id, w.host_of_zone(&s.availability_zone))
+        },
         image: Some(match &s.image_id {
             Some(id) => ServerImage::Ref {
                 id: id.clone(),
@@ -352,8 +357,9 @@ pub(crate) fn server_view(
         links: links(sim, "servers", &s.id),
         disk_config: Some("MANUAL".into()),
         progress: Some(if v.status == "ACTIVE" { 100 } else { 0 }),
+        // Nova sets a requested zone at create; an unrequested one once scheduled.
         availability_zone: Some(if v.status == "BUILD" {
-            String::new()
+            s.requested_az.clone().unwrap_or_default()
         } else {
             s.availability_zone.clone()
         }),
@@ -378,10 +384,13 @@ pub(crate) fn server_view(
         description: if mv.at_least(2, 19) { Some(s.description.clone().unwrap_or_default()) } else { None },
         locked: mv.at_least(2, 9).then_some(false),
         locked_reason: None,
-        server_groups: mv.at_least(2, 71).then(Vec::new),
+        // From 2.71 in a server's show (and update), not in the detail list: see `with_groups`.
+        server_groups: None,
         trusted_image_certificates: None,
-        pinned_availability_zone: None,
-        scheduler_hints: mv.at_least(2, 100).then(|| serde_json::json!({})),
+        pinned_availability_zone: mv.at_least(2, 96).then(|| s.requested_az.clone()).flatten(),
+        scheduler_hints: mv
+            .at_least(2, 100)
+            .then(|| serde_json::to_value(s.scheduler_hints.clone().unwrap_or_default()).unwrap_or_default()),
     }
 }
 
@@ -402,8 +411,16 @@ fn server_json(
     if mv.at_least(2, 73) {
         v["locked_reason"] = serde_json::Value::Null;
     }
-    if mv.at_least(2, 96) {
+    if mv.at_least(2, 96) && s.requested_az.is_none() {
         v["pinned_availability_zone"] = serde_json::Value::Null;
+    }
+    v
+}
+
+/// A server's show (and update) from 2.71 names its server group (Nova's detail list does not).
+fn with_groups(mut v: serde_json::Value, w: &World, s: &ServerRec, mv: Microversion) -> serde_json::Value {
+    if mv.at_least(2, 71) {
+        v["server_groups"] = serde_json::json!(w.groups_of_server(&s.id));
     }
     v
 }
@@ -562,7 +579,8 @@ async fn show_server(
     let now = Utc::now();
     let w = sim.world();
     let s = w.server(&id).filter(|s| visible(&tok, s)).ok_or_else(|| server_not_found(&id))?;
-    let body = serde_json::json!({"server": server_json(&sim, &w, s, now, mv(v))});
+    let mv = mv(v);
+    let body = serde_json::json!({"server": with_groups(server_json(&sim, &w, s, now, mv), &w, s, mv)});
     drop(w);
     Ok(json(StatusCode::OK, &body))
 }
@@ -604,6 +622,7 @@ async fn create_server(
         ));
     }
     let req: ServerCreateRequest = parse_body(S, &body)?;
+    let hints = req.scheduler_hints;
     let c = req.server;
     if c.name.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -650,6 +669,9 @@ async fn create_server(
     {
         return Err(ApiError::bad_request(S, "Invalid key_name provided."));
     }
+    // The zone asked for must be an available one; the hint `group` an existing group.
+    w.check_zone(c.availability_zone.as_deref())?;
+    let group = w.hinted_group(hints.as_ref())?;
     // Quota: instances, cores, ram (Nova counts servers in any state).
     let quota = w.quotas_of(&project);
     let used = w.usage_of(&project);
@@ -707,6 +729,8 @@ async fn create_server(
         return Err(ApiError::forbidden(S, "Maximum number of ports exceeded"));
     }
     let id = new_id();
+    let placed = w.place(c.availability_zone.as_deref(), group.as_deref());
+    let host = placed.as_ref().map(|(_, h)| h.clone()).unwrap_or_default();
     let mut ports = Vec::new();
     for nic in &nics {
         match (&nic.port, &nic.uuid) {
@@ -732,7 +756,7 @@ async fn create_server(
         if let Some(p) = w.ports.get_mut(pid) {
             p.device_id = id.clone();
             p.device_owner = "compute:nova".into();
-            p.host = HOST.into();
+            p.host = host.clone();
             p.modified = now;
             p.revision += 1;
         }
@@ -751,12 +775,20 @@ async fn create_server(
         metadata: c.metadata.clone().unwrap_or_default(),
         tags: c.tags.clone().unwrap_or_default(),
         description: c.description.clone(),
-        availability_zone: c.availability_zone.clone().unwrap_or_else(|| "nova".into()),
+        availability_zone: match &placed {
+            Some((zone, _)) => zone.clone(),
+            None => c.availability_zone.clone().unwrap_or_default(),
+        },
+        requested_az: c.availability_zone.clone(),
+        scheduler_hints: hints.clone(),
         ports,
         volumes: vec![],
         created: now,
         boot_done: after(now, boot),
-        fault: injected.server_error.map(|m| (500, m)),
+        fault: injected
+            .server_error
+            .or_else(|| placed.is_none().then(|| crate::sim::placement::NO_VALID_HOST.to_string()))
+            .map(|m| (500, m)),
         stuck: injected.stuck,
         modified: now,
         deleted: None,
@@ -764,6 +796,9 @@ async fn create_server(
     };
     w.servers.insert(id.clone(), rec);
     w.server_order.insert(seq, id.clone());
+    if let Some(g) = group.and_then(|g| w.server_groups.get_mut(&g)) {
+        g.members.push(id.clone());
+    }
     let u = w.usage_mut(&project);
     u.instances += 1;
     u.cores += flavor.vcpus as i64;
@@ -805,7 +840,8 @@ async fn update_server(
     }
     s.modified = now;
     let s = w.server(&id).ok_or_else(|| server_not_found(&id))?;
-    let body = serde_json::json!({"server": server_json(&sim, &w, s, now, mv(v))});
+    let mv = mv(v);
+    let body = serde_json::json!({"server": with_groups(server_json(&sim, &w, s, now, mv), &w, s, mv)});
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -1166,7 +1202,7 @@ fn quota_pairs(w: &World, project: &str, mv: Microversion) -> Vec<(&'static str,
         ("ram", q.ram, u.ram),
         ("key_pairs", 100, 0),
         ("metadata_items", 128, 0),
-        ("server_groups", 10, 0),
+        ("server_groups", 10, w.server_groups.values().filter(|g| g.project_id == project).count() as i64),
         ("server_group_members", 10, 0),
     ];
     if !mv.at_least(2, 57) {
@@ -1333,7 +1369,8 @@ async fn limits(State(sim): State<Arc<Sim>>, headers: HeaderMap, q: QueryPairs) 
                 total_instances_used: u.instances,
                 total_cores_used: u.cores,
                 total_ram_used: u.ram,
-                total_server_groups_used: 0,
+                total_server_groups_used: w.server_groups.values().filter(|g| g.project_id == project).count()
+                    as i64,
             },
         },
     };
@@ -1576,8 +1613,9 @@ async fn show_instance_action(
         event["traceback"] = serde_json::json!(a.error);
     }
     if mv.at_least(2, 62) {
-        event["host"] = serde_json::json!(HOST);
-        event["hostId"] = serde_json::json!(host_id(&s.project_id));
+        let host = w.host_of_zone(&s.availability_zone);
+        event["host"] = serde_json::json!(host);
+        event["hostId"] = serde_json::json!(host_id(&s.project_id, host));
     }
     if mv.at_least(2, 84) {
         event["details"] = serde_json::json!(a.error);

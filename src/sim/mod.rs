@@ -23,6 +23,7 @@ mod identity;
 mod image;
 mod keypairs;
 mod network;
+mod placement;
 pub mod seed;
 pub mod state;
 mod volume;
@@ -225,6 +226,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .merge(network::routes())
         .merge(compute::routes())
         .merge(keypairs::routes())
+        .merge(placement::routes())
         .merge(volume::routes("/volume/v3"))
         .merge(volume::routes("/volume/v3/{project_id}"))
         .route_layer(axum::middleware::from_fn_with_state(sim.clone(), http::api_layer))

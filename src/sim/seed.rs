@@ -80,6 +80,9 @@ networks:
 volume_types:
   - {id: 4b5c6d7e-8f90-4a1b-9c2d-3e4f5a6b7c36, name: standard, is_default: true}
   - {id: 8c9d0e1f-2a3b-4c4d-8e5f-6a7b8c9d0e47, name: ssd}
+availability_zones:
+  - {name: nova, host: sim-compute-1}
+  - {name: az2, host: sim-compute-2}
 "#;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,10 +108,32 @@ pub struct Seed {
     /// (keypairs belong to users; `POST /os-keypairs` adds more).
     #[serde(default = "default_keypairs")]
     pub keypairs: Vec<String>,
+    /// Nova's availability zones, one compute host each, in scheduling order (the first is
+    /// where a server goes that asks for none). A seed without them has Nova's default `nova`.
+    #[serde(default = "default_zones")]
+    pub availability_zones: Vec<SeedZone>,
 }
 
 fn default_keypairs() -> Vec<String> {
     vec!["ops-key".to_string()]
+}
+
+fn default_zones() -> Vec<SeedZone> {
+    vec![SeedZone { name: "nova".into(), host: "sim-compute-1".into(), available: true }]
+}
+
+/// A Nova availability zone (an aggregate with one compute host). One that is not `available`
+/// (its compute service down) is listed so, and refused to a server create, as Nova does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedZone {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "yes")]
+    pub available: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -350,6 +375,9 @@ impl Seed {
                 })?;
             }
         }
+        if self.availability_zones.is_empty() {
+            return Err(SeedError::Invalid("no availability zones (Nova has at least `nova`)".into()));
+        }
         if self.projects.is_empty() {
             return Err(SeedError::Invalid("no projects".into()));
         }
@@ -371,6 +399,9 @@ mod tests {
         assert_eq!((acme.id.as_str(), acme.quotas.instances, acme.quotas.volumes), (ACME_PROJECT_ID, 2, 2));
         assert!(s.images.iter().any(|i| i.status != "active"));
         assert_eq!(s.flavors.len(), 3);
+        let zones: Vec<(&str, &str)> =
+            s.availability_zones.iter().map(|z| (z.name.as_str(), z.host.as_str())).collect();
+        assert_eq!(zones, [("nova", "sim-compute-1"), ("az2", "sim-compute-2")]);
         assert!(Seed::parse("projects: []").is_err());
         let service = s.projects.iter().find(|p| p.name == "service").unwrap();
         assert_eq!(service.id, SERVICE_PROJECT_ID);

@@ -355,7 +355,13 @@ pub struct ServerRec {
     pub metadata: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub description: Option<String>,
+    /// The zone it is placed in (its host's).
     pub availability_zone: String,
+    /// The zone the create asked for (Nova's request spec: `pinned_availability_zone` from
+    /// 2.96).
+    pub requested_az: Option<String>,
+    /// The create's scheduler hints, as given (shown from 2.100).
+    pub scheduler_hints: Option<BTreeMap<String, serde_json::Value>>,
     /// Ports in NIC order, with whether Nova created them (then Nova deletes them too).
     pub ports: Vec<(String, bool)>,
     pub volumes: Vec<AttachRec>,
@@ -705,6 +711,8 @@ pub struct World {
     pub keypairs: BTreeMap<(String, String), crate::sim::keypairs::KeypairRec>,
     pub security_groups: BTreeMap<String, SecurityGroupRec>,
     pub floating_ips: BTreeMap<String, FloatingIpRec>,
+    /// Nova server groups by id.
+    pub server_groups: BTreeMap<String, crate::sim::placement::ServerGroupRec>,
     pub seq: u64,
     pub started: DateTime<Utc>,
 }
@@ -734,6 +742,7 @@ impl World {
             keypairs: BTreeMap::new(),
             security_groups: BTreeMap::new(),
             floating_ips: BTreeMap::new(),
+            server_groups: BTreeMap::new(),
             seq: 0,
             started: now,
         };
@@ -1220,6 +1229,8 @@ mod tests {
             tags: vec![],
             description: None,
             availability_zone: "nova".into(),
+            requested_az: None,
+            scheduler_hints: None,
             ports: vec![],
             volumes: vec![],
             created: now,

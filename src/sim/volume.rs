@@ -47,11 +47,20 @@ pub fn routes(prefix: &str) -> Router<Arc<Sim>> {
         .route(&format!("{prefix}/types/default"), get(default_type))
         .route(&format!("{prefix}/types/{{id}}"), get(show_type))
         .route(&format!("{prefix}/limits"), get(limits))
+        .route(&format!("{prefix}/os-availability-zone"), get(availability_zones))
         .route(
             &format!("{prefix}/os-quota-sets/{{target}}"),
             get(show_quota).put(update_quota).delete(reset_quota),
         )
         .route(&format!("{prefix}/os-quota-sets/{{target}}/defaults"), get(quota_defaults))
+}
+
+/// Cinder's zones: the one its volumes are in (`nova`, Cinder's default
+/// `storage_availability_zone`).
+async fn availability_zones(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> ApiResult {
+    authenticate(&sim, &headers, S)?;
+    let zone = AvailabilityZone { name: "nova".into(), state: ZoneState { available: true } };
+    Ok(json(StatusCode::OK, &AvailabilityZoneList { zones: vec![zone] }))
 }
 
 fn v3(sim: &Sim) -> serde_json::Value {

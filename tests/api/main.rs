@@ -13,6 +13,7 @@ mod network;
 mod nova;
 mod openstack;
 mod ops;
+mod placement;
 mod preflight;
 mod reconcile;
 mod regions;

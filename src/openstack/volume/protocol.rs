@@ -1,5 +1,6 @@
 //! Cinder v3 wire types: volumes (status, attachments, metadata), the create request, volume
-//! types, quota sets and the error body (the same one-key envelope as Nova's).
+//! types, availability zones, quota sets and the error body (the same one-key envelope as
+//! Nova's).
 //!
 //! Shared by the client and the simulator. Cinder writes times without a zone
 //! (`2026-11-26T10:00:00.000000`, UTC).
@@ -224,6 +225,27 @@ pub struct QuotaUsage {
     pub reserved: i64,
     #[serde(default)]
     pub allocated: i64,
+}
+
+/// `GET /os-availability-zone`: Cinder's own zones (its `storage_availability_zone`, not
+/// Nova's), each `{zoneName, zoneState: {available}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityZoneList {
+    #[serde(rename = "availabilityZoneInfo")]
+    pub zones: Vec<AvailabilityZone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AvailabilityZone {
+    #[serde(rename = "zoneName")]
+    pub name: String,
+    #[serde(rename = "zoneState")]
+    pub state: ZoneState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneState {
+    pub available: bool,
 }
 
 #[cfg(test)]
