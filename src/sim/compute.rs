@@ -1,6 +1,7 @@
 //! Simulated Nova v2.1 under `/compute`: version documents and microversion negotiation
 //! (2.1 to 2.101), flavors, servers (create with ports or networks, show, list and detail with
-//! Nova's filters and pagination, update, delete, tags, metadata), volume attachments, limits
+//! Nova's filters and pagination, update, delete, tags, metadata; boot from a volume made from
+//! an image, in the simulator's Cinder), volume attachments, limits
 //! and quota sets. Quota exceeded is Nova's 403. Keypairs are in [`super::keypairs`].
 //!
 //! A server is `BUILD` until its boot time has passed, then `ACTIVE` (or `ERROR` with a `fault`
@@ -29,7 +30,7 @@ use crate::sim::http::{
 };
 use crate::sim::seed::SeedFlavor;
 use crate::sim::state::{
-    ActionRec, AttachRec, Life, Pending, ServerRec, TokenInfo, Vm, VolAttach, World, after, new_id,
+    ActionRec, AttachRec, Life, Pending, ServerRec, TokenInfo, Vm, VolAttach, VolumeRec, World, after, new_id,
 };
 
 const S: Service = Service::Compute;
@@ -663,6 +664,10 @@ async fn create_server(
         None if c.block_device_mapping_v2.is_some() => None,
         None => return Err(ApiError::bad_request(S, "Invalid imageRef provided.")),
     };
+    // Boot from volume: a mapping at boot index 0 from an image to a volume, which Nova has
+    // Cinder make (sized, typed) and attaches as the root disk. Other mappings are accepted and
+    // not modelled (as before).
+    let boot = boot_volume_request(&w, &c, mv)?;
     // Keypairs are the user's: Nova looks the name up among the caller's.
     if let Some(k) = &c.key_name
         && !w.has_keypair(&tok.user_id, k)
@@ -761,7 +766,69 @@ async fn create_server(
             p.revision += 1;
         }
     }
-    let boot = w.timings.boot_duration();
+    // Nova's compute host asks Cinder for the boot volume: over Cinder's quota the build is
+    // aborted (the server ends in ERROR with Nova's fault), else the volume is made from the
+    // image and attached as /dev/vda, in-use by the time the server is up.
+    let mut volumes = vec![];
+    let mut build_fault = None;
+    if let Some(b) = &boot {
+        if let Some(why) = super::volume::over_volume_quota(&w, &project, b.size) {
+            tracing::debug!(server_id = %id, %why, "boot volume over quota");
+            build_fault =
+                Some((500, format!("Build of instance {id} aborted: Quota exceeded for resources: volumes")));
+        } else if b.too_small_for_image {
+            build_fault =
+                Some((500, format!("Build of instance {id} aborted: Block Device Mapping is Invalid.")));
+        } else {
+            let vid = new_id();
+            let vseq = w.next_seq();
+            let attachment_id = new_id();
+            w.volumes.insert(
+                vid.clone(),
+                VolumeRec {
+                    seq: vseq,
+                    id: vid.clone(),
+                    // Nova names the volumes it makes from an image "" (and describes them "").
+                    name: Some(String::new()),
+                    description: Some(String::new()),
+                    project_id: project.clone(),
+                    user_id: tok.user_id.clone(),
+                    size: b.size,
+                    volume_type: b.volume_type.clone(),
+                    metadata: BTreeMap::new(),
+                    availability_zone: c.availability_zone.clone().unwrap_or_else(|| "nova".into()),
+                    created: now,
+                    available_at: now,
+                    create_fault: false,
+                    stuck: None,
+                    attach: Some(VolAttach {
+                        server_id: id.clone(),
+                        attachment_id: attachment_id.clone(),
+                        device: "/dev/vda".into(),
+                        started: now,
+                        attaching_at: now,
+                        in_use_at: now,
+                    }),
+                    detached_until: None,
+                    modified: now,
+                    image: Some((b.image_id.clone(), b.image_name.clone())),
+                },
+            );
+            w.volume_order.insert(vseq, vid.clone());
+            let u = w.usage_mut(&project);
+            u.volumes += 1;
+            u.gigabytes += b.size as i64;
+            volumes.push(AttachRec {
+                volume_id: vid,
+                attachment_id,
+                bdm_uuid: new_id(),
+                device: "/dev/vda".into(),
+                tag: None,
+                delete_on_termination: b.delete_on_termination,
+            });
+        }
+    }
+    let boot_time = w.timings.boot_duration();
     let seq = w.next_seq();
     let rec = ServerRec {
         seq,
@@ -782,13 +849,14 @@ async fn create_server(
         requested_az: c.availability_zone.clone(),
         scheduler_hints: hints.clone(),
         ports,
-        volumes: vec![],
+        volumes,
         created: now,
-        boot_done: after(now, boot),
+        boot_done: after(now, boot_time),
         fault: injected
             .server_error
             .or_else(|| placed.is_none().then(|| crate::sim::placement::NO_VALID_HOST.to_string()))
-            .map(|m| (500, m)),
+            .map(|m| (500, m))
+            .or(build_fault),
         stuck: injected.stuck,
         modified: now,
         deleted: None,
@@ -818,6 +886,102 @@ async fn create_server(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     Ok(resp)
+}
+
+/// A boot from a volume made from an image, as `POST /servers` asked for it.
+struct BootVolume {
+    image_id: String,
+    image_name: String,
+    size: u64,
+    /// The Cinder type's name.
+    volume_type: String,
+    delete_on_termination: bool,
+    /// The image is larger than the volume: Cinder refuses to make it on the host, so the build
+    /// fails (Nova checks only `min_disk` at the API).
+    too_small_for_image: bool,
+}
+
+/// Validates `block_device_mapping_v2` as Nova's API does for the one case the simulator
+/// models (boot index 0, source `image`, destination `volume`): the image exists and is active,
+/// a size is given and is at least the image's `min_disk`, the type (2.67+) exists.
+fn boot_volume_request(
+    w: &World,
+    c: &ServerCreate,
+    mv: Microversion,
+) -> Result<Option<BootVolume>, ApiError> {
+    const GIB: u64 = 1 << 30;
+    let Some(list) = &c.block_device_mapping_v2 else { return Ok(None) };
+    for raw in list {
+        if raw.get("volume_type").is_some() && !mv.at_least(2, 67) {
+            return Err(ApiError::bad_request(
+                S,
+                format!(
+                    "Invalid input for field/attribute 0. Value: {raw}. Additional properties are not allowed ('volume_type' was unexpected)"
+                ),
+            ));
+        }
+        let bdm: BlockDeviceMapping = serde_json::from_value(raw.clone()).map_err(|e| {
+            ApiError::bad_request(
+                S,
+                format!("Invalid input for field/attribute block_device_mapping_v2. {e}"),
+            )
+        })?;
+        let from_image = bdm.source_type.as_deref() == Some("image")
+            && bdm.destination_type.as_deref() == Some("volume")
+            && bdm.boot_index == Some(0);
+        if !from_image {
+            continue;
+        }
+        let image_id = bdm.uuid.clone().unwrap_or_default();
+        let img = w
+            .seed
+            .images
+            .iter()
+            .find(|i| i.id == image_id)
+            .ok_or_else(|| ApiError::bad_request(S, format!("Image {image_id} could not be found.")))?;
+        if img.status != "active" {
+            return Err(ApiError::bad_request(S, format!("Image {image_id} is not active.")));
+        }
+        let size = match bdm.volume_size {
+            Some(n) if n > 0 => n as u64,
+            _ => {
+                return Err(ApiError::bad_request(
+                    S,
+                    "Images with destination_type 'volume' need to have a non-zero size specified",
+                ));
+            }
+        };
+        if img.min_disk > size {
+            return Err(ApiError::bad_request(
+                S,
+                format!(
+                    "Volume is smaller than the minimum size specified in image metadata. Volume size is {} bytes, minimum size is {} bytes.",
+                    size * GIB,
+                    img.min_disk * GIB
+                ),
+            ));
+        }
+        let volume_type =
+            super::volume::volume_type_name(w, bdm.volume_type.as_deref()).ok_or_else(|| {
+                ApiError::bad_request(
+                    S,
+                    format!(
+                        "Volume type {} could not be found.",
+                        bdm.volume_type.as_deref().unwrap_or_default()
+                    ),
+                )
+            })?;
+        return Ok(Some(BootVolume {
+            image_name: img.name.clone(),
+            too_small_for_image: img.size.unwrap_or(0) > size * GIB,
+            image_id,
+            size,
+            volume_type,
+            // Nova's default for a mapping that does not say.
+            delete_on_termination: bdm.delete_on_termination.unwrap_or(false),
+        }));
+    }
+    Ok(None)
 }
 
 async fn update_server(

@@ -643,6 +643,8 @@ pub struct VolumeRec {
     pub attach: Option<VolAttach>,
     pub detached_until: Option<DateTime<Utc>>,
     pub modified: DateTime<Utc>,
+    /// The image a volume was made from (id, name): bootable, with `volume_image_metadata`.
+    pub image: Option<(String, String)>,
 }
 
 impl VolumeRec {
@@ -1166,6 +1168,12 @@ impl World {
         }
         let detach = Duration::from_millis(self.timings.detach_ms);
         for a in vols {
+            // A volume mapped with delete_on_termination (a boot volume Nova made, say) goes
+            // with the server; any other is detached and stays.
+            if a.delete_on_termination {
+                self.delete_volume(&a.volume_id);
+                continue;
+            }
             if let Some(v) = self.volumes.get_mut(&a.volume_id) {
                 v.attach = None;
                 v.detached_until = Some(after(now, detach));
@@ -1283,6 +1291,7 @@ mod tests {
             attach: None,
             detached_until: None,
             modified: t0,
+            image: None,
         };
         assert_eq!(v.status(s(50)), "creating");
         assert_eq!(v.status(s(150)), "available");

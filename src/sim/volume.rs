@@ -127,7 +127,10 @@ fn volume_view(sim: &Sim, w: &World, v: &VolumeRec, now: DateTime<Utc>, mv: Micr
         metadata: v.metadata.clone(),
         volume_type: Some(v.volume_type.clone()),
         volume_type_id: mv.at_least(3, 63).then(|| type_id(w, &v.volume_type).unwrap_or_default()),
-        bootable: "false".into(),
+        bootable: if v.image.is_some() { "true" } else { "false" }.into(),
+        volume_image_metadata: v.image.as_ref().map(|(id, name)| {
+            BTreeMap::from([("image_id".to_string(), id.clone()), ("image_name".to_string(), name.clone())])
+        }),
         encrypted: false,
         multiattach: false,
         description: v.description.clone(),
@@ -250,6 +253,43 @@ async fn show_volume(
     Ok(json(StatusCode::OK, &body))
 }
 
+/// A volume type's name from its name or id; the default type when none is asked for. `None`:
+/// no such type.
+pub(crate) fn volume_type_name(w: &World, wanted: Option<&str>) -> Option<String> {
+    match wanted {
+        Some(t) => w.seed.volume_types.iter().find(|x| x.name == t || x.id == t).map(|x| x.name.clone()),
+        None => Some(
+            w.seed
+                .volume_types
+                .iter()
+                .find(|x| x.is_default)
+                .or(w.seed.volume_types.first())
+                .map(|x| x.name.clone())
+                .unwrap_or_else(|| "__DEFAULT__".into()),
+        ),
+    }
+}
+
+/// Cinder's message when one more volume of `size` GiB would exceed the project's quota (the
+/// create API answers it as 413; Nova, making a boot volume, turns it into the server's fault).
+pub(crate) fn over_volume_quota(w: &World, project: &str, size: u64) -> Option<String> {
+    let q = w.quotas_of(project);
+    let u = w.usage_of(project);
+    if q.volumes >= 0 && u.volumes + 1 > q.volumes {
+        return Some(format!(
+            "VolumeLimitExceeded: Maximum number of volumes allowed ({}) exceeded for quota 'volumes'.",
+            q.volumes
+        ));
+    }
+    if q.gigabytes >= 0 && u.gigabytes + size as i64 > q.gigabytes {
+        return Some(format!(
+            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {}G, quota is {}G and {}G has been consumed.",
+            size, q.gigabytes, u.gigabytes
+        ));
+    }
+    None
+}
+
 fn over_limit(message: String) -> ApiError {
     ApiError::new(S, 413, message).kind("overLimit").retry_after("0")
 }
@@ -274,38 +314,17 @@ async fn create_volume(
     let injected = injected.map(|e| e.0).unwrap_or_default();
     let now = Utc::now();
     let mut w = sim.world();
-    let vtype = match &c.volume_type {
-        Some(t) => w
-            .seed
-            .volume_types
-            .iter()
-            .find(|x| &x.name == t || &x.id == t)
-            .map(|x| x.name.clone())
-            .ok_or_else(|| {
-                ApiError::not_found(S, format!("Volume type with name {t} could not be found."))
-            })?,
-        None => w
-            .seed
-            .volume_types
-            .iter()
-            .find(|x| x.is_default)
-            .or(w.seed.volume_types.first())
-            .map(|x| x.name.clone())
-            .unwrap_or_else(|| "__DEFAULT__".into()),
-    };
-    let q = w.quotas_of(&project);
-    let u = w.usage_of(&project);
-    if q.volumes >= 0 && u.volumes + 1 > q.volumes {
-        return Err(over_limit(format!(
-            "VolumeLimitExceeded: Maximum number of volumes allowed ({}) exceeded for quota 'volumes'.",
-            q.volumes
-        )));
-    }
-    if q.gigabytes >= 0 && u.gigabytes + c.size as i64 > q.gigabytes {
-        return Err(over_limit(format!(
-            "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested {}G, quota is {}G and {}G has been consumed.",
-            c.size, q.gigabytes, u.gigabytes
-        )));
+    let vtype = volume_type_name(&w, c.volume_type.as_deref()).ok_or_else(|| {
+        ApiError::not_found(
+            S,
+            format!(
+                "Volume type with name {} could not be found.",
+                c.volume_type.as_deref().unwrap_or_default()
+            ),
+        )
+    })?;
+    if let Some(msg) = over_volume_quota(&w, &project, c.size) {
+        return Err(over_limit(msg));
     }
     let create_ms = w.timings.volume_create_ms;
     let seq = w.next_seq();
@@ -328,6 +347,7 @@ async fn create_volume(
         attach: None,
         detached_until: None,
         modified: now,
+        image: None,
     };
     w.volumes.insert(id.clone(), rec);
     w.volume_order.insert(seq, id.clone());

@@ -787,3 +787,64 @@ async fn sim_cli_python_openstackclient_availability_zones_and_server_groups() {
     assert!(errors.is_empty(), "server errors: {errors:?}");
     sim.shutdown().await;
 }
+
+/// Issue 15 with the real CLI: `server create --boot-from-volume` (a volume Nova makes from the
+/// image, the server's root disk), shown as a volume-backed server, the volume in-use on it, and
+/// kept available by `server delete` (the CLI maps the volume without delete_on_termination,
+/// which Nova takes as false).
+#[tokio::test]
+async fn sim_cli_python_openstackclient_boots_from_volume() {
+    let bin = openstack_cli();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = Simulator::start(SimConfig::for_tests()).await.unwrap();
+    let cli = Cli { bin, auth_url: sim.auth_url() };
+    let token = sim.control().issue_token("provisioner", "provisioner", "demo").unwrap();
+
+    let server = cli
+        .demo(&[
+            "server",
+            "create",
+            "--image",
+            "cirros-0.6.2",
+            "--boot-from-volume",
+            "1",
+            "--flavor",
+            "m1.tiny",
+            "--network",
+            "private",
+            "--wait",
+            "vm-bfv",
+        ])
+        .await;
+    assert_eq!(server["status"], "ACTIVE", "{server}");
+    let shown = cli.demo(&["server", "show", "vm-bfv"]).await;
+    assert_eq!(shown["image"], "N/A (booted from volume)", "{shown}");
+    let volumes = cli.demo(&["volume", "list", "--long"]).await;
+    let rows = volumes.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{volumes}");
+    let volume_id = rows[0]["ID"].as_str().unwrap().to_string();
+    assert_eq!(
+        (rows[0]["Status"].as_str(), rows[0]["Size"].as_u64()),
+        (Some("in-use"), Some(1)),
+        "{volumes}"
+    );
+    assert_eq!(rows[0]["Bootable"], "true", "{volumes}");
+    assert!(rows[0]["Attached to"].to_string().contains("/dev/vda"), "{volumes}");
+    assert!(shown["volumes_attached"].to_string().contains(&volume_id), "{shown}");
+    let volume = cli.demo(&["volume", "show", &volume_id]).await;
+    assert!(volume["volume_image_metadata"].to_string().contains("cirros-0.6.2"), "{volume}");
+
+    cli.run("provisioner", "demo", &["server", "delete", "--wait", "vm-bfv"]).await;
+    volume_reaches(&sim, &token, &volume_id, "available").await;
+    let volumes = cli.demo(&["volume", "list"]).await;
+    let rows = volumes.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "the boot volume outlives its server: {volumes}");
+    assert_eq!(rows[0]["Status"], "available", "{volumes}");
+    cli.run("provisioner", "demo", &["volume", "delete", &volume_id]).await;
+    let left = sim.control().resources();
+    let demo = &left.projects[DEMO_PROJECT_ID];
+    assert_eq!((demo.usage.instances, demo.usage.volumes, demo.usage.gigabytes), (0, 0, 0));
+    let errors: Vec<_> = sim.control().counters().into_iter().filter(|c| c.status >= 500).collect();
+    assert!(errors.is_empty(), "server errors: {errors:?}");
+    sim.shutdown().await;
+}

@@ -156,6 +156,59 @@ pub struct ServerCreate {
     pub block_device_mapping_v2: Option<Vec<serde_json::Value>>,
 }
 
+/// One entry of `block_device_mapping_v2` (kept as JSON in [`ServerCreate`], so that an entry
+/// of a shape we do not model still reaches Nova or the simulator as sent). Nova accepts
+/// `boot_index`, `volume_size` and `delete_on_termination` as numbers or booleans and as strings
+/// (`"0"`, `"10"`, `"true"`: the older clients send those), so they are read leniently.
+/// `volume_type` is from 2.67.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BlockDeviceMapping {
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_i64")]
+    pub boot_index: Option<i64>,
+    /// `image`, `volume`, `snapshot`, `blank`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// `volume` or `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_type: Option<String>,
+    /// The image (source `image`), volume or snapshot id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_i64")]
+    pub volume_size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_bool")]
+    pub delete_on_termination: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+}
+
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => {
+            n.as_i64().map(Some).ok_or_else(|| serde::de::Error::custom("not an integer"))
+        }
+        serde_json::Value::String(s) => s.trim().parse().map(Some).map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::custom(format!("not an integer: {other}"))),
+    }
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Bool(b) => Ok(Some(b)),
+        serde_json::Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "t" | "y" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" | "f" | "n" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!("not a boolean: {s}"))),
+        },
+        other => Err(serde::de::Error::custom(format!("not a boolean: {other}"))),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NamedRef {
     pub name: String,

@@ -60,6 +60,9 @@ pub struct Volume {
     /// `"true"` or `"false"` (a string).
     #[serde(default)]
     pub bootable: String,
+    /// What a volume made from an image carries of it (`image_id`, `image_name`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_image_metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub encrypted: bool,
     #[serde(default)]
