@@ -4,7 +4,8 @@
 ALTER TABLE services
     ADD COLUMN region VARCHAR(255) NULL AFTER tenant_ref;
 
--- service_status gains the region (additive: the columns before it are unchanged).
+-- service_status gains the region, last (additive: the columns before it, boot_volume_id of
+-- 20261207400000 included, are unchanged).
 CREATE OR REPLACE VIEW service_status AS
 SELECT
     s.target_order_id                    AS target_order_id,
@@ -18,5 +19,6 @@ SELECT
     s.last_action_order_id               AS last_action_order_id,
     s.create_job_id                      AS create_job_id,
     s.created_at                         AS created_at,
+    s.boot_volume_id                     AS boot_volume_id,
     s.region                             AS region
 FROM services s LEFT JOIN jobs c ON c.id = s.create_job_id;

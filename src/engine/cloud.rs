@@ -123,6 +123,18 @@ pub struct ServerSpec {
     pub availability_zone: Option<String>,
     /// The server group's id (resolved from the order's `server.server_group`).
     pub server_group: Option<String>,
+    /// Boot from a Cinder volume Nova makes from `image_id` (`None`: the flavor's ephemeral
+    /// disk).
+    pub boot_volume: Option<BootVolumeSpec>,
+}
+
+/// The root disk as a volume made from the image at boot (Nova creates it, not us).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootVolumeSpec {
+    pub size_gb: u32,
+    /// Cinder type name or id; `None`: the cloud's default.
+    pub volume_type: Option<String>,
+    pub delete_on_termination: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +153,12 @@ pub struct ServerInfo {
     pub status: String,
     /// Nova's fault message when the server is in `ERROR`.
     pub fault: Option<String>,
+    /// What the fault means (`Quota`: the boot volume hit a Cinder quota), classified by the
+    /// client where it read the fault.
+    pub fault_kind: Option<ErrorKind>,
+    /// The volumes attached (`os-extended-volumes:volumes_attached`), in Nova's order (the boot
+    /// volume first).
+    pub volumes: Vec<String>,
     pub addresses: Vec<EventAddress>,
     pub tags: Vec<String>,
     /// `OS-EXT-STS:task_state`: an action in progress (`powering-off`, `resize_prep`, ...).
@@ -262,6 +280,8 @@ pub struct NameLookup {
     /// When the order names one.
     pub volume_type: Option<CloudResult<String>>,
     pub keypair: Option<CloudResult<()>>,
+    /// The image's `min_disk` (GiB) and size (bytes), when it resolved.
+    pub image_disk: Option<(u64, Option<u64>)>,
 }
 
 /// One quota of a project: its limit (`-1`: unlimited) and what is in use.
@@ -428,6 +448,12 @@ pub trait Cloud: Send + Sync + 'static {
         volume_type: Option<&'a str>,
         key_name: Option<&'a str>,
     ) -> BoxFuture<'a, NameLookup>;
+    /// A Cinder volume type of the project by id or exact name: its id (`NotFound` if none).
+    fn find_volume_type<'a>(
+        &'a self,
+        project: &'a str,
+        wanted: &'a str,
+    ) -> BoxFuture<'a, CloudResult<String>>;
     /// The project's limits and usage of instances, cores, RAM (Nova `/limits`), ports (Neutron
     /// quota details), volumes and gigabytes (Cinder quota usage), in the project's own scope.
     fn quota_usage<'a>(&'a self, project: &'a str) -> BoxFuture<'a, CloudResult<Vec<QuotaLine>>>;

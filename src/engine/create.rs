@@ -23,6 +23,15 @@
 //! anything: Nova drops a deleted server from its group's members. `wait_server` keeps the zone
 //! Nova placed the server in for `job.completed` (`server.availability_zone`).
 //!
+//! With `server.boot_volume` the server boots from a Cinder volume that Nova makes from the
+//! image inside the server create (block device mapping v2), so there is no step of its own:
+//! adoption after a crash is the server's (by its tag), and `wait_server` records the volume
+//! (Nova lists it first in `os-extended-volumes:volumes_attached`; Nova does not mark it with
+//! the job) once the server is up. The rollback's `delete_server` reads a server's volumes
+//! before deleting it and, once the server is gone, deletes the boot volume if Nova left it
+//! (whatever `delete_on_termination` says: nothing was delivered). A Cinder quota hit while Nova
+//! builds the volume ends the server in `ERROR` with a fault the client classifies as quota.
+//!
 //! `create_keypair` does something only for an order with `server.ssh_public_key`: it imports
 //! the key as the Nova keypair `prov-<job id>` (the service user's: Nova keypairs belong to a
 //! user, not to a project), which the server boots with. Its name is the job's mark, so a
@@ -39,7 +48,10 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 
-use super::cloud::{CloudError, Created, FloatingIpSpec, PortSpec, Resolved, ServerSpec, VolumeSpec};
+use super::cloud::{
+    BootVolumeSpec, CloudError, Created, ErrorKind, FloatingIpSpec, PortSpec, Resolved, ServerSpec,
+    VolumeSpec,
+};
 use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
 use crate::messages::{ErrorClass, Order};
 use crate::store::{JobState, ServiceSave};
@@ -121,6 +133,7 @@ fn on_end(job: &Job, state: JobState) -> Option<ServiceSave> {
     if state == JobState::Completed {
         s.state = Some(super::lifecycle::ACTIVE.into());
         s.ids = Some((job.server_id.clone(), job.port_id.clone(), job.volume_id.clone()));
+        s.boot_volume_id = job.data.boot_volume.as_ref().and_then(|b| b.id.clone());
         s.flavor = job.data.resolved.as_ref().map(|r| (r.flavor_name.clone(), r.flavor_id.clone()));
         s.last_action_order_id = Some(job.order_id.clone());
     } else {
@@ -142,6 +155,20 @@ pub struct PublicIpData {
     pub ip: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub associated: bool,
+}
+
+/// What a create job knows of its order's boot volume (`jobs.data`): the volume Nova made, once
+/// the server showed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootVolumeData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// The boot volume among a server's attached volumes: the first that is not the data volume
+/// (Nova lists them in block device order, the boot volume at index 0 first).
+fn boot_volume_of(volumes: &[String], data_volume: Option<&String>) -> Option<String> {
+    volumes.iter().find(|v| Some(*v) != data_volume).cloned()
 }
 
 /// Resolves the order's external network once (`None`: no public IP ordered).
@@ -465,6 +492,11 @@ fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             tags: vec![mark, TAG.to_string()],
             availability_zone: s.availability_zone.clone(),
             server_group: group,
+            boot_volume: s.boot_volume.as_ref().map(|b| BootVolumeSpec {
+                size_gb: b.size_gb,
+                volume_type: b.volume_type.clone(),
+                delete_on_termination: b.deletes_with_server(),
+            }),
         };
         let id = cloud!(ctx.cloud.create_server(&job.project_id, &spec).await);
         job.server_id = Some(id.clone());
@@ -490,6 +522,18 @@ fn wait_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>
         job.data.server_status = Some(server.status.clone());
         match server.status.to_ascii_uppercase().as_str() {
             "ACTIVE" => {
+                if job.order.as_ref().is_some_and(|o| o.server.boot_volume.is_some())
+                    && job.data.boot_volume.as_ref().is_none_or(|b| b.id.is_none())
+                {
+                    let Some(boot) = boot_volume_of(&server.volumes, job.volume_id.as_ref()) else {
+                        return Outcome::Fail(Failure::new(
+                            ErrorClass::CloudError,
+                            format!("server {id} is ACTIVE but Nova lists no boot volume attached to it"),
+                        ));
+                    };
+                    tracing::info!(boot_volume_id = %boot, "the server booted from its volume");
+                    job.data.boot_volume = Some(BootVolumeData { id: Some(boot) });
+                }
                 job.data.addresses = server.addresses;
                 job.data.availability_zone = server.availability_zone;
                 if job.order.as_ref().is_some_and(|o| o.volume.is_some()) {
@@ -499,7 +543,12 @@ fn wait_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, seen: Option<Observation>
                 }
             }
             "ERROR" => Outcome::Fail(Failure::new(
-                ErrorClass::CloudError,
+                // A boot volume over a Cinder quota: classified by the client from the fault.
+                if server.fault_kind == Some(ErrorKind::Quota) {
+                    ErrorClass::QuotaExceeded
+                } else {
+                    ErrorClass::CloudError
+                },
                 server.fault.unwrap_or_else(|| format!("server {id} went to ERROR (Nova gave no fault)")),
             )),
             _ => wait_on(ctx, job, WAIT_SERVER, Watch::Server(id), "server"),
@@ -683,9 +732,17 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             let found = cloud!(ctx.cloud.find_servers(&job.project_id, &job.mark()).await);
             ids.extend(found.into_iter().map(|s| s.id).filter(|id| Some(id) != job.server_id.as_ref()));
         }
+        let boots = job.order.as_ref().is_some_and(|o| o.server.boot_volume.is_some());
         let mut pending = false;
         for id in &ids {
             if let Some(s) = cloud!(ctx.cloud.get_server(&job.project_id, id).await) {
+                // Learn the boot volume before the server (Nova's only record of it) is gone.
+                if boots
+                    && job.data.boot_volume.as_ref().is_none_or(|b| b.id.is_none())
+                    && let Some(boot) = boot_volume_of(&s.volumes, job.volume_id.as_ref())
+                {
+                    job.data.boot_volume = Some(BootVolumeData { id: Some(boot) });
+                }
                 if !s.status.eq_ignore_ascii_case("DELETED") {
                     cloud!(ctx.cloud.delete_server(&job.project_id, id).await);
                 }
@@ -693,7 +750,29 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             }
         }
         // Nova deletes asynchronously; the port is deleted once the server is gone.
-        if pending { Outcome::Later(ctx.recheck) } else { Outcome::Done }
+        if pending {
+            return Outcome::Later(ctx.recheck);
+        }
+        // Then the boot volume, if Nova left it (delete_on_termination false, or a build that
+        // failed after the volume was made): nothing was delivered, so it goes whatever the order
+        // said.
+        let Some(boot) = job.data.boot_volume.as_ref().and_then(|b| b.id.clone()) else {
+            return Outcome::Done;
+        };
+        match cloud!(ctx.cloud.get_volume(&job.project_id, &boot).await) {
+            None => {
+                job.data.boot_volume = None;
+                Outcome::Done
+            }
+            Some(v)
+                if v.attachments.is_empty() && (v.status == "available" || v.status.starts_with("error")) =>
+            {
+                cloud!(ctx.cloud.delete_volume(&job.project_id, &boot).await);
+                Outcome::Later(ctx.recheck)
+            }
+            // Detaching from the deleted server, or deleting: look again.
+            Some(_) => Outcome::Later(ctx.recheck),
+        }
     })
 }
 

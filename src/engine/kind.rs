@@ -133,6 +133,9 @@ pub struct JobData {
     /// The zone Nova placed the server in (seen when it went ACTIVE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
+    /// The order's `server.boot_volume`: the volume Nova made from the image, once seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume: Option<super::create::BootVolumeData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_status: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -151,6 +154,10 @@ pub struct JobData {
     /// Terminate: the volume was detached and kept (`lifecycle.delete_volumes = false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_kept: Option<bool>,
+    /// Terminate: the boot volume was detached and kept (the order's `delete_on_termination:
+    /// false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume_kept: Option<bool>,
     /// Create: the keypair imported for the order's `ssh_public_key` (`prov-<job id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keypair: Option<String>,

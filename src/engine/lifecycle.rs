@@ -26,7 +26,10 @@
 //! `lifecycle.delete_volumes` is false) the volume, delete the server and wait until Nova says
 //! it is gone, release the floating IP the create allocated (those tagged `job-<create job id>`,
 //! for an order with `public_ip`), delete the port and the keypair the create imported
-//! (`prov-<create job id>`, for an order with `ssh_public_key`), then check that the volume is gone (or detached and kept). Every
+//! (`prov-<create job id>`, for an order with `ssh_public_key`), then check that the volume is gone (or detached and kept)
+//! and so is the boot volume of an order with `boot_volume` (Nova deletes it with the server
+//! when `delete_on_termination` is true; when false it is detached and kept, `kept` in the
+//! event). Every
 //! delete of something already gone is a success, so a server deleted outside the provisioner
 //! terminates cleanly. Its call budget: detach, delete volume, delete server, delete port and
 //! one GET of the volume, plus the shared polls.
@@ -182,6 +185,9 @@ fn load_service(job: &mut Job) -> Result<String, Outcome> {
     job.server_id = service.server_id.clone();
     job.port_id = service.port_id.clone();
     job.volume_id = service.volume_id.clone();
+    if let Some(id) = service.boot_volume_id.clone() {
+        job.data.boot_volume = Some(super::create::BootVolumeData { id: Some(id) });
+    }
     Ok(service.state)
 }
 
@@ -723,7 +729,11 @@ fn terminate_check<'a>(_: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
         if state == TERMINATED {
             return noop(job, "the service is terminated already");
         }
-        if job.server_id.is_none() && job.port_id.is_none() && job.volume_id.is_none() {
+        if job.server_id.is_none()
+            && job.port_id.is_none()
+            && job.volume_id.is_none()
+            && job.data.boot_volume.is_none()
+        {
             return noop(job, "the service has nothing in the cloud");
         }
         Outcome::Next
@@ -858,8 +868,57 @@ fn delete_keypair<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>
     })
 }
 
+/// The service's boot volume once the server is gone: Nova deletes it with the server when the
+/// order's `delete_on_termination` is true (wait until Cinder no longer has it; one Nova left
+/// behind is deleted); when false it is detached and kept (`boot_volume_kept`, reported in the
+/// event). `None`: settled; `Some(outcome)`: not yet, or failed.
+async fn settle_boot_volume(ctx: &StepCtx, job: &mut Job) -> Option<Outcome> {
+    let id = job.data.boot_volume.as_ref().and_then(|b| b.id.clone())?;
+    let deletes = job
+        .order
+        .as_ref()
+        .and_then(|o| o.server.boot_volume.as_ref())
+        .is_none_or(|b| b.deletes_with_server());
+    let found = match ctx.cloud.get_volume(&job.project_id, &id).await {
+        Ok(v) => v,
+        Err(e) => return Some(Outcome::Error(e)),
+    };
+    let started = job.data.step_started_at.unwrap_or_else(chrono::Utc::now);
+    let waited = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+    let later = |what: &str| {
+        if waited > ctx.wait_timeout {
+            fail(ErrorClass::Timeout, format!("boot volume {id} still {what} after {}s", waited.as_secs()))
+        } else {
+            Outcome::Later(ctx.recheck)
+        }
+    };
+    match found {
+        None if deletes => None,
+        None => Some(fail(ErrorClass::CloudError, format!("boot volume {id} was to be kept but is gone"))),
+        Some(v) if v.status.starts_with("error") => Some(fail(
+            ErrorClass::CloudError,
+            format!("boot volume {id} is {} after the server's deletion", v.status),
+        )),
+        Some(v) if !v.attachments.is_empty() || v.status != "available" => Some(later(&v.status)),
+        Some(_) if deletes => {
+            // Nova did not delete it (a server deleted outside Nova's BDM clean-up): we do.
+            if let Err(e) = ctx.cloud.delete_volume(&job.project_id, &id).await {
+                return Some(Outcome::Error(e));
+            }
+            Some(later("available"))
+        }
+        Some(_) => {
+            job.data.boot_volume_kept = Some(true);
+            None
+        }
+    }
+}
+
 fn verify<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
+        if let Some(out) = settle_boot_volume(ctx, job).await {
+            return out;
+        }
         let Some(volume) = job.volume_id.clone() else { return Outcome::Done };
         let found = cloud!(ctx.cloud.get_volume(&job.project_id, &volume).await);
         let kept = job.data.volume_kept == Some(true);

@@ -912,6 +912,7 @@ impl Engine {
             merged.target_order_id = change.target_order_id;
             merged.state = change.state.or(merged.state);
             merged.ids = change.ids.or(merged.ids);
+            merged.boot_volume_id = change.boot_volume_id.or(merged.boot_volume_id);
             merged.flavor = change.flavor.or(merged.flavor);
             merged.last_action_order_id = change.last_action_order_id.or(merged.last_action_order_id);
             job.service_change = Some(merged);
@@ -949,6 +950,11 @@ impl Engine {
                     })
                 }),
                 availability_zone: job.data.availability_zone.clone().filter(|_| !terminated),
+                boot_volume: job.data.boot_volume.as_ref().and_then(|b| b.id.clone()).map(|id| EventVolume {
+                    id,
+                    device: None,
+                    kept: job.data.boot_volume_kept.filter(|_| terminated),
+                }),
             }),
             port_id: job.port_id.clone().filter(|_| completed),
             volume: job.volume_id.as_ref().filter(|_| completed).map(|id| EventVolume {

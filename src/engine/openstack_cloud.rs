@@ -26,7 +26,7 @@ use super::cloud::{
 };
 use crate::messages::EventAddress;
 use crate::openstack::compute::protocol::Server;
-use crate::openstack::compute::{ComputeApi, NewServer, ServerQuery};
+use crate::openstack::compute::{ComputeApi, NewBootVolume, NewServer, ServerQuery};
 use crate::openstack::error::{ErrorClass, OpenStackError};
 use crate::openstack::identity::protocol::{Project, ProjectUpdate, User, UserUpdate};
 use crate::openstack::identity::{IdentityApi, NewProject, NewUser, ProjectQuery};
@@ -183,6 +183,16 @@ impl OpenStackCloud {
         })
     }
 
+    /// A volume type by id or exact name (one list call: types are few).
+    async fn volume_type_id(&self, project: &str, wanted: &str) -> CloudResult<String> {
+        let types = self.volume.list_types(project).await.map_err(kind)?;
+        types
+            .into_iter()
+            .find(|t| t.id == wanted || t.name == wanted)
+            .map(|t| t.id)
+            .ok_or_else(|| CloudError::new(ErrorKind::NotFound, format!("volume type {wanted:?} not found")))
+    }
+
     async fn volumes_with_status(&self, project: &str, status: &str) -> CloudResult<Vec<VolumeInfo>> {
         let mut metadata = BTreeMap::new();
         metadata.insert(VOLUME_MARK.0.to_string(), VOLUME_MARK.1.to_string());
@@ -194,7 +204,12 @@ impl OpenStackCloud {
 
 /// The engine's view of a client error: the class decides, the service's message explains.
 fn kind(e: OpenStackError) -> CloudError {
-    let k = match e.class {
+    let k = kind_of(e.class);
+    CloudError::new(k, e.to_string())
+}
+
+fn kind_of(class: ErrorClass) -> ErrorKind {
+    match class {
         ErrorClass::Transient => ErrorKind::Transient,
         ErrorClass::RateLimited { retry_after } => ErrorKind::RateLimited(retry_after),
         ErrorClass::Conflict => ErrorKind::Conflict,
@@ -204,8 +219,7 @@ fn kind(e: OpenStackError) -> CloudError {
         ErrorClass::UnknownRegion => ErrorKind::Invalid,
         ErrorClass::Invalid => ErrorKind::Invalid,
         ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::Permanent => ErrorKind::Permanent,
-    };
-    CloudError::new(k, e.to_string())
+    }
 }
 
 fn not_found_is_none<T>(r: Result<T, OpenStackError>) -> CloudResult<Option<T>> {
@@ -311,7 +325,10 @@ fn server_info(s: Server) -> ServerInfo {
             })
         })
         .collect();
+    let fault_kind = s.fault.as_ref().map(|f| kind_of(crate::openstack::error::classify_fault(&f.message)));
     ServerInfo {
+        volumes: s.volumes_attached.iter().map(|v| v.id.clone()).collect(),
+        fault_kind,
         id: s.id,
         name: s.name,
         status: s.status,
@@ -567,6 +584,11 @@ impl Cloud for OpenStackCloud {
                 metadata: spec.metadata.clone(),
                 availability_zone: spec.availability_zone.clone(),
                 server_group: spec.server_group.clone(),
+                boot_volume: spec.boot_volume.as_ref().map(|b| NewBootVolume {
+                    size_gb: b.size_gb,
+                    volume_type: b.volume_type.clone(),
+                    delete_on_termination: b.delete_on_termination,
+                }),
             };
             Ok(self.compute.create_server(project, &new).await.map_err(kind)?.id)
         })
@@ -747,19 +769,7 @@ impl Cloud for OpenStackCloud {
         key_name: Option<&'a str>,
     ) -> BoxFuture<'a, super::cloud::NameLookup> {
         Box::pin(async move {
-            let volume_type = async {
-                let wanted = volume_type?;
-                Some(match self.volume.list_types(project).await {
-                    Ok(types) => types
-                        .into_iter()
-                        .find(|t| t.id == wanted || t.name == wanted)
-                        .map(|t| t.id)
-                        .ok_or_else(|| {
-                            CloudError::new(ErrorKind::NotFound, format!("volume type {wanted:?} not found"))
-                        }),
-                    Err(e) => Err(kind(e)),
-                })
-            };
+            let volume_type = async { Some(self.volume_type_id(project, volume_type?).await) };
             let keypair = async {
                 let wanted = key_name?;
                 Some(match self.compute.list_keypair_names(project).await {
@@ -779,6 +789,7 @@ impl Cloud for OpenStackCloud {
                 keypair,
             );
             super::cloud::NameLookup {
+                image_disk: i.as_ref().ok().map(|i| (i.min_disk, i.size)),
                 image: i.map(|i| i.id).map_err(kind),
                 flavor: f
                     .map(|f| super::cloud::FlavorSize {
@@ -793,6 +804,14 @@ impl Cloud for OpenStackCloud {
                 keypair: k,
             }
         })
+    }
+
+    fn find_volume_type<'a>(
+        &'a self,
+        project: &'a str,
+        wanted: &'a str,
+    ) -> BoxFuture<'a, CloudResult<String>> {
+        Box::pin(self.volume_type_id(project, wanted))
     }
 
     fn quota_usage<'a>(

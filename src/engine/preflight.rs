@@ -8,9 +8,10 @@
 //! (one by id or exact name: several of that name is refused as ambiguous), flavor, network,
 //! volume type, keypair, security groups, the public IP's external network and the server group
 //! resolved or not, the availability zone listed and available (Nova `/os-availability-zone`);
-//! and headroom for what
+//! a boot volume at least as large as its image (`min_disk` and size) and of a type that
+//! exists; and headroom for what
 //! the order would take (1 instance, the flavor's cores and RAM, 1 port, with a public IP 1
-//! floating IP, with a volume 1 volume and its gigabytes) against the project's quotas from Nova
+//! floating IP, with a volume and a boot volume 1 volume and its gigabytes each) against the project's quotas from Nova
 //! `/limits`, Neutron quota details and Cinder quota usage. Action orders are checked
 //! against their schema and the service they name (it exists and is not terminated; a resize's
 //! flavor resolves in the service's project and region). A create that names its tenant (`tenant_ref`) is
@@ -30,8 +31,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {
     /// `schema`, `region`, `image`, `flavor`, `network`, `volume_type`, `keypair`,
-    /// `security_groups`, `public_ip`, `availability_zone`, `server_group`, `quota.<resource>`,
-    /// `service`.
+    /// `security_groups`, `public_ip`, `availability_zone`, `server_group`, `boot_volume`,
+    /// `boot_volume_type`, `quota.<resource>`, `service`.
     pub check: String,
     pub ok: bool,
     /// What was found, or why not.
@@ -140,7 +141,11 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
         let wanted = s.server_group.as_ref()?;
         Some(cloud.find_server_group(&order.project_id, wanted).await)
     };
-    let (names, groups, public, zones, server_group) = tokio::join!(
+        let boot_type = async {
+        let wanted = s.boot_volume.as_ref()?.volume_type.as_deref()?;
+        Some(cloud.find_volume_type(&order.project_id, wanted).await)
+    };
+    let (names, groups, public, zones, server_group, boot_type) = tokio::join!(
         cloud.lookup_names(
             &order.project_id,
             &s.image,
@@ -152,7 +157,8 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
         groups,
         public,
         zones,
-        server_group
+        server_group,
+        boot_type
     );
     let mut checks = vec![pass("schema", "valid order.v1")];
     checks.extend(region_check);
@@ -198,6 +204,12 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
             Err(e) => lookup_failed("public_ip", &e),
         });
     }
+    if let Some(b) = &s.boot_volume {
+        checks.push(boot_volume_fits(b.size_gb, names.image_disk, &s.image));
+        if let (Some(r), Some(name)) = (&boot_type, b.volume_type.as_deref()) {
+            checks.push(named("boot_volume_type", r, name));
+        }
+    }
 
     if let (Some(r), Some(wanted)) = (zones, s.availability_zone.as_ref()) {
         checks.push(match r {
@@ -221,9 +233,12 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
     if s.public_ip.is_some() {
         needs.push(("floating_ips", Some(1)));
     }
-    if let Some(v) = &order.volume {
-        needs.push(("volumes", Some(1)));
-        needs.push(("gigabytes", Some(i64::from(v.size_gb))));
+    // Cinder counts the boot volume and the data volume alike.
+    let volumes: Vec<u32> =
+        order.volume.iter().map(|v| v.size_gb).chain(s.boot_volume.iter().map(|b| b.size_gb)).collect();
+    if !volumes.is_empty() {
+        needs.push(("volumes", Some(volumes.len() as i64)));
+        needs.push(("gigabytes", Some(volumes.iter().map(|g| i64::from(*g)).sum())));
     }
     match cloud.quota_usage(&order.project_id).await {
         Ok(lines) => {
@@ -259,6 +274,30 @@ fn zone_check(zones: &[(String, bool)], wanted: &str) -> Check {
             ),
             Some(ErrorClass::InvalidOrder),
         ),
+    }
+}
+
+/// Whether a boot volume of `size_gb` holds the image: at least its `min_disk` and its size
+/// (Nova refuses a smaller one at server create). `image_disk` is `None` when the image did not
+/// resolve (its own check says why).
+fn boot_volume_fits(size_gb: u32, image_disk: Option<(u64, Option<u64>)>, image: &str) -> Check {
+    const GIB: u64 = 1 << 30;
+    let Some((min_disk, size)) = image_disk else {
+        return pass("boot_volume", "not checked: the image did not resolve");
+    };
+    let need = min_disk.max(size.map(|b| b.div_ceil(GIB)).unwrap_or(0));
+    let detail = format!(
+        "{size_gb} GiB for image {image} (min_disk {min_disk} GiB, size {} bytes)",
+        size.map(|b| b.to_string()).unwrap_or_else(|| "unknown".into())
+    );
+    if u64::from(size_gb) >= need {
+        pass("boot_volume", detail)
+    } else {
+        fail(
+            "boot_volume",
+            format!("{detail}: too small, needs at least {need} GiB"),
+            Some(ErrorClass::InvalidOrder),
+        )
     }
 }
 
@@ -425,4 +464,24 @@ async fn check_body_inner(
         });
     }
     Report::new(Some(action.order_id.clone()), Some(project), checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_boot_volume_holds_its_image_by_min_disk_and_by_size() {
+        // cirros: min_disk 1, 21 MB; ubuntu: min_disk 3, 570 MiB.
+        assert!(boot_volume_fits(1, Some((1, Some(21_430_272))), "cirros").ok);
+        let c = boot_volume_fits(2, Some((3, Some(597_688_320))), "ubuntu");
+        assert!(
+            !c.ok && c.class == Some(ErrorClass::InvalidOrder) && c.detail.contains("at least 3 GiB"),
+            "{c:?}"
+        );
+        // An image larger than its min_disk says: its size decides (rounded up to GiB).
+        let c = boot_volume_fits(1, Some((0, Some((1 << 30) + 1))), "big");
+        assert!(!c.ok && c.detail.contains("at least 2 GiB"), "{c:?}");
+        assert!(boot_volume_fits(1, None, "missing").ok, "the image check says why");
+    }
 }

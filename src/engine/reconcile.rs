@@ -626,6 +626,7 @@ impl Reconciler {
                 addresses: Vec::new(),
                 public_ip: None,
                 availability_zone: None,
+                boot_volume: None,
             }
         });
         let event = Event {

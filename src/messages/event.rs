@@ -129,6 +129,11 @@ pub struct EventServer {
     /// The availability zone Nova placed the server in (a create's `job.completed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
+    /// The volume the server boots from (an order's `server.boot_volume`): in a create's
+    /// `job.completed`, and in a terminate's, where `kept: true` says it was detached and kept
+    /// (`delete_on_termination: false`; absent: Nova deleted it with the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume: Option<EventVolume>,
 }
 
 /// A server's floating IP: its Neutron id, the address and the external network's name.

@@ -18,7 +18,7 @@ pub use event::{
     ErrorClass, Event, EventAddress, EventDrift, EventError, EventPublicIp, EventRemoved, EventServer,
     EventTenant, EventType, EventVolume,
 };
-pub use order::{Order, OrderPublicIp, OrderServer, OrderVolume};
+pub use order::{Order, OrderBootVolume, OrderPublicIp, OrderServer, OrderVolume};
 pub use schema::{CREATE_KEY, Incoming, Rejection, Schemas};
 pub use tenant::{Quotas, TenantAction, TenantOrder};
 

@@ -67,6 +67,30 @@ pub struct OrderServer {
     /// scheduler hint `group`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_group: Option<String>,
+    /// Boot from a Cinder volume made from the image (instead of the flavor's ephemeral disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume: Option<OrderBootVolume>,
+}
+
+/// `server.boot_volume`: the server boots from a volume Nova makes from the order's image
+/// (block device mapping v2: `source_type: image`, `destination_type: volume`, boot index 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBootVolume {
+    pub size_gb: u32,
+    /// Cinder volume type name or id; `None` means the cloud's default type.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+    /// Whether Nova deletes the volume with the server (terminate); absent means `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_on_termination: Option<bool>,
+}
+
+impl OrderBootVolume {
+    /// `delete_on_termination`, defaulted (`true`: a terminated service leaves nothing billed).
+    pub fn deletes_with_server(&self) -> bool {
+        self.delete_on_termination.unwrap_or(true)
+    }
 }
 
 /// `server.public_ip`.

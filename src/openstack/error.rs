@@ -477,6 +477,26 @@ fn unavailable_placement(message: &str) -> bool {
         || (message.starts_with("Instance group ") && message.ends_with("could not be found."))
 }
 
+/// The class of a server's `fault` (a build that Nova aborted): `Quota` when a quota of the
+/// volume Nova makes for a boot from volume was hit (Nova's `OverQuota` "Quota exceeded for
+/// resources: volumes", or Cinder's own `VolumeLimitExceeded` / `VolumeSizeExceedsAvailableQuota`
+/// "exceeds allowed gigabytes quota" passed through), else `Permanent` (a build that failed is
+/// not retried by asking again for the same server).
+pub fn classify_fault(message: &str) -> ErrorClass {
+    let m = message.to_ascii_lowercase();
+    if m.contains("quota exceeded")
+        || m.contains("exceeded for quota")
+        || m.contains("gigabytes quota")
+        || message.contains("VolumeLimitExceeded")
+        || message.contains("VolumeSizeExceedsAvailableQuota")
+        || message.contains("OverQuota")
+    {
+        ErrorClass::Quota
+    } else {
+        ErrorClass::Permanent
+    }
+}
+
 /// A 400 that names a state in transition: the same request succeeds once it has settled
 /// (Cinder `Invalid volume: Volume status must be available`, Nova attaching a volume that is still
 /// `creating`, an instance in a task state).
@@ -531,6 +551,29 @@ mod tests {
         let old_nova = r#"{"overLimit": {"code": 413, "message": "Quota exceeded for ram: Requested 2048, but already used 51200 of 51200 ram", "retryAfter": "0"}}"#;
         assert_eq!(class(Service::Compute, 413, Some("0"), old_nova), ErrorClass::Quota);
         assert!(!ErrorClass::Quota.is_retryable());
+    }
+
+    #[test]
+    fn a_boot_volume_over_cinder_quota_is_a_quota_fault() {
+        // Nova's compute manager: OverQuota(overs='volumes') in a BuildAbortException.
+        let nova = "Build of instance 2f8a3c6e-1d4b-4e5f-9a7b-8c9d0e1f2a3b aborted: Quota exceeded for resources: volumes";
+        assert_eq!(classify_fault(nova), ErrorClass::Quota);
+        assert_eq!(
+            classify_fault(
+                "VolumeLimitExceeded: Maximum number of volumes allowed (2) exceeded for quota 'volumes'."
+            ),
+            ErrorClass::Quota
+        );
+        assert_eq!(
+            classify_fault(
+                "VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed gigabytes quota. Requested 30G, quota is 20G and 0G has been consumed."
+            ),
+            ErrorClass::Quota
+        );
+        assert_eq!(
+            classify_fault("Build of instance x aborted: Failure prepping block device."),
+            ErrorClass::Permanent
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   with the attachment. The client returns the attachment when the cloud sends one.
 //! - [`NOVA_KEYPAIR_TYPE`] (2.2): a keypair is imported with `type: ssh`; from 2.92 Nova only
 //!   imports keys (`public_key` required), which is all we do.
+//! - [`NOVA_BDM_VOLUME_TYPE`] (2.67): `volume_type` in a block device mapping (a boot volume of
+//!   an ordered Cinder type); below it such an order fails rather than boot on the default type.
 //! - 2.47 (flavor embedded in the server) and 2.89 (attachment ids) change only response
 //!   shapes, which the protocol types read in every form.
 //!
@@ -58,6 +60,8 @@ pub const NOVA_KEYPAIR_TYPE: Microversion = Microversion::new(2, 2);
 pub const NOVA_SERVER_GROUP_POLICY: Microversion = Microversion::new(2, 64);
 /// Nova: attaching a volume answers 202 without a body.
 pub const NOVA_ATTACH_202: Microversion = Microversion::new(2, 101);
+/// Nova: `volume_type` in `block_device_mapping_v2`.
+pub const NOVA_BDM_VOLUME_TYPE: Microversion = Microversion::new(2, 67);
 /// Nova: the microversion we ask for when the cloud supports it.
 pub const NOVA_WANTED: Microversion = NOVA_ATTACH_202;
 /// Nova's base.

@@ -230,6 +230,7 @@ async fn provision(
                 metadata: metadata.clone(),
                 availability_zone: None,
                 server_group: None,
+                boot_volume: None,
             },
         )
         .await?;

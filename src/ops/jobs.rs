@@ -78,6 +78,9 @@ pub fn render_service(d: &ServiceDetail) -> String {
     field("server", or_dash(&s.server_id));
     field("port", or_dash(&s.port_id));
     field("volume", or_dash(&s.volume_id));
+    if let Some(boot) = &s.boot_volume_id {
+        field("boot volume", boot);
+    }
     field("flavor", or_dash(&s.flavor));
     field("last action", or_dash(&s.last_action_order_id));
     field("updated", &time(s.updated_at));

@@ -127,6 +127,8 @@ pub struct ServiceRow {
     pub flavor_id: Option<String>,
     /// The create order's body (the server's name and what was ordered).
     pub create_order_body: Option<String>,
+    /// The volume the server boots from (an order's `server.boot_volume`; Nova made it).
+    pub boot_volume_id: Option<String>,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.order_id, j.project_id, j.kind, j.action, j.target_order_id, j.order_body, \
@@ -136,7 +138,7 @@ const JOB_COLUMNS: &str = "j.id, j.order_id, j.project_id, j.kind, j.action, j.t
      s.target_order_id AS s_target, s.create_job_id AS s_create_job_id, s.state AS s_state, \
      COALESCE(s.server_id, c.server_id) AS s_server_id, COALESCE(s.port_id, c.port_id) AS s_port_id, \
      COALESCE(s.volume_id, c.volume_id) AS s_volume_id, s.flavor AS s_flavor, s.flavor_id AS s_flavor_id, \
-     c.order_body AS s_create_order_body, \
+     c.order_body AS s_create_order_body, s.boot_volume_id AS s_boot_volume_id, \
      t.tenant_ref AS t_ref, t.project_id AS t_project_id, t.domain_id AS t_domain_id, t.user_id AS t_user_id, \
      t.state AS t_state, t.quotas AS t_quotas";
 
@@ -192,6 +194,7 @@ fn job_from_row(row: &sqlx::mysql::MySqlRow) -> Result<JobRow> {
                 flavor: row.try_get("s_flavor").op("read job")?,
                 flavor_id: row.try_get("s_flavor_id").op("read job")?,
                 create_order_body: row.try_get("s_create_order_body").op("read job")?,
+                boot_volume_id: row.try_get("s_boot_volume_id").op("read job")?,
             }),
         },
         traceparent: row.try_get("traceparent").op("read job")?,
@@ -259,6 +262,8 @@ pub struct ServiceSave {
     /// Nova's name and id of the flavor.
     pub flavor: Option<(String, String)>,
     pub last_action_order_id: Option<String>,
+    /// The boot volume (set with the create's ids; `None` leaves it).
+    pub boot_volume_id: Option<String>,
 }
 
 /// One row of `job_history`: the transition a save makes.
@@ -619,6 +624,9 @@ async fn save_service(tx: &mut sqlx::Transaction<'_, MySql>, s: &ServiceSave) ->
         q.push(", server_id = ").push_bind(server.clone());
         q.push(", port_id = ").push_bind(port.clone());
         q.push(", volume_id = ").push_bind(volume.clone());
+    }
+    if let Some(boot) = &s.boot_volume_id {
+        q.push(", boot_volume_id = ").push_bind(boot.clone());
     }
     if let Some((name, id)) = &s.flavor {
         q.push(", flavor = ").push_bind(name.clone());

@@ -34,6 +34,10 @@ pub struct ServiceStatus {
     /// The region of the service's create order; `None`: the configured region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The volume the server boots from (an order's `server.boot_volume`), kept after
+    /// terminate as the record of what was deleted or kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_volume_id: Option<String>,
 }
 
 /// A service with every job it had, oldest first (its create first).
@@ -88,7 +92,7 @@ pub struct ServicePage {
 }
 
 const COLUMNS: &str = "v.target_order_id, v.project_id, v.state, v.server_id, v.port_id, v.volume_id, v.flavor, \
-     v.updated_at, v.last_action_order_id, v.create_job_id, v.created_at, v.region";
+     v.updated_at, v.last_action_order_id, v.create_job_id, v.created_at, v.region, v.boot_volume_id";
 
 fn from_row(row: &sqlx::mysql::MySqlRow) -> Result<ServiceStatus> {
     let get = |e: sqlx::Error| StoreError::Db { op: "decode service status", source: e };
@@ -105,6 +109,7 @@ fn from_row(row: &sqlx::mysql::MySqlRow) -> Result<ServiceStatus> {
         create_job_id: row.try_get("create_job_id").map_err(get)?,
         created_at: row.try_get("created_at").map_err(get)?,
         region: row.try_get("region").map_err(get)?,
+        boot_volume_id: row.try_get("boot_volume_id").map_err(get)?,
     })
 }
 

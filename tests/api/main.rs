@@ -1,6 +1,7 @@
 //! The integration tests: one binary, one module per capability, all against the real MariaDB
 //! and RabbitMQ (each test in its own database and AMQP name prefix) and our OpenStack simulator.
 
+mod boot_volume;
 mod console;
 mod contracts;
 mod credentials;

@@ -424,6 +424,7 @@ async fn round_trip(cloud: &OpenStack, sim: &SimHandle, order: &str) {
                 metadata: metadata.clone(),
                 availability_zone: None,
                 server_group: None,
+                boot_volume: None,
             },
         )
         .await

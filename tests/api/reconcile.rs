@@ -95,6 +95,7 @@ async fn reconcile_orphans_are_reported_then_deleted_once_and_unmarked_resources
             tags,
             availability_zone: None,
             server_group: None,
+            boot_volume: None,
         };
     let s1 =
         cloud.create_server(P, &server("orphan-s1", &p1, marks.clone(), metadata.clone())).await.unwrap();

@@ -716,6 +716,9 @@ pub fn service(viewer: &Viewer, d: &ServiceDetail) -> Markup {
                 dt { "server" } dd.mono { (s.server_id.as_deref().unwrap_or("—")) }
                 dt { "port" } dd.mono { (s.port_id.as_deref().unwrap_or("—")) }
                 dt { "volume" } dd.mono { (s.volume_id.as_deref().unwrap_or("—")) }
+                @if let Some(boot) = &s.boot_volume_id {
+                    dt { "boot volume" } dd.mono { (boot) }
+                }
                 dt { "flavor" } dd { (s.flavor.as_deref().unwrap_or("—")) }
                 dt { "created" } dd { (time(s.created_at)) }
                 dt { "updated" } dd { (time(s.updated_at)) }

@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 
 use self::protocol::{
-    CreatedServer, Flavor, FlavorBody, FlavorList, InstanceAction, InstanceActionBody, InstanceActionList,
-    Limits, LimitsBody, Link, NetworkRequest, Networks, Server, ServerBody, ServerCreate,
+    BlockDeviceMapping, CreatedServer, Flavor, FlavorBody, FlavorList, InstanceAction, InstanceActionBody,
+    InstanceActionList, Limits, LimitsBody, Link, NetworkRequest, Networks, Server, ServerBody, ServerCreate,
     ServerCreateRequest, ServerCreated, ServerList, VolumeAttachment, VolumeAttachmentBody,
     VolumeAttachmentCreate, VolumeAttachmentList, VolumeAttachmentRequest,
 };
@@ -54,6 +54,18 @@ pub struct NewServer {
     pub availability_zone: Option<String>,
     /// A server group id, sent as the scheduler hint `group`: the server becomes a member.
     pub server_group: Option<String>,
+    /// Boot from a volume made from `image_id` (no `imageRef`, a block device mapping instead).
+    pub boot_volume: Option<NewBootVolume>,
+}
+
+/// The root disk as a Cinder volume Nova makes from the image at boot (block device mapping v2:
+/// boot index 0, source `image`, destination `volume`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewBootVolume {
+    pub size_gb: u32,
+    /// Cinder type name or id (needs 2.67).
+    pub volume_type: Option<String>,
+    pub delete_on_termination: bool,
 }
 
 impl std::fmt::Debug for NewServer {
@@ -69,6 +81,7 @@ impl std::fmt::Debug for NewServer {
             .field("metadata", &self.metadata)
             .field("availability_zone", &self.availability_zone)
             .field("server_group", &self.server_group)
+            .field("boot_volume", &self.boot_volume)
             .finish()
     }
 }
@@ -144,9 +157,41 @@ impl ComputeApi {
     ) -> Result<CreatedServer, OpenStackError> {
         let version = self.microversion(project).await?;
         let tags_at_create = version >= microversion::NOVA_TAGS_AT_CREATE;
+        let block_device_mapping_v2 = match &new.boot_volume {
+            None => None,
+            Some(b) => {
+                if b.volume_type.is_some() && version < microversion::NOVA_BDM_VOLUME_TYPE {
+                    return Err(OpenStackError::new(
+                        ErrorClass::Permanent,
+                        SERVICE,
+                        "POST",
+                        "/servers",
+                        format!(
+                            "a boot volume of a given type needs Nova microversion {} (this cloud speaks {version})",
+                            microversion::NOVA_BDM_VOLUME_TYPE
+                        ),
+                    ));
+                }
+                let bdm = BlockDeviceMapping {
+                    boot_index: Some(0),
+                    source_type: Some("image".into()),
+                    destination_type: Some("volume".into()),
+                    uuid: Some(new.image_id.clone()),
+                    volume_size: Some(i64::from(b.size_gb)),
+                    volume_type: b.volume_type.clone(),
+                    delete_on_termination: Some(b.delete_on_termination),
+                    device_name: None,
+                };
+                let value = serde_json::to_value(bdm)
+                    .map_err(|e| OpenStackError::decode(SERVICE, "POST", "/servers", e))?;
+                Some(vec![value])
+            }
+        };
         let create = ServerCreate {
             name: new.name.clone(),
-            image_ref: Some(new.image_id.clone()),
+            // Booting from a volume: the image is the volume's source, not the server's.
+            image_ref: new.boot_volume.is_none().then(|| new.image_id.clone()),
+            block_device_mapping_v2,
             flavor_ref: new.flavor_id.clone(),
             networks: Some(Networks::List(vec![NetworkRequest {
                 port: Some(new.port_id.clone()),
@@ -746,7 +791,31 @@ mod tests {
             metadata: BTreeMap::from([("provisioner_order_id".into(), "o-1".into())]),
             availability_zone: Some("az2".into()),
             server_group: Some("616fb98f-46ca-475e-917e-2563e5a8cd19".into()),
+            boot_volume: None,
         };
         assert!(!format!("{new:?}").contains("I2Nsb3VkLWNvbmZpZwo="));
+    }
+
+    #[test]
+    fn a_block_device_mapping_reads_as_old_and_new_clients_send_it() {
+        // The api-ref's boot from volume (integers, booleans) and older clients' strings.
+        let new: BlockDeviceMapping = serde_json::from_value(serde_json::json!({
+            "boot_index": 0, "uuid": "70a599e0-31e7-49b7-b260-868f441e862b", "source_type": "image",
+            "destination_type": "volume", "volume_size": 10, "volume_type": "ssd",
+            "delete_on_termination": true}))
+        .unwrap();
+        assert_eq!(
+            (new.boot_index, new.volume_size, new.delete_on_termination),
+            (Some(0), Some(10), Some(true))
+        );
+        let old: BlockDeviceMapping = serde_json::from_value(serde_json::json!({
+            "boot_index": "0", "uuid": "x", "source_type": "image", "destination_type": "volume",
+            "volume_size": "1", "delete_on_termination": "False"}))
+        .unwrap();
+        assert_eq!(
+            (old.boot_index, old.volume_size, old.delete_on_termination),
+            (Some(0), Some(1), Some(false))
+        );
+        assert!(serde_json::to_value(&old).unwrap().get("volume_type").is_none());
     }
 }
