@@ -324,3 +324,82 @@ async fn pre_flight_refuses_a_boot_volume_too_small_for_its_image_an_unknown_typ
     assert!(report.ok, "{report:?}");
     stack.cleanup().await;
 }
+
+/// `POST /servers` at a microversion, as a client that asks for it: (status, body).
+async fn nova_create(sim: &SimHandle, token: &str, microversion: &str, server: Value) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/compute/v2.1/servers", sim.url()))
+        .header("X-Auth-Token", token)
+        .header("OpenStack-API-Version", format!("compute {microversion}"))
+        .json(&json!({ "server": server }))
+        .send()
+        .await
+        .expect("call the simulator");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_nova_refuses_and_fails_boot_volumes_as_nova_does() {
+    let stack = Stack::new(fast()).await;
+    let demo = token(&stack.sim, "demo");
+    let bdm = |size: Value, extra: Value| {
+        let mut b = json!({"boot_index": 0, "uuid": CIRROS_ID, "source_type": "image",
+            "destination_type": "volume", "volume_size": size});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        json!({"name": "bfv", "flavorRef": "1", "imageRef": "", "networks": "auto",
+            "block_device_mapping_v2": [b]})
+    };
+    // Refused at the API, nothing made.
+    let (status, body) =
+        nova_create(&stack.sim, &demo, "2.66", bdm(json!(1), json!({"volume_type": "ssd"}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("'volume_type' was unexpected"), "{body}");
+    let (status, body) =
+        nova_create(&stack.sim, &demo, "2.67", bdm(json!(1), json!({"volume_type": "gold"}))).await;
+    assert_eq!(
+        (status, body["badRequest"]["message"].as_str()),
+        (400, Some("Volume type gold could not be found."))
+    );
+    let mut ubuntu = bdm(json!(2), json!({}));
+    ubuntu["block_device_mapping_v2"][0]["uuid"] = json!("1e2d3c4b-5a69-4788-97a6-b5c4d3e2f102");
+    let (status, body) = nova_create(&stack.sim, &demo, "2.67", ubuntu).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("Volume is smaller than the minimum size specified in image metadata"),
+        "{body}"
+    );
+    let (status, body) = nova_create(&stack.sim, &demo, "2.67", bdm(json!(null), json!({}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(demo_usage(&stack).instances, 0);
+    assert!(demo_volumes(&stack.sim).await.is_empty());
+
+    // Strings as older clients send them; delete_on_termination honoured on delete.
+    let (status, body) =
+        nova_create(&stack.sim, &demo, "2.79", bdm(json!("1"), json!({"delete_on_termination": "true"})))
+            .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["server"]["id"].as_str().unwrap().to_string();
+    let s = nova_show(&stack.sim, &demo, &id).await;
+    let attached = s["server"]["os-extended-volumes:volumes_attached"].clone();
+    assert_eq!(attached[0]["delete_on_termination"], true, "{s}");
+    let volume = attached[0]["id"].as_str().unwrap().to_string();
+    let v = demo_volumes(&stack.sim).await;
+    assert_eq!(
+        (v.len(), v[0]["name"].as_str(), v[0]["bootable"].as_str()),
+        (1, Some(""), Some("true")),
+        "{v:?}"
+    );
+    let (status, _) =
+        api(&stack.sim, &demo, Method::DELETE, &format!("/compute/v2.1/servers/{id}"), None).await;
+    assert_eq!(status, 204);
+    let (status, _) =
+        api(&stack.sim, &demo, Method::GET, &format!("/volume/v3/{DEMO_PROJECT_ID}/volumes/{volume}"), None)
+            .await;
+    assert_eq!(status, 404, "deleted with its server");
+    assert_eq!(demo_usage(&stack).volumes, 0);
+    stack.cleanup().await;
+}
