@@ -36,15 +36,12 @@ pub enum ErrorKind {
     Quota,
     NotFound,
     Auth,
-    /// The order asks for what the cloud does not offer (an availability zone that is not
-    /// available, a server group that does not exist or whose name is ambiguous): not retried,
-    /// `invalid_order`.
+    /// The order asks for what the cloud does not offer (a region its catalog does not list, an
+    /// availability zone that is not available, a server group that does not exist or whose
+    /// name is ambiguous): not retried, `invalid_order`.
     Invalid,
     /// A bad request, an ambiguous name, an unexpected answer: not retried.
     Permanent,
-    /// The order asks for what the cloud cannot have (a region its catalog does not list):
-    /// `invalid_order`, not retried.
-    Invalid,
 }
 
 /// A failed cloud call, with the service's own message.

@@ -108,6 +108,8 @@ impl Watch {
 }
 
 /// A resource as the poller saw it, handed to the wait step so it needs no GET of its own.
+// A server's observation is ~300 bytes, a few per waiting job for a moment: not worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Observation {
     Server(ServerInfo),

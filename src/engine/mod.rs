@@ -1082,7 +1082,6 @@ fn retry_class(kind: &self::cloud::ErrorKind) -> &'static str {
         ErrorKind::Auth => "auth",
         ErrorKind::Invalid => "invalid",
         ErrorKind::Permanent => "permanent",
-        ErrorKind::Invalid => "invalid",
     }
 }
 

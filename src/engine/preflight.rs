@@ -141,7 +141,7 @@ async fn check_order_in_region(cloud: &dyn Cloud, order: &Order) -> Report {
         let wanted = s.server_group.as_ref()?;
         Some(cloud.find_server_group(&order.project_id, wanted).await)
     };
-        let boot_type = async {
+    let boot_type = async {
         let wanted = s.boot_volume.as_ref()?.volume_type.as_deref()?;
         Some(cloud.find_volume_type(&order.project_id, wanted).await)
     };

@@ -255,9 +255,10 @@ impl OpenStackError {
         match self.class {
             ErrorClass::Quota => E::QuotaExceeded,
             ErrorClass::NotFound => E::NotFound,
-            ErrorClass::Ambiguous | ErrorClass::AlreadyExists | ErrorClass::UnknownRegion | ErrorClass::Invalid => {
-                E::InvalidOrder
-            }
+            ErrorClass::Ambiguous
+            | ErrorClass::AlreadyExists
+            | ErrorClass::UnknownRegion
+            | ErrorClass::Invalid => E::InvalidOrder,
             ErrorClass::Auth => E::Auth,
             ErrorClass::Permanent if self.status == Some(400) => E::InvalidOrder,
             ErrorClass::Transient if self.status.is_none() && self.message.starts_with("timed out") => {
