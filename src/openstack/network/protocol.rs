@@ -57,6 +57,11 @@ pub struct Network {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// A string Neutron may show as `null`, read as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
 fn yes() -> bool {
     true
 }
@@ -335,7 +340,8 @@ pub struct SecurityGroupRule {
     pub remote_address_group_id: Option<String>,
     #[serde(default)]
     pub normalized_cidr: Option<String>,
-    #[serde(default)]
+    /// Real Neutron shows `null` for the rules it makes itself (a default group's).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub description: String,
     #[serde(default)]
     pub tenant_id: String,
@@ -571,6 +577,25 @@ pub struct Version {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Real Neutron 29's default group (shared/real-openstack): its own rules have
+    /// `"description": null`.
+    #[test]
+    fn parses_a_real_default_security_group_with_null_rule_descriptions() {
+        let body = r#"{"security_groups": [{"id": "b3ca28e6-3da8-4e66-b25e-3a33651ce65a", "name": "default",
+          "stateful": true, "tenant_id": "a0aac6793c904d27809784e9d351a5e5", "project_id": "a0aac6793c904d27809784e9d351a5e5",
+          "description": "Default security group", "shared": false, "security_group_rules": [{"id": "fcb59817-1e31-4aeb-8280-80df2de17d5e",
+          "project_id": "a0aac6793c904d27809784e9d351a5e5", "security_group_id": "b3ca28e6-3da8-4e66-b25e-3a33651ce65a",
+          "ethertype": "IPv6", "direction": "egress", "protocol": null, "port_range_min": null, "port_range_max": null,
+          "remote_ip_prefix": null, "remote_address_group_id": null, "normalized_cidr": null, "remote_group_id": null,
+          "standard_attr_id": 34, "belongs_to_default_sg": null, "description": null, "tags": [],
+          "created_at": "2026-12-07T07:55:45Z", "updated_at": "2026-12-07T07:55:45Z", "revision_number": 0,
+          "tenant_id": "a0aac6793c904d27809784e9d351a5e5"}], "tags": [], "created_at": "2026-12-07T07:55:45Z",
+          "updated_at": "2026-12-07T07:55:45Z", "revision_number": 1}]}"#;
+        let list: SecurityGroupList = serde_json::from_str(body).unwrap();
+        let rule = &list.security_groups[0].security_group_rules[0];
+        assert_eq!((rule.direction.as_str(), rule.description.as_str()), ("egress", ""));
+    }
 
     #[test]
     fn parses_api_ref_port_create_response() {
