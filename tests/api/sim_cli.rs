@@ -28,6 +28,15 @@ fn openstack_cli() -> PathBuf {
     })
 }
 
+/// `server create` of a m1.tiny cirros server on `private` named `name`, with `extra` options.
+fn server_create<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args =
+        vec!["server", "create", "--flavor", "m1.tiny", "--image", "cirros-0.6.2", "--network", "private"];
+    args.extend_from_slice(extra);
+    args.push(name);
+    args
+}
+
 struct Cli {
     bin: PathBuf,
     auth_url: String,
@@ -480,38 +489,9 @@ async fn sim_cli_python_openstackclient_keypairs() {
     let again = cli.demo_fails(&["keypair", "create", "--public-key", file.to_str().unwrap(), "kp1"]).await;
     assert!(again.contains("already exists"), "{again}");
 
-    let server = cli
-        .demo(&[
-            "server",
-            "create",
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            "cirros-0.6.2",
-            "--network",
-            "private",
-            "--key-name",
-            "kp1",
-            "--wait",
-            "vm-kp",
-        ])
-        .await;
+    let server = cli.demo(&server_create("vm-kp", &["--key-name", "kp1", "--wait"])).await;
     assert_eq!(server["key_name"], "kp1", "{server}");
-    let refused = cli
-        .demo_fails(&[
-            "server",
-            "create",
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            "cirros-0.6.2",
-            "--network",
-            "private",
-            "--key-name",
-            "no-such-key",
-            "vm-nokey",
-        ])
-        .await;
+    let refused = cli.demo_fails(&server_create("vm-nokey", &["--key-name", "no-such-key"])).await;
     assert!(refused.contains("Invalid key_name provided."), "{refused}");
     cli.run("provisioner", "demo", &["server", "delete", "--wait", "vm-kp"]).await;
     cli.run("provisioner", "demo", &["keypair", "delete", "kp1"]).await;
@@ -645,18 +625,7 @@ async fn sim_cli_python_openstackclient_regions() {
         "each region's Neutron has its own ids"
     );
 
-    let create = [
-        "server",
-        "create",
-        "--flavor",
-        "m1.tiny",
-        "--image",
-        "cirros-0.6.2",
-        "--network",
-        "private",
-        "--wait",
-        "vm-two",
-    ];
+    let create = server_create("vm-two", &["--wait"]);
     let server = cli.json_env(&demo, &in_region("RegionTwo", &create)).await;
     assert_eq!(server["status"], "ACTIVE", "{server}");
     let names = |list: &Value| -> Vec<String> {
@@ -737,24 +706,8 @@ async fn sim_cli_python_openstackclient_availability_zones_and_server_groups() {
     assert_eq!(shown["id"], gid.as_str(), "{shown}");
 
     let hint = format!("group={gid}");
-    let server = cli
-        .demo(&[
-            "server",
-            "create",
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            "cirros-0.6.2",
-            "--network",
-            "private",
-            "--availability-zone",
-            "az2",
-            "--hint",
-            &hint,
-            "--wait",
-            "vm-az",
-        ])
-        .await;
+    let server =
+        cli.demo(&server_create("vm-az", &["--availability-zone", "az2", "--hint", &hint, "--wait"])).await;
     assert_eq!(server["status"], "ACTIVE", "{server}");
     let sid = server["id"].as_str().unwrap().to_string();
     let shown = cli.demo(&["server", "show", "vm-az"]).await;
@@ -762,21 +715,7 @@ async fn sim_cli_python_openstackclient_availability_zones_and_server_groups() {
     let group = cli.demo(&["server", "group", "show", "grp1"]).await;
     assert!(group["members"].to_string().contains(&sid), "{group}");
     // A zone that is not available: Nova's 400, through the CLI.
-    let err = cli
-        .demo_fails(&[
-            "server",
-            "create",
-            "--flavor",
-            "m1.tiny",
-            "--image",
-            "cirros-0.6.2",
-            "--network",
-            "private",
-            "--availability-zone",
-            "nowhere",
-            "vm-nowhere",
-        ])
-        .await;
+    let err = cli.demo_fails(&server_create("vm-nowhere", &["--availability-zone", "nowhere"])).await;
     assert!(err.contains("The requested availability zone is not available"), "{err}");
 
     cli.run("provisioner", "demo", &["server", "delete", "--wait", "vm-az"]).await;
@@ -802,22 +741,7 @@ async fn sim_cli_python_openstackclient_boots_from_volume() {
     let cli = Cli { bin, auth_url: sim.auth_url() };
     let token = sim.control().issue_token("provisioner", "provisioner", "demo").unwrap();
 
-    let server = cli
-        .demo(&[
-            "server",
-            "create",
-            "--image",
-            "cirros-0.6.2",
-            "--boot-from-volume",
-            "1",
-            "--flavor",
-            "m1.tiny",
-            "--network",
-            "private",
-            "--wait",
-            "vm-bfv",
-        ])
-        .await;
+    let server = cli.demo(&server_create("vm-bfv", &["--boot-from-volume", "1", "--wait"])).await;
     assert_eq!(server["status"], "ACTIVE", "{server}");
     let shown = cli.demo(&["server", "show", "vm-bfv"]).await;
     assert_eq!(shown["image"], "N/A (booted from volume)", "{shown}");
