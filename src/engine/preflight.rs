@@ -484,4 +484,17 @@ mod tests {
         assert!(!c.ok && c.detail.contains("at least 2 GiB"), "{c:?}");
         assert!(boot_volume_fits(1, None, "missing").ok, "the image check says why");
     }
+
+    #[test]
+    fn a_zone_must_be_listed_and_available() {
+        let zones = [("nova".to_string(), true), ("az2".to_string(), true), ("down".to_string(), false)];
+        assert!(zone_check(&zones, "az2").ok);
+        for (wanted, says) in [("down", "is not available"), ("elsewhere", "is not a zone of this cloud")] {
+            let c = zone_check(&zones, wanted);
+            assert!(!c.ok && c.class == Some(ErrorClass::InvalidOrder), "{c:?}");
+            assert!(c.detail.contains(says) && c.detail.ends_with("available zones are nova, az2"), "{c:?}");
+        }
+        let none = zone_check(&[("down".to_string(), false)], "down");
+        assert!(none.detail.ends_with("available zones are none"), "{none:?}");
+    }
 }

@@ -847,7 +847,12 @@ async fn create_server(
             None => c.availability_zone.clone().unwrap_or_default(),
         },
         requested_az: c.availability_zone.clone(),
-        scheduler_hints: hints.clone(),
+        // Nova's request spec keeps every hint as a list (`"group": ["<id>"]`), and shows it so.
+        scheduler_hints: hints.clone().map(|h| {
+            h.into_iter()
+                .map(|(k, v)| (k, if v.is_array() { v } else { serde_json::Value::Array(vec![v]) }))
+                .collect()
+        }),
         ports,
         volumes,
         created: now,
