@@ -571,7 +571,9 @@ fn group_view(g: &SecurityGroupRec) -> SecurityGroup {
                 remote_group_id: r.remote_group_id.clone(),
                 remote_address_group_id: None,
                 normalized_cidr: r.remote_ip_prefix.clone(),
-                description: String::new(),
+                // Every rule here is one Neutron made itself (a group's own egress and default
+                // rules): Neutron shows no description for those, `null`.
+                description: None,
                 tenant_id: g.project_id.clone(),
                 project_id: g.project_id.clone(),
                 tags: vec![],

@@ -57,11 +57,6 @@ pub struct Network {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// A string Neutron may show as `null`, read as empty.
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
-}
-
 fn yes() -> bool {
     true
 }
@@ -340,9 +335,10 @@ pub struct SecurityGroupRule {
     pub remote_address_group_id: Option<String>,
     #[serde(default)]
     pub normalized_cidr: Option<String>,
-    /// Real Neutron shows `null` for the rules it makes itself (a default group's).
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub description: String,
+    /// `null` on the rules Neutron makes itself (a new group's egress rules, a default group's),
+    /// as the real Neutron shows them.
+    #[serde(default)]
+    pub description: Option<String>,
     #[serde(default)]
     pub tenant_id: String,
     #[serde(default)]
@@ -594,7 +590,7 @@ mod tests {
           "updated_at": "2026-12-07T07:55:45Z", "revision_number": 1}]}"#;
         let list: SecurityGroupList = serde_json::from_str(body).unwrap();
         let rule = &list.security_groups[0].security_group_rules[0];
-        assert_eq!((rule.direction.as_str(), rule.description.as_str()), ("egress", ""));
+        assert_eq!((rule.direction.as_str(), rule.description.as_deref()), ("egress", None));
     }
 
     #[test]
