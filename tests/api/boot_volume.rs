@@ -16,13 +16,13 @@ use openstack_provisioner::engine::preflight::check_order;
 use openstack_provisioner::messages::{ErrorClass, EventType, Order};
 use openstack_provisioner::openstack::session::{Session, SessionOptions};
 use openstack_provisioner::sim::control::QuotaPatch;
-use openstack_provisioner::sim::{DEMO_PROJECT_ID, FaultRule, SimHandle};
+use openstack_provisioner::sim::{DEMO_PROJECT_ID, SimHandle};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::engine::stack::{Stack, fast};
 use crate::engine::{run_app, wait_ready};
-use crate::helpers::{WAIT, wait_until};
+use crate::helpers::{WAIT, counting, held_answer, wait_until};
 use crate::lifecycle::{action, wait_services};
 use crate::network::{api, event_of, order_with, token};
 
@@ -161,30 +161,12 @@ async fn boot_volume_is_made_from_the_image_shown_as_openstack_shows_it_and_term
 
 /// Nova carries out the server create (and makes the boot volume), then its answer is held:
 /// the worker is killed without learning it, and its successor must adopt the server.
-fn held_server_create() -> FaultRule {
-    FaultRule {
-        service: Some("compute".into()),
-        method: Some("POST".into()),
-        path: Some("/servers$".into()),
-        answer_delay_ms: Some(60_000),
-        times: Some(1),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_while_the_server_create_is_in_flight_leaves_one_server_and_one_boot_volume() {
     let mut stack = Stack::new(fast()).await;
     let control = stack.sim.control();
-    let counting = control
-        .add_fault(FaultRule {
-            service: Some("compute".into()),
-            method: Some("POST".into()),
-            path: Some("/servers$".into()),
-            ..Default::default()
-        })
-        .unwrap();
-    control.add_fault(held_server_create()).unwrap();
+    let counting = control.add_fault(counting("compute", "POST", "/servers$")).unwrap();
+    control.add_fault(held_answer("compute", "POST", "/servers$")).unwrap();
     let mut worker = stack.child("bfv-k0");
     wait_ready(&worker).await;
     stack.env.publish(bfv_order("bfv-kill", json!({"size_gb": 1})).to_string().as_bytes()).await;

@@ -429,3 +429,24 @@ impl Drop for ChildWorker {
         }
     }
 }
+
+/// A simulator fault rule with no effect: it counts the `method` requests to `service` whose
+/// path matches `path` (a regex).
+pub fn counting(service: &str, method: &str, path: &str) -> openstack_provisioner::sim::FaultRule {
+    openstack_provisioner::sim::FaultRule {
+        service: Some(service.into()),
+        method: Some(method.into()),
+        path: Some(path.into()),
+        ..Default::default()
+    }
+}
+
+/// A simulator fault rule that lets the next matching request be done and holds its answer for
+/// a minute: the caller dies (a SIGKILL) without learning what was made.
+pub fn held_answer(service: &str, method: &str, path: &str) -> openstack_provisioner::sim::FaultRule {
+    openstack_provisioner::sim::FaultRule {
+        answer_delay_ms: Some(60_000),
+        times: Some(1),
+        ..counting(service, method, path)
+    }
+}

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::engine::stack::{Stack, fast};
 use crate::engine::{run_app, wait_ready};
-use crate::helpers::{WAIT, wait_until};
+use crate::helpers::{WAIT, counting, held_answer, wait_until};
 use crate::lifecycle::{action, wait_services};
 
 /// Calls the simulator's API with a token: (status, JSON body or `null`).
@@ -392,32 +392,11 @@ async fn public_ip_quota_exhausted_fails_with_quota_and_rollbacks_release_the_fl
 
 /// Neutron carries out the request, then its answer is held: the worker is killed without
 /// learning it, and its successor must adopt what was made.
-fn held_answer(method: &str, path: &str) -> FaultRule {
-    FaultRule {
-        service: Some("network".into()),
-        method: Some(method.into()),
-        path: Some(path.into()),
-        answer_delay_ms: Some(60_000),
-        times: Some(1),
-        ..Default::default()
-    }
-}
-
-/// A rule with no effect: counts the matching requests.
-fn counting(method: &str, path: &str) -> FaultRule {
-    FaultRule {
-        service: Some("network".into()),
-        method: Some(method.into()),
-        path: Some(path.into()),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_ip_allocated_or_associated_before_a_sigkill_is_adopted_never_doubled() {
     let mut stack = Stack::new(fast()).await;
     let control = stack.sim.control();
-    let creates = control.add_fault(counting("POST", "/floatingips$")).unwrap();
+    let creates = control.add_fault(counting("network", "POST", "/floatingips$")).unwrap();
     let mut worker = stack.child("fip-k0");
     wait_ready(&worker).await;
     for (n, (order_id, method, path, made)) in [
@@ -427,7 +406,7 @@ async fn public_ip_allocated_or_associated_before_a_sigkill_is_adopted_never_dou
     .into_iter()
     .enumerate()
     {
-        control.add_fault(held_answer(method, path)).unwrap();
+        control.add_fault(held_answer("network", method, path)).unwrap();
         stack.env.publish(public_order(order_id, "public").to_string().as_bytes()).await;
         wait_until(WAIT, made, || async {
             let fips = all_fips(&stack.sim).await;

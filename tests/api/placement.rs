@@ -15,13 +15,13 @@ use openstack_provisioner::engine::openstack_cloud::OpenStackCloud;
 use openstack_provisioner::engine::preflight::check_order;
 use openstack_provisioner::messages::{ErrorClass, EventType, Order};
 use openstack_provisioner::openstack::session::{Session, SessionOptions};
-use openstack_provisioner::sim::{DEMO_PROJECT_ID, FaultRule};
+use openstack_provisioner::sim::DEMO_PROJECT_ID;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::engine::stack::{Stack, fast};
 use crate::engine::{run_app, wait_ready};
-use crate::helpers::{WAIT, wait_until};
+use crate::helpers::{WAIT, counting, held_answer, wait_until};
 use crate::lifecycle::{action, wait_services};
 use crate::network::{event_of, order_with};
 
@@ -253,25 +253,9 @@ async fn placement_server_created_before_a_sigkill_is_adopted_once_in_its_zone_a
     let group = make_group(&stack, "kill", "anti-affinity").await;
     let control = stack.sim.control();
     // Nova makes the server, then its answer is held: the worker dies without learning its id.
-    control
-        .add_fault(FaultRule {
-            service: Some("compute".into()),
-            method: Some("POST".into()),
-            path: Some("/servers$".into()),
-            answer_delay_ms: Some(60_000),
-            times: Some(1),
-            ..Default::default()
-        })
-        .unwrap();
+    control.add_fault(held_answer("compute", "POST", "/servers$")).unwrap();
     // A rule with no effect counts the create requests.
-    let creates = control
-        .add_fault(FaultRule {
-            service: Some("compute".into()),
-            method: Some("POST".into()),
-            path: Some("/servers$".into()),
-            ..Default::default()
-        })
-        .unwrap();
+    let creates = control.add_fault(counting("compute", "POST", "/servers$")).unwrap();
     let mut first = stack.child("pl-k0");
     wait_ready(&first).await;
     let o =

@@ -21,14 +21,14 @@ use openstack_provisioner::messages::{ErrorClass, EventType, Order};
 use openstack_provisioner::openstack::config::CloudConfig;
 use openstack_provisioner::openstack::session::{Session, SessionOptions};
 use openstack_provisioner::sim::control::QuotaPatch;
-use openstack_provisioner::sim::{DEMO_PROJECT_ID, FaultRule, SimHandle};
+use openstack_provisioner::sim::{DEMO_PROJECT_ID, SimHandle};
 use openstack_provisioner::startup::App;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::engine::stack::{Stack, fast};
 use crate::engine::wait_ready;
-use crate::helpers::{WAIT, wait_until};
+use crate::helpers::{WAIT, counting, held_answer, wait_until};
 use crate::lifecycle::{action, wait_services};
 use crate::network::{api, event_of, token};
 
@@ -257,15 +257,9 @@ async fn preflight_of_a_region_two_order_reads_region_two_quotas() {
 async fn a_worker_killed_during_a_region_two_create_is_followed_by_adoption_there() {
     let mut stack = Stack::new(fast()).await;
     let two = stack.sim.region("RegionTwo").unwrap();
-    let posts = FaultRule {
-        service: Some("compute".into()),
-        method: Some("POST".into()),
-        path: Some("/servers$".into()),
-        ..Default::default()
-    };
-    let counted = two.add_fault(posts.clone()).unwrap();
+    let counted = two.add_fault(counting("compute", "POST", "/servers$")).unwrap();
     // Nova makes the server, then its answer is held: the worker dies without learning it.
-    two.add_fault(FaultRule { answer_delay_ms: Some(60_000), times: Some(1), ..posts }).unwrap();
+    two.add_fault(held_answer("compute", "POST", "/servers$")).unwrap();
     let mut worker = stack.child("r2-k0");
     wait_ready(&worker).await;
     stack.env.publish(order_in("r2-kill", Some("RegionTwo")).to_string().as_bytes()).await;
