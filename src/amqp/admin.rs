@@ -37,7 +37,7 @@ use lapin::{BasicProperties, Confirmation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Broker, connect_once, consume_until_stopped};
+use super::connection::{Broker, connect_once, consume_until_stopped, until_lost};
 use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
@@ -108,11 +108,21 @@ impl AdminConsumer {
         consume_until_stopped("the admin consumer", &shutdown, || self.session(&shutdown)).await
     }
 
+    /// One channel's life, until a clean shutdown or the loss of its connection.
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
-        let channel = self.broker.channel().await?;
+        let (channel, lost) = self.broker.watched_channel().await?;
+        let (dead, dead_lost) = self.broker.watched_channel().await?;
+        until_lost(&[&lost, &dead_lost], self.consume(channel, dead, shutdown)).await
+    }
+
+    async fn consume(
+        &self,
+        channel: Channel,
+        dead: Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AmqpError> {
         topology::declare(&channel, &self.names, self.queue_type).await?;
         channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.op("basic.qos")?;
-        let dead = self.broker.channel().await?;
         dead.confirm_select(ConfirmSelectOptions::default()).await.op("confirm.select")?;
         let mut consumer = channel
             .basic_consume(

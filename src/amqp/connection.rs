@@ -5,9 +5,17 @@
 //! clone of the same [`Broker`] and asks it for a channel when it starts and after its channel
 //! died; the broker reconnects when the connection is gone, waiting with jittered exponential
 //! backoff (100 ms doubling up to 5 s) for as long as it takes, until the shutdown token fires.
-//! The pattern for a consumer is therefore a loop: `broker.channel()` → `topology::declare` →
-//! consume until the stream ends or errors → log → loop. What was not acked on the lost channel
-//! is redelivered by the broker, and every consumer is idempotent on its message ids.
+//! The pattern for a consumer is therefore a loop: `broker.watched_channel()` →
+//! `topology::declare` → consume until the stream ends or errors, or the connection is reported
+//! lost → log → loop. What was not acked on the lost channel is redelivered by the broker, and
+//! every consumer is idempotent on its message ids.
+//!
+//! Why "reported lost" and not only "the stream errored": lapin can leave a request that was
+//! queued at the moment its connection died (an ack, seen in the reconnect test under load)
+//! unanswered forever, so a consumer that awaits it would hang with its connection gone. Each
+//! connection therefore gets a `lost` token, fired from lapin's connection events, and a session
+//! runs its work [`until_lost`]: when the connection goes, whatever the session was awaiting is
+//! dropped and the loop reconnects.
 //!
 //! The URL may carry a password: it is only ever shown redacted.
 
@@ -15,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use lapin::{Channel, Connection, ConnectionProperties};
+use futures_util::StreamExt;
+use lapin::{Channel, Connection, ConnectionProperties, Event};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::AmqpError;
+use super::{AmqpError, AmqpOp};
 use crate::config::SecretUrl;
 
 /// First and largest delay between connection attempts.
@@ -39,9 +48,71 @@ struct Inner {
     url: SecretUrl,
     /// Shown in the RabbitMQ management UI (`connection_name`).
     name: String,
-    conn: Mutex<Option<Arc<Connection>>>,
+    conn: Mutex<Option<Live>>,
     /// Stops the retry loops: a worker that shuts down does not wait for a broker.
     shutdown: CancellationToken,
+}
+
+/// The current connection and the token that fires when it is lost.
+#[derive(Debug)]
+struct Live {
+    conn: Arc<Connection>,
+    lost: CancellationToken,
+}
+
+impl Live {
+    /// Watches `conn`'s events: the first error (or the end of the events, or a connection that
+    /// is already down when the watch starts) fires `lost`; shutdown ends the watch.
+    fn watch(conn: Connection, shutdown: &CancellationToken) -> Live {
+        let lost = CancellationToken::new();
+        // Subscribe first, then look: an error before the subscription is seen in the status.
+        let mut events = conn.events_listener();
+        if !conn.status().connected() {
+            lost.cancel();
+        }
+        let (fire, shutdown) = (lost.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = fire.cancelled() => return,
+                    event = events.next() => match event {
+                        Some(Event::Error(error)) => {
+                            tracing::debug!(%error, "the broker connection is lost");
+                            break;
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                }
+            }
+            fire.cancel();
+        });
+        Live { conn: Arc::new(conn), lost }
+    }
+
+    fn usable(&self) -> bool {
+        !self.lost.is_cancelled() && self.conn.status().connected()
+    }
+}
+
+/// Runs `work` until it ends or one of the connections behind it is lost
+/// ([`AmqpError::ConnectionLost`]): a session never waits on a connection that is gone.
+pub async fn until_lost<T>(
+    lost: &[&CancellationToken],
+    work: impl std::future::Future<Output = Result<T, AmqpError>>,
+) -> Result<T, AmqpError> {
+    let any_lost = async {
+        match lost {
+            [] => std::future::pending::<()>().await,
+            [one] => one.cancelled().await,
+            [one, two, ..] => tokio::select! { _ = one.cancelled() => {}, _ = two.cancelled() => {} },
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        _ = any_lost => Err(AmqpError::ConnectionLost),
+    }
 }
 
 /// The backoff between (re)connection attempts: 100 ms doubling to 5 s, jittered, unbounded.
@@ -106,13 +177,20 @@ impl Broker {
     /// A new channel on the live connection; connects (or reconnects) first if needed, retrying
     /// with backoff until it works or shutdown is requested ([`AmqpError::Cancelled`]).
     pub async fn channel(&self) -> Result<Channel, AmqpError> {
+        self.watched_channel().await.map(|(channel, _)| channel)
+    }
+
+    /// [`Broker::channel`], with the token that fires when the channel's connection is lost
+    /// (for [`until_lost`]).
+    pub async fn watched_channel(&self) -> Result<(Channel, CancellationToken), AmqpError> {
         let mut delays = reconnect_backoff();
         loop {
-            let conn = self.connection().await?;
-            match conn.create_channel().await {
-                Ok(channel) => return Ok(channel),
-                Err(source) => {
-                    tracing::warn!(error = %source, "cannot open an AMQP channel; reconnecting");
+            let (conn, lost) = self.connection().await?;
+            // Opening a channel is itself a request on the connection: bounded by its loss too.
+            match until_lost(&[&lost], async { conn.create_channel().await.op("channel.open") }).await {
+                Ok(channel) => return Ok((channel, lost)),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot open an AMQP channel; reconnecting");
                     self.forget(&conn).await;
                     let delay = delays.next().unwrap_or(RETRY_MAX);
                     self.pause(delay).await?;
@@ -121,34 +199,40 @@ impl Broker {
         }
     }
 
-    /// The live connection, connecting with backoff if there is none (or it died).
-    pub async fn connection(&self) -> Result<Arc<Connection>, AmqpError> {
+    /// The live connection and its `lost` token, connecting with backoff if there is none (or
+    /// it died).
+    async fn connection(&self) -> Result<(Arc<Connection>, CancellationToken), AmqpError> {
         let mut slot = self.inner.conn.lock().await;
-        if let Some(conn) = slot.as_ref()
-            && conn.status().connected()
+        if let Some(live) = slot.as_ref()
+            && live.usable()
         {
-            return Ok(conn.clone());
+            return Ok((live.conn.clone(), live.lost.clone()));
         }
-        *slot = None;
-        let conn = Arc::new(self.connect_with_retry().await?);
-        *slot = Some(conn.clone());
-        Ok(conn)
+        if let Some(old) = slot.take() {
+            old.lost.cancel();
+        }
+        let live = Live::watch(self.connect_with_retry().await?, &self.inner.shutdown);
+        let handed = (live.conn.clone(), live.lost.clone());
+        *slot = Some(live);
+        Ok(handed)
     }
 
     /// Drops `conn` if it is still the current connection, so that the next call reconnects.
-    pub async fn forget(&self, conn: &Arc<Connection>) {
+    async fn forget(&self, conn: &Arc<Connection>) {
         let mut slot = self.inner.conn.lock().await;
-        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-            *slot = None;
+        if slot.as_ref().is_some_and(|live| Arc::ptr_eq(&live.conn, conn))
+            && let Some(old) = slot.take()
+        {
+            old.lost.cancel();
         }
     }
 
     /// Closes the connection (at shutdown), if there is one; waits at most 2 s for the broker.
     pub async fn close(&self) {
-        if let Some(conn) = self.inner.conn.lock().await.take()
-            && conn.status().connected()
+        if let Some(live) = self.inner.conn.lock().await.take()
+            && live.conn.status().connected()
         {
-            let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "shutdown".into())).await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, live.conn.close(200, "shutdown".into())).await;
         }
     }
 

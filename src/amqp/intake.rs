@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Broker, consume_until_stopped};
+use super::connection::{Broker, consume_until_stopped, until_lost};
 use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
@@ -122,11 +122,21 @@ impl Intake {
     }
 
     /// One channel's life: declare, consume, settle batches; `Ok` only after a clean shutdown.
+    /// Runs until its connection is lost: an ack or confirm lapin never answers cannot hang it.
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
-        let channel = self.broker.channel().await?;
+        let (channel, lost) = self.broker.watched_channel().await?;
+        let (dead, dead_lost) = self.broker.watched_channel().await?;
+        until_lost(&[&lost, &dead_lost], self.consume(channel, dead, shutdown)).await
+    }
+
+    async fn consume(
+        &self,
+        channel: Channel,
+        dead: Channel,
+        shutdown: &CancellationToken,
+    ) -> Result<(), AmqpError> {
         topology::declare(&channel, &self.names, self.queue_type).await?;
         channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await.op("basic.qos")?;
-        let dead = self.broker.channel().await?;
         dead.confirm_select(ConfirmSelectOptions::default()).await.op("confirm.select")?;
         let mut consumer = channel
             .basic_consume(

@@ -54,6 +54,9 @@ pub enum AmqpError {
         #[source]
         source: std::io::Error,
     },
+    /// The connection under a session was reported lost while the session waited on it.
+    #[error("the broker connection was lost")]
+    ConnectionLost,
     /// Shutdown was requested while waiting (for the broker, for the database).
     #[error("cancelled by shutdown")]
     Cancelled,

@@ -65,6 +65,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        init_logs();
         let db_name = format!("prov_t_{}", uuid::Uuid::new_v4().simple());
         let prefix = format!("t{:08x}.", fastrand::u32(..));
         let mut settings = Settings::default();
@@ -350,6 +351,14 @@ impl Drop for TcpProxy {
             s.generation.cancel();
         }
     }
+}
+
+/// The in-process worker's log, captured per test (nextest shows it when the test fails):
+/// warnings and errors by default, `RUST_LOG` to see more.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
 /// The real `provisioner run` binary as a child process; its log goes to a temp file.
