@@ -29,8 +29,11 @@
 //! (Nova lists it first in `os-extended-volumes:volumes_attached`; Nova does not mark it with
 //! the job) once the server is up. The rollback's `delete_server` reads a server's volumes
 //! before deleting it and, once the server is gone, deletes the boot volume if Nova left it
-//! (whatever `delete_on_termination` says: nothing was delivered). A Cinder quota hit while Nova
-//! builds the volume ends the server in `ERROR` with a fault the client classifies as quota.
+//! (whatever `delete_on_termination` says: nothing was delivered). A duplicate server found at
+//! adoption (or in the rollback) leaves its boot volume too when the order keeps boot volumes:
+//! the step records it (`stray_volumes`), deletes the server, and deletes the volume once Nova
+//! has let go of it, before it moves on. A Cinder quota hit while Nova builds the volume ends
+//! the server in `ERROR` with a fault the client classifies as quota.
 //!
 //! `create_keypair` does something only for an order with `server.ssh_public_key`: it imports
 //! the key as the Nova keypair `prov-<job id>` (the service user's: Nova keypairs belong to a
@@ -50,7 +53,7 @@ use futures_util::future::BoxFuture;
 
 use super::cloud::{
     BootVolumeSpec, CloudError, Created, ErrorKind, FloatingIpSpec, PortSpec, Resolved, ServerSpec,
-    VolumeSpec,
+    VolumeInfo, VolumeSpec,
 };
 use super::kind::{Failure, Job, Kind, Observation, Outcome, Step, StepCtx, Watch};
 use crate::messages::{ErrorClass, Order};
@@ -169,6 +172,34 @@ pub struct BootVolumeData {
 /// (Nova lists them in block device order, the boot volume at index 0 first).
 fn boot_volume_of(volumes: &[String], data_volume: Option<&String>) -> Option<String> {
     volumes.iter().find(|v| Some(*v) != data_volume).cloned()
+}
+
+/// Deletes the boot volumes of duplicate servers this job deleted ([`JobData::stray_volumes`]),
+/// each once Nova has let go of it (detached, `available`); `true` when none is left. Nova made
+/// them for a server carrying the job's mark, so they are the job's, whatever the order said
+/// about keeping the one it delivers.
+///
+/// [`JobData::stray_volumes`]: super::kind::JobData::stray_volumes
+async fn sweep_stray_volumes(ctx: &StepCtx, job: &mut Job) -> Result<bool, CloudError> {
+    let mut gone = Vec::new();
+    for id in job.data.stray_volumes.clone() {
+        match ctx.cloud.get_volume(&job.project_id, &id).await? {
+            None => gone.push(id),
+            Some(v) if deletable(&v) => {
+                tracing::warn!(volume_id = %id, "deleting the boot volume of a duplicate server of this job");
+                ctx.cloud.delete_volume(&job.project_id, &id).await?;
+            }
+            // Detaching from its deleted server, or deleting: look again.
+            Some(_) => {}
+        }
+    }
+    job.data.stray_volumes.retain(|id| !gone.contains(id));
+    Ok(job.data.stray_volumes.is_empty())
+}
+
+/// A volume no server holds any more, that Cinder will delete.
+fn deletable(v: &VolumeInfo) -> bool {
+    v.attachments.is_empty() && (v.status == "available" || v.status.starts_with("error"))
 }
 
 /// Resolves the order's external network once (`None`: no public IP ordered).
@@ -454,20 +485,34 @@ fn associate_public_ip<'a>(
 
 fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>) -> BoxFuture<'a, Outcome> {
     Box::pin(async move {
-        if let Some(id) = &job.server_id {
-            return Outcome::Wait { step: WAIT_SERVER, watch: Watch::Server(id.clone()) };
+        if let Some(id) = job.server_id.clone() {
+            // Adopted with duplicates whose boot volumes Nova keeps: those go first.
+            if !cloud!(sweep_stray_volumes(ctx, job).await) {
+                return Outcome::Later(ctx.recheck);
+            }
+            return Outcome::Wait { step: WAIT_SERVER, watch: Watch::Server(id) };
         }
         let Some(port_id) = job.port_id.clone() else { return internal("create_server without a port") };
         let mark = job.mark();
         if job.intent_on_entry && job.may_have_created(CREATE_SERVER) {
             let found = cloud!(ctx.cloud.find_servers(&job.project_id, &mark).await);
             if let Some((keep, extras)) = found.split_first() {
+                let boots = job.order.as_ref().is_some_and(|o| o.server.boot_volume.is_some());
                 for extra in extras {
+                    if boots
+                        && let Some(boot) = boot_volume_of(&extra.volumes, None)
+                        && !job.data.stray_volumes.contains(&boot)
+                    {
+                        job.data.stray_volumes.push(boot);
+                    }
                     tracing::warn!(server_id = %extra.id, "deleting a duplicate server of this job");
                     cloud!(ctx.cloud.delete_server(&job.project_id, &extra.id).await);
                 }
                 tracing::info!(server_id = %keep.id, "adopted the server created before the interruption");
                 job.server_id = Some(keep.id.clone());
+                if !job.data.stray_volumes.is_empty() {
+                    return Outcome::Later(ctx.recheck);
+                }
                 return Outcome::Wait { step: WAIT_SERVER, watch: Watch::Server(keep.id.clone()) };
             }
         }
@@ -736,12 +781,16 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
         let mut pending = false;
         for id in &ids {
             if let Some(s) = cloud!(ctx.cloud.get_server(&job.project_id, id).await) {
-                // Learn the boot volume before the server (Nova's only record of it) is gone.
-                if boots
-                    && job.data.boot_volume.as_ref().is_none_or(|b| b.id.is_none())
-                    && let Some(boot) = boot_volume_of(&s.volumes, job.volume_id.as_ref())
-                {
-                    job.data.boot_volume = Some(BootVolumeData { id: Some(boot) });
+                // Learn the boot volume before the server (Nova's only record of it) is gone: the
+                // job's server's is its boot volume, a duplicate's a stray.
+                if boots && let Some(boot) = boot_volume_of(&s.volumes, job.volume_id.as_ref()) {
+                    let known = job.data.boot_volume.as_ref().and_then(|b| b.id.clone());
+                    let own = Some(id) == job.server_id.as_ref() || job.server_id.is_none();
+                    if known.is_none() && own {
+                        job.data.boot_volume = Some(BootVolumeData { id: Some(boot) });
+                    } else if known.as_ref() != Some(&boot) && !job.data.stray_volumes.contains(&boot) {
+                        job.data.stray_volumes.push(boot);
+                    }
                 }
                 if !s.status.eq_ignore_ascii_case("DELETED") {
                     cloud!(ctx.cloud.delete_server(&job.project_id, id).await);
@@ -753,9 +802,12 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
         if pending {
             return Outcome::Later(ctx.recheck);
         }
-        // Then the boot volume, if Nova left it (delete_on_termination false, or a build that
-        // failed after the volume was made): nothing was delivered, so it goes whatever the order
-        // said.
+        // Then the boot volumes, if Nova left them (delete_on_termination false, or a build that
+        // failed after the volume was made): nothing was delivered, so they go whatever the order
+        // said. A duplicate's first, then the job's own.
+        if !cloud!(sweep_stray_volumes(ctx, job).await) {
+            return Outcome::Later(ctx.recheck);
+        }
         let Some(boot) = job.data.boot_volume.as_ref().and_then(|b| b.id.clone()) else {
             return Outcome::Done;
         };
@@ -764,9 +816,7 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
                 job.data.boot_volume = None;
                 Outcome::Done
             }
-            Some(v)
-                if v.attachments.is_empty() && (v.status == "available" || v.status.starts_with("error")) =>
-            {
+            Some(v) if deletable(&v) => {
                 cloud!(ctx.cloud.delete_volume(&job.project_id, &boot).await);
                 Outcome::Later(ctx.recheck)
             }

@@ -138,6 +138,10 @@ pub struct JobData {
     /// The order's `server.boot_volume`: the volume Nova made from the image, once seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_volume: Option<super::create::BootVolumeData>,
+    /// Boot volumes of duplicate servers this job deleted (adoption, rollback), deleted in turn
+    /// once Nova has let go of them: with `delete_on_termination: false` Nova keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stray_volumes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_status: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -193,6 +193,71 @@ async fn a_sigkill_while_the_server_create_is_in_flight_leaves_one_server_and_on
     stack.cleanup().await;
 }
 
+/// A duplicate server carrying the job's mark, its boot volume kept by Nova
+/// (`delete_on_termination: false`, as the order's own): the adopting worker deletes the
+/// duplicate and, once Nova has let go of it, its boot volume; one server and one volume remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_server_found_at_adoption_goes_with_the_boot_volume_nova_kept_for_it() {
+    let mut stack = Stack::new(fast()).await;
+    let control = stack.sim.control();
+    let held = control.add_fault(held_answer("compute", "POST", "/servers$")).unwrap();
+    let mut worker = stack.child("bfv-d0");
+    wait_ready(&worker).await;
+    let order = bfv_order("bfv-dup", json!({"size_gb": 1, "delete_on_termination": false}));
+    stack.env.publish(order.to_string().as_bytes()).await;
+    wait_until(WAIT, "nova made the server and its boot volume", || async {
+        demo_usage(&stack).instances == 1 && demo_usage(&stack).volumes == 1
+    })
+    .await;
+    worker.kill().await;
+    assert!(control.remove_fault(held));
+
+    // The duplicate: the job's mark (read from the server Nova made), a kept boot volume.
+    let demo = token(&stack.sim, "demo");
+    let (status, body) = api(&stack.sim, &demo, Method::GET, "/compute/v2.1/servers/detail", None).await;
+    assert_eq!(status, 200, "{body}");
+    let first = body["servers"][0].clone();
+    let mark = nova_show(&stack.sim, &demo, first["id"].as_str().unwrap()).await["server"]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|t| t.starts_with("job-"))
+        .expect("the job's mark on its server")
+        .to_string();
+    let dup = json!({"name": "bfv-dup", "flavorRef": "1", "imageRef": "", "networks": "auto",
+        "tags": [mark, "provisioner"],
+        "block_device_mapping_v2": [{"boot_index": 0, "uuid": CIRROS_ID, "source_type": "image",
+            "destination_type": "volume", "volume_size": 1, "delete_on_termination": false}]});
+    let (status, body) = nova_create(&stack.sim, &demo, "2.67", dup).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body["server"]["id"].is_string(), "{body}");
+    wait_until(WAIT, "the duplicate and its boot volume", || async {
+        demo_usage(&stack).instances == 2 && demo_usage(&stack).volumes == 2
+    })
+    .await;
+
+    let mut worker = stack.child("bfv-d1");
+    stack.wait_events(1, Duration::from_secs(90)).await;
+    let e = event_of(&stack, "bfv-dup").clone();
+    assert_eq!(e.event_type, EventType::Completed, "{e:?}");
+    let server = e.server.as_ref().unwrap();
+    let boot = server.boot_volume.clone().expect("the boot volume reported");
+    let u = demo_usage(&stack);
+    assert_eq!((u.instances, u.volumes), (1, 1), "one server and one boot volume left: {u:?}");
+    let volumes = demo_volumes(&stack.sim).await;
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0]["id"].as_str(), Some(boot.id.as_str()));
+    let (status, body) = api(&stack.sim, &demo, Method::GET, "/compute/v2.1/servers/detail", None).await;
+    assert_eq!(status, 200, "{body}");
+    let left: Vec<&str> =
+        body["servers"].as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(left.len(), 1, "{body}");
+    assert_eq!(left[0], server.id, "{body}");
+    worker.terminate(Duration::from_secs(30)).await;
+    stack.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_removes_the_boot_volume_and_a_cinder_quota_hit_while_nova_builds_it_is_quota() {
     let mut stack = Stack::new(fast()).await;
