@@ -37,7 +37,7 @@ use lapin::{BasicProperties, Confirmation};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Broker, connect_once, consume_until_stopped, until_lost};
+use super::connection::{Broker, connect_once, consume_until_stopped};
 use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
@@ -110,9 +110,7 @@ impl AdminConsumer {
 
     /// One channel's life, until a clean shutdown or the loss of its connection.
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
-        let (channel, lost) = self.broker.watched_channel().await?;
-        let (dead, dead_lost) = self.broker.watched_channel().await?;
-        until_lost(&[&lost, &dead_lost], self.consume(channel, dead, shutdown)).await
+        self.broker.consumer_session(|channel, dead| self.consume(channel, dead, shutdown)).await
     }
 
     async fn consume(
@@ -123,7 +121,6 @@ impl AdminConsumer {
     ) -> Result<(), AmqpError> {
         topology::declare(&channel, &self.names, self.queue_type).await?;
         channel.basic_qos(PREFETCH, BasicQosOptions::default()).await.op("basic.qos")?;
-        dead.confirm_select(ConfirmSelectOptions::default()).await.op("confirm.select")?;
         let mut consumer = channel
             .basic_consume(
                 ShortString::from(self.names.admin_queue.as_str()),

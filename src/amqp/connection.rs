@@ -199,6 +199,25 @@ impl Broker {
         }
     }
 
+    /// A consumer's session: its two channels (the one it consumes on, and one for its
+    /// confirmed dead-letter publishes), with `work` run on them until it ends or their
+    /// connection is lost ([`until_lost`]).
+    pub async fn consumer_session<F, Fut>(&self, work: F) -> Result<(), AmqpError>
+    where
+        F: FnOnce(Channel, Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<(), AmqpError>>,
+    {
+        let (channel, lost) = self.watched_channel().await?;
+        let (dead, dead_lost) = self.watched_channel().await?;
+        until_lost(&[&lost, &dead_lost], async {
+            dead.confirm_select(lapin::options::ConfirmSelectOptions::default())
+                .await
+                .op("confirm.select")?;
+            work(channel, dead).await
+        })
+        .await
+    }
+
     /// The live connection and its `lost` token, connecting with backoff if there is none (or
     /// it died).
     async fn connection(&self) -> Result<(Arc<Connection>, CancellationToken), AmqpError> {

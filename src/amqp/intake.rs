@@ -41,15 +41,13 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{FutureExt, StreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{Broker, consume_until_stopped, until_lost};
+use super::connection::{Broker, consume_until_stopped};
 use super::dead_letter;
 use super::submit::confirmed;
 use super::topology::{self, Names};
@@ -124,9 +122,7 @@ impl Intake {
     /// One channel's life: declare, consume, settle batches; `Ok` only after a clean shutdown.
     /// Runs until its connection is lost: an ack or confirm lapin never answers cannot hang it.
     async fn session(&self, shutdown: &CancellationToken) -> Result<(), AmqpError> {
-        let (channel, lost) = self.broker.watched_channel().await?;
-        let (dead, dead_lost) = self.broker.watched_channel().await?;
-        until_lost(&[&lost, &dead_lost], self.consume(channel, dead, shutdown)).await
+        self.broker.consumer_session(|channel, dead| self.consume(channel, dead, shutdown)).await
     }
 
     async fn consume(
@@ -137,7 +133,6 @@ impl Intake {
     ) -> Result<(), AmqpError> {
         topology::declare(&channel, &self.names, self.queue_type).await?;
         channel.basic_qos(self.settings.prefetch, BasicQosOptions::default()).await.op("basic.qos")?;
-        dead.confirm_select(ConfirmSelectOptions::default()).await.op("confirm.select")?;
         let mut consumer = channel
             .basic_consume(
                 ShortString::from(self.names.orders_queue.as_str()),
