@@ -96,22 +96,15 @@ impl Live {
     }
 }
 
-/// Runs `work` until it ends or one of the connections behind it is lost
+/// Runs `work` until it ends or the connection behind `lost` is lost
 /// ([`AmqpError::ConnectionLost`]): a session never waits on a connection that is gone.
 pub async fn until_lost<T>(
-    lost: &[&CancellationToken],
+    lost: &CancellationToken,
     work: impl std::future::Future<Output = Result<T, AmqpError>>,
 ) -> Result<T, AmqpError> {
-    let any_lost = async {
-        match lost {
-            [] => std::future::pending::<()>().await,
-            [one] => one.cancelled().await,
-            [one, two, ..] => tokio::select! { _ = one.cancelled() => {}, _ = two.cancelled() => {} },
-        }
-    };
     tokio::select! {
         result = work => result,
-        _ = any_lost => Err(AmqpError::ConnectionLost),
+        _ = lost.cancelled() => Err(AmqpError::ConnectionLost),
     }
 }
 
@@ -187,7 +180,7 @@ impl Broker {
         loop {
             let (conn, lost) = self.connection().await?;
             // Opening a channel is itself a request on the connection: bounded by its loss too.
-            match until_lost(&[&lost], async { conn.create_channel().await.op("channel.open") }).await {
+            match until_lost(&lost, async { conn.create_channel().await.op("channel.open") }).await {
                 Ok(channel) => return Ok((channel, lost)),
                 Err(error) => {
                     tracing::warn!(%error, "cannot open an AMQP channel; reconnecting");
@@ -209,13 +202,14 @@ impl Broker {
     {
         let (channel, lost) = self.watched_channel().await?;
         let (dead, dead_lost) = self.watched_channel().await?;
-        until_lost(&[&lost, &dead_lost], async {
+        // Usually one connection; two if it was replaced between the two opens.
+        let session = async {
             dead.confirm_select(lapin::options::ConfirmSelectOptions::default())
                 .await
                 .op("confirm.select")?;
             work(channel, dead).await
-        })
-        .await
+        };
+        until_lost(&lost, until_lost(&dead_lost, session)).await
     }
 
     /// The live connection and its `lost` token, connecting with backoff if there is none (or

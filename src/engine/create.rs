@@ -197,6 +197,13 @@ async fn sweep_stray_volumes(ctx: &StepCtx, job: &mut Job) -> Result<bool, Cloud
     Ok(job.data.stray_volumes.is_empty())
 }
 
+/// Records a duplicate server's boot volume for [`sweep_stray_volumes`] (once).
+fn note_stray(job: &mut Job, volume: String) {
+    if !job.data.stray_volumes.contains(&volume) {
+        job.data.stray_volumes.push(volume);
+    }
+}
+
 /// A volume no server holds any more, that Cinder will delete.
 fn deletable(v: &VolumeInfo) -> bool {
     v.attachments.is_empty() && (v.status == "available" || v.status.starts_with("error"))
@@ -499,11 +506,8 @@ fn create_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
             if let Some((keep, extras)) = found.split_first() {
                 let boots = job.order.as_ref().is_some_and(|o| o.server.boot_volume.is_some());
                 for extra in extras {
-                    if boots
-                        && let Some(boot) = boot_volume_of(&extra.volumes, None)
-                        && !job.data.stray_volumes.contains(&boot)
-                    {
-                        job.data.stray_volumes.push(boot);
+                    if boots && let Some(boot) = boot_volume_of(&extra.volumes, None) {
+                        note_stray(job, boot);
                     }
                     tracing::warn!(server_id = %extra.id, "deleting a duplicate server of this job");
                     cloud!(ctx.cloud.delete_server(&job.project_id, &extra.id).await);
@@ -788,8 +792,8 @@ fn delete_server<'a>(ctx: &'a StepCtx, job: &'a mut Job, _: Option<Observation>)
                     let own = Some(id) == job.server_id.as_ref() || job.server_id.is_none();
                     if known.is_none() && own {
                         job.data.boot_volume = Some(BootVolumeData { id: Some(boot) });
-                    } else if known.as_ref() != Some(&boot) && !job.data.stray_volumes.contains(&boot) {
-                        job.data.stray_volumes.push(boot);
+                    } else if known.as_ref() != Some(&boot) {
+                        note_stray(job, boot);
                     }
                 }
                 if !s.status.eq_ignore_ascii_case("DELETED") {
