@@ -149,6 +149,7 @@ async fn login(c: &Client, base: &str, name: &str, password: &str) {
 
 async fn logout(c: &Client) {
     c.find(Locator::Css("form[action='/ui/logout'] button")).await.unwrap().click().await.unwrap();
+    await_url(c, "/ui/login").await;
     assert!(c.current_url().await.unwrap().path().ends_with("/ui/login"));
 }
 
@@ -278,6 +279,7 @@ async fn console_in_a_browser_finds_a_quota_failure_and_replays_it() {
     assert_eq!(c.find_all(Locator::Css("#jobs tr.job")).await.unwrap().len(), 1, "one left failed");
     assert!(!has(&c, "#replay-all").await);
     c.find(Locator::Css("#jobs tr.job a.order")).await.unwrap().click().await.unwrap();
+    await_url(&c, "/ui/jobs/").await;
     assert!(has(&c, "#error").await);
     assert!(!has(&c, "form#replay").await && !has(&c, "button#replay-button").await, "no replay button");
     assert!(!has(&c, "form#cancel").await);
